@@ -1,0 +1,33 @@
+# Set-up and the two entry points: `make demo` and `make test`. Both are idempotent:
+# the virtual environment is created and the package installed only when missing or
+# when pyproject.toml changed.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Decoded-image caches stay inside the project (never in the read-only data folder).
+export SIMSIAM_CACHE_DIR ?= $(CURDIR)/.cache
+
+.PHONY: install demo test test-fast lint clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/simsiam demo --out runs/demo --overwrite
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests
+
+clean:
+	rm -rf runs .cache .pytest_cache
