@@ -1,0 +1,254 @@
+"""Run configuration: typed sections, YAML presets, validation with clear errors.
+
+The schema is a tree of dataclasses read through OmegaConf's structured configs, so an
+unknown key or a value of the wrong type in a YAML file is rejected by OmegaConf before
+any work starts; :func:`validate` then checks ranges and choices. Defaults follow the
+paper's ImageNet recipe (SIMSIAM.md section 3); ``configs/cifar10.yaml`` holds the
+CIFAR recipe of Appendix D.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from simsiam.errors import ConfigError
+
+BACKBONES = ("resnet18", "resnet34", "resnet50")
+STEMS = ("imagenet", "cifar")
+METHODS = ("simsiam",)
+DEVICES = ("auto", "cpu", "cuda")
+NORMALIZE = ("auto", "cifar10", "imagenet")
+SCHEDULES = ("epoch", "step")
+AMP = ("auto", "bf16", "off")
+
+
+@dataclass
+class DataConfig:
+    """Where images come from and how many are used.
+
+    ``source`` is an ImageFolder-style directory (class subfolders; with ``train/`` and
+    ``test/`` or ``val/`` inside, those are the splits) or ``cifar10`` / ``cifar100``
+    (torchvision's download, stored under the cache directory).
+    """
+
+    source: str = ""
+    image_size: int = 224  # side of each augmented view, pixels
+    per_class: int | None = None  # at most this many training images per class
+    test_per_class: int | None = None  # at most this many held-out images per class
+    holdout_fraction: float = 0.1  # held out for the kNN monitor when there is no test split
+    cache_dir: str | None = None  # default: $SIMSIAM_CACHE_DIR or ~/.cache/simsiam
+    cache_side: int | None = None  # decoded side for folders of mixed sizes; default 8/7 x size
+    num_workers: int = 2  # DataLoader worker processes for augmentation
+
+
+@dataclass
+class AugmentConfig:
+    """The SimSiam / MoCo-v2 view recipe (SIMSIAM.md section 3), applied to both views."""
+
+    crop_scale: list[float] = field(default_factory=lambda: [0.2, 1.0])
+    crop_ratio: list[float] = field(default_factory=lambda: [3.0 / 4.0, 4.0 / 3.0])
+    jitter_prob: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4
+    hue: float = 0.1
+    grayscale_prob: float = 0.2
+    blur_prob: float | None = None  # None: 0.5 for views larger than 32 px, else 0 (no blur)
+    blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0])
+    flip_prob: float = 0.5
+    normalize: str = "auto"  # auto: CIFAR-10 statistics for views <= 32 px, else ImageNet
+
+
+@dataclass
+class ModelConfig:
+    """Backbone and heads (SIMSIAM.md section 2)."""
+
+    backbone: str = "resnet50"
+    stem: str = "imagenet"  # "cifar": 3x3 stride-1 first conv, no max-pool
+    proj_layers: int = 3  # 3 on ImageNet, 2 on CIFAR
+    proj_hidden_dim: int | None = None  # default: the backbone's feature width c
+    dim: int = 2048  # d, the projector's output width
+    pred_hidden_dim: int | None = None  # default: d / 4
+    stop_gradient: bool = True  # the paper's Fig. 2 ablation switches this off
+
+
+@dataclass
+class OptimConfig:
+    """SGD with a cosine schedule (SIMSIAM.md section 3)."""
+
+    base_lr: float = 0.05  # lr = base_lr x batch_size / 256
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 0.0  # linear warmup before the cosine decay; 0 in the paper
+    fix_pred_lr: bool = True  # predictor keeps the initial lr (Table 1c)
+    schedule: str = "epoch"  # cosine evaluated per "epoch" (official code) or per "step"
+
+
+@dataclass
+class TrainConfig:
+    """The run: length, batch, device, output and logging."""
+
+    epochs: int = 100
+    batch_size: int = 512
+    seed: int = 0
+    device: str = "auto"
+    out: str = "runs/simsiam"
+    log_every: int = 10  # steps between metric records
+    channels_last: bool = False
+    # bfloat16 autocast (the loss stays float32): "auto" = on CUDA, and on CPUs with native
+    # bf16 (AVX512-BF16 or AMX); "bf16" = always; "off" = float32 everywhere.
+    amp: str = "auto"
+
+
+@dataclass
+class EvalConfig:
+    """kNN monitor (SIMSIAM.md section 4)."""
+
+    knn_every: int = 1  # epochs between kNN evaluations; 0 switches the monitor off
+    knn_k: int = 200
+    knn_t: float = 0.1
+    knn_at_start: bool = False  # also evaluate the randomly initialised encoder
+    batch_size: int = 512  # feature-extraction batch
+
+
+@dataclass
+class Config:
+    """A whole run."""
+
+    method: str = "simsiam"
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def _wrap(exc: OmegaConfBaseException, where: str) -> ConfigError:
+    key = getattr(exc, "full_key", None) or "?"
+    msg = str(exc).splitlines()[0]
+    return ConfigError(
+        f"{where}: bad config key '{key}': {msg}. "
+        "Check the spelling against configs/*.yaml or `simsiam pretrain --help`."
+    )
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Read a YAML preset, apply dotted-key overrides, validate, and return a Config.
+
+    Args:
+        path: a YAML file whose keys are a subset of :class:`Config`; None for defaults.
+        overrides: ``{"train.epochs": 5, ...}`` applied after the file (CLI flags).
+
+    Raises:
+        ConfigError: the file is missing, a key is unknown, a value has the wrong type,
+            or :func:`validate` rejects a value. The message names the file and key.
+    """
+    schema = OmegaConf.structured(Config)
+    where = str(path) if path is not None else "defaults"
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file '{p}' does not exist; pass a YAML file such as "
+                              "configs/cifar10.yaml")
+        try:
+            loaded = OmegaConf.load(p)
+        except Exception as exc:  # yaml.YAMLError and friends
+            raise ConfigError(f"config file '{p}' is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, DictConfig):
+            raise ConfigError(f"config file '{p}' must hold a mapping of sections, "
+                              f"not a {type(loaded).__name__}")
+        try:
+            schema = OmegaConf.merge(schema, loaded)
+        except OmegaConfBaseException as exc:
+            raise _wrap(exc, where) from exc
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        try:
+            OmegaConf.update(schema, key, value, merge=True, force_add=False)
+        except OmegaConfBaseException as exc:
+            raise _wrap(exc, f"override {key}={value!r}") from exc
+    cfg: Config = OmegaConf.to_object(schema)  # type: ignore[assignment]
+    validate(cfg, where)
+    return cfg
+
+
+def config_to_yaml(cfg: Config) -> str:
+    """The resolved config as YAML (what a run directory's config.yaml holds)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """The resolved config as plain nested dicts (for JSON and checkpoints)."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg))  # type: ignore[return-value]
+
+
+def _need(cond: bool, where: str, key: str, value: Any, fix: str) -> None:
+    if not cond:
+        raise ConfigError(f"{where}: {key} = {value!r} is not allowed: {fix}")
+
+
+def validate(cfg: Config, where: str = "config") -> None:
+    """Check ranges and choices that the types alone cannot express.
+
+    Raises:
+        ConfigError: naming the field, its value and the fix.
+    """
+    n = _need
+    n(cfg.method in METHODS, where, "method", cfg.method, f"choose one of {METHODS}")
+    d, a, m, o, t, e = cfg.data, cfg.augment, cfg.model, cfg.optim, cfg.train, cfg.eval
+    n(d.image_size >= 8, where, "data.image_size", d.image_size, "use at least 8 pixels")
+    for key in ("per_class", "test_per_class", "cache_side"):
+        v = getattr(d, key)
+        n(v is None or v > 0, where, f"data.{key}", v, "use a positive integer or null")
+    n(0.0 <= d.holdout_fraction < 1.0, where, "data.holdout_fraction", d.holdout_fraction,
+      "use a fraction in [0, 1)")
+    n(d.num_workers >= 0, where, "data.num_workers", d.num_workers, "use 0 or more")
+    n(len(a.crop_scale) == 2 and 0 < a.crop_scale[0] <= a.crop_scale[1] <= 1, where,
+      "augment.crop_scale", a.crop_scale, "use [min, max] with 0 < min <= max <= 1")
+    n(len(a.crop_ratio) == 2 and 0 < a.crop_ratio[0] <= a.crop_ratio[1], where,
+      "augment.crop_ratio", a.crop_ratio, "use [min, max] with 0 < min <= max")
+    n(len(a.blur_sigma) == 2 and 0 < a.blur_sigma[0] <= a.blur_sigma[1], where,
+      "augment.blur_sigma", a.blur_sigma, "use [min, max] with 0 < min <= max")
+    for key in ("jitter_prob", "grayscale_prob", "flip_prob", "blur_prob"):
+        v = getattr(a, key)
+        n(v is None or 0.0 <= v <= 1.0, where, f"augment.{key}", v, "use a probability in [0, 1]")
+    for key in ("brightness", "contrast", "saturation"):
+        v = getattr(a, key)
+        n(v >= 0, where, f"augment.{key}", v, "use a non-negative strength")
+    n(0 <= a.hue <= 0.5, where, "augment.hue", a.hue, "use a value in [0, 0.5]")
+    n(a.normalize in NORMALIZE, where, "augment.normalize", a.normalize,
+      f"choose one of {NORMALIZE}")
+    n(m.backbone in BACKBONES, where, "model.backbone", m.backbone, f"choose one of {BACKBONES}")
+    n(m.stem in STEMS, where, "model.stem", m.stem, f"choose one of {STEMS}")
+    n(m.proj_layers in (1, 2, 3), where, "model.proj_layers", m.proj_layers, "use 1, 2 or 3")
+    n(m.dim > 0, where, "model.dim", m.dim, "use a positive width such as 2048")
+    for key in ("proj_hidden_dim", "pred_hidden_dim"):
+        v = getattr(m, key)
+        n(v is None or v > 0, where, f"model.{key}", v, "use a positive width or null")
+    n(m.pred_hidden_dim is not None or m.dim >= 4, where, "model.dim", m.dim,
+      "use at least 4 so that the predictor's hidden width d/4 is positive")
+    n(math.isfinite(o.base_lr) and o.base_lr > 0, where, "optim.base_lr", o.base_lr,
+      "use a positive learning rate such as 0.05")
+    n(0 <= o.momentum < 1, where, "optim.momentum", o.momentum, "use a value in [0, 1)")
+    n(o.weight_decay >= 0, where, "optim.weight_decay", o.weight_decay, "use 0 or more")
+    n(o.schedule in SCHEDULES, where, "optim.schedule", o.schedule, f"choose one of {SCHEDULES}")
+    n(t.epochs > 0, where, "train.epochs", t.epochs, "use a positive number of epochs")
+    n(0 <= o.warmup_epochs < t.epochs, where, "optim.warmup_epochs", o.warmup_epochs,
+      f"use 0 or more and fewer than train.epochs ({t.epochs})")
+    n(t.batch_size > 0, where, "train.batch_size", t.batch_size, "use a positive batch size")
+    n(t.device in DEVICES, where, "train.device", t.device, f"choose one of {DEVICES}")
+    n(t.amp in AMP, where, "train.amp", t.amp, f"choose one of {AMP}")
+    n(t.log_every > 0, where, "train.log_every", t.log_every, "use a positive number of steps")
+    n(bool(t.out), where, "train.out", t.out, "name an output directory")
+    n(e.knn_every >= 0, where, "eval.knn_every", e.knn_every, "use 0 (off) or a positive number")
+    n(e.knn_k > 0, where, "eval.knn_k", e.knn_k, "use a positive k such as 200")
+    n(e.knn_t > 0, where, "eval.knn_t", e.knn_t, "use a positive temperature such as 0.1")
+    n(e.batch_size > 0, where, "eval.batch_size", e.batch_size, "use a positive batch size")

@@ -1,0 +1,23 @@
+"""Errors raised for bad user input.
+
+Every error names the file, field or value at fault and what to do about it, so a
+run is rejected before any work is done rather than failing hours later.
+"""
+
+from __future__ import annotations
+
+
+class SimSiamError(Exception):
+    """Base class of the errors this package raises for bad input."""
+
+
+class ConfigError(SimSiamError, ValueError):
+    """A configuration field has a bad value, an unknown key or a wrong type."""
+
+
+class DataError(SimSiamError, ValueError):
+    """A data source is missing, empty, unreadable or too small for the run."""
+
+
+class CheckpointError(SimSiamError, ValueError):
+    """A checkpoint is missing, unreadable or does not fit the model."""
