@@ -1,0 +1,1 @@
+"""Evaluation: collapse metric and kNN monitor."""

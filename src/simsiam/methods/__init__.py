@@ -1,0 +1,27 @@
+"""Self-supervised methods: each owns its heads and loss, nothing else."""
+
+from __future__ import annotations
+
+from simsiam.config import ModelConfig
+from simsiam.errors import ConfigError
+from simsiam.methods.losses import negative_cosine, symmetric_negative_cosine
+from simsiam.methods.simsiam import SimSiam, SimSiamOutput
+from simsiam.models.backbones import build_backbone, feature_dim
+
+
+def build_method(method: str, model: ModelConfig) -> SimSiam:
+    """Build the method named ``method`` on the backbone described by ``model``.
+
+    Raises:
+        ConfigError: unknown method, backbone or stem.
+    """
+    if method != "simsiam":
+        raise ConfigError(f"method = {method!r} is unknown: choose 'simsiam'")
+    c = feature_dim(model.backbone)
+    return SimSiam(build_backbone(model.backbone, model.stem), c, dim=model.dim,
+                   proj_hidden_dim=model.proj_hidden_dim, pred_hidden_dim=model.pred_hidden_dim,
+                   proj_layers=model.proj_layers, stop_gradient=model.stop_gradient)
+
+
+__all__ = ["SimSiam", "SimSiamOutput", "build_method", "negative_cosine",
+           "symmetric_negative_cosine"]

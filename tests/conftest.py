@@ -1,0 +1,27 @@
+"""Shared fixtures: the real CIFAR-10 JPEG folder beside the project, a private cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+CIFAR_DIR = REPO.parent / "shared" / "data" / "cifar10-jpeg"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _cache_dir(tmp_path_factory):
+    """Decoded caches of the test session go to the project's .cache (never into data)."""
+    os.environ.setdefault("SIMSIAM_CACHE_DIR", str(REPO / ".cache"))
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    yield
+
+
+@pytest.fixture
+def cifar_dir() -> Path:
+    if not CIFAR_DIR.is_dir():
+        pytest.skip(f"real CIFAR-10 images not found at {CIFAR_DIR}")
+    return CIFAR_DIR

@@ -1,0 +1,81 @@
+"""Backbone and heads: exact parameter counts and layer structure (SIMSIAM.md section 2)."""
+
+import pytest
+import torch
+from torch import nn
+
+from simsiam.cli import main
+from simsiam.config import ModelConfig, load_config
+from simsiam.methods import build_method
+from simsiam.models import PredictionHead, ProjectionHead, build_backbone, torchvision_resnet
+from simsiam.models.backbones import count_parameters
+
+from .conftest import REPO
+
+
+def test_imagenet_preset_counts_match_official_builder():
+    cfg = load_config(REPO / "configs" / "imagenet.yaml")
+    model = build_method(cfg.method, cfg.model)
+    assert count_parameters(model.backbone) == 23_508_032
+    assert count_parameters(model.projector) == 12_591_104
+    assert count_parameters(model.projector, trainable_only=False) == 12_591_104 + 2_048
+    assert count_parameters(model.predictor) == 2_100_224
+    assert count_parameters(model) == 38_199_360
+
+
+def test_resnet18_with_hidden_512_counts():
+    model = build_method("simsiam", ModelConfig(backbone="resnet18", proj_hidden_dim=512))
+    assert count_parameters(model) == 14_851_648
+
+
+def test_describe_cli_prints_the_counts(capsys):
+    assert main(["describe", "--config", str(REPO / "configs" / "imagenet.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "23,508,032" in out and "12,591,104" in out and "2,100,224" in out
+    assert "trainable     38,199,360" in out
+
+
+def test_projector_structure():
+    head = ProjectionHead(512, 1024, 256, num_layers=3)
+    kinds = [type(m).__name__ for m in head.layers]
+    assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d", "ReLU",
+                     "Linear", "BatchNorm1d"]
+    lin = [m for m in head.layers if isinstance(m, nn.Linear)]
+    assert lin[0].bias is None and lin[1].bias is None
+    assert lin[2].bias is not None and not lin[2].bias.requires_grad
+    bns = [m for m in head.layers if isinstance(m, nn.BatchNorm1d)]
+    assert [bn.num_features for bn in bns] == [1024, 1024, 256]
+    assert bns[0].affine and bns[1].affine and not bns[2].affine
+
+
+def test_predictor_structure():
+    head = PredictionHead(2048, 512)
+    kinds = [type(m).__name__ for m in head.layers]
+    assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Linear"]
+    assert head.layers[0].bias is None and head.layers[3].bias is not None
+    assert head.layers[1].num_features == 512
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_heads_with_out_dim_unlike_hidden_dim_run(layers):
+    proj = ProjectionHead(64, 96, 40, num_layers=layers)
+    pred = PredictionHead(40, 12)
+    z = proj(torch.randn(5, 64))
+    assert z.shape == (5, 40)
+    assert pred(z).shape == (5, 40)
+
+
+def test_cifar_stem_and_zero_init_residual():
+    net = build_backbone("resnet18", "cifar")
+    assert net.conv1.kernel_size == (3, 3) and net.conv1.stride == (1, 1)
+    assert isinstance(net.maxpool, nn.Identity) and isinstance(net.fc, nn.Identity)
+    assert torch.count_nonzero(net.layer1[0].bn2.weight) == 0  # zero_init_residual
+    assert net(torch.randn(2, 3, 32, 32)).shape == (2, 512)
+    r50 = build_backbone("resnet50")
+    assert torch.count_nonzero(r50.layer1[0].bn3.weight) == 0
+
+
+def test_backbone_keys_are_torchvision_keys():
+    ours = set(build_backbone("resnet50").state_dict())
+    plain = set(torchvision_resnet("resnet50").state_dict())
+    assert plain - ours == {"fc.weight", "fc.bias"} and ours <= plain
