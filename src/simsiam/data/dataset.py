@@ -1,0 +1,192 @@
+"""Datasets: decoded images in memory, the train/held-out split, and the two-view dataset.
+
+A source is an ImageFolder-style directory or ``cifar10`` / ``cifar100`` (torchvision).
+For a directory with ``train/`` and ``test/`` (or ``val/``) subfolders those are the
+splits; otherwise a seeded ``holdout_fraction`` of each class is held out for the kNN
+monitor. Labels are read for evaluation only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from simsiam.config import DataConfig
+from simsiam.data.cache import decode_to_cache, default_cache_dir, uniform_square_side
+from simsiam.data.folder import first_per_class, scan_image_folder
+from simsiam.errors import DataError
+
+TORCHVISION_SOURCES = ("cifar10", "cifar100")
+
+
+@dataclass
+class ImageSet:
+    """Decoded images with labels.
+
+    Attributes:
+        images: ``(N, S, S, 3)`` uint8 RGB, possibly a read-only memory map.
+        labels: ``(N,)`` int64 class indices (evaluation only).
+        classes: class names, ``labels`` index into it.
+        paths: the source of each image (file path, or ``cifar10/train/123``).
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    classes: list[str]
+    paths: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, indices: np.ndarray) -> ImageSet:
+        """The images at ``indices`` (a copy for a memory map's fancy indexing)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        return ImageSet(self.images[indices], self.labels[indices], self.classes,
+                        [self.paths[i] for i in indices])
+
+
+def _decode(paths: list[Path], labels: np.ndarray, classes: list[str], cfg: DataConfig,
+            cache_dir: Path, split: str) -> ImageSet:
+    side = cfg.cache_side or uniform_square_side(paths) or round(cfg.image_size * 8 / 7)
+    images = decode_to_cache(paths, side, cache_dir, desc=f"decode {split}")
+    return ImageSet(images, labels, classes, [str(p) for p in paths])
+
+
+def _pick(paths: list[Path], labels: np.ndarray, idx: np.ndarray) -> tuple[list[Path], np.ndarray]:
+    return [paths[i] for i in idx], labels[idx]
+
+
+def _from_torchvision(name: str, train: bool, cache_dir: Path) -> ImageSet:
+    from torchvision import datasets
+
+    cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+    root = cache_dir / "torchvision"
+    try:
+        ds = cls(str(root), train=train, download=True)
+    except Exception as exc:  # network errors surface as URLError, OSError, RuntimeError
+        raise DataError(f"could not download or read torchvision {name} under '{root}': "
+                        f"{exc}. Connect to the internet once, or pass --data with an "
+                        "image folder") from exc
+    split = "train" if train else "test"
+    labels = np.asarray(ds.targets, dtype=np.int64)
+    return ImageSet(np.asarray(ds.data, dtype=np.uint8), labels, list(ds.classes),
+                    [f"{name}/{split}/{i}" for i in range(len(labels))])
+
+
+def _split_roots(root: Path) -> tuple[Path, Path | None]:
+    if (root / "train").is_dir():
+        for name in ("test", "val"):
+            if (root / name).is_dir():
+                return root / "train", root / name
+        return root / "train", None
+    return root, None
+
+
+def load_splits(cfg: DataConfig, seed: int = 0) -> tuple[ImageSet, ImageSet | None]:
+    """The training set and the held-out set (None when ``holdout_fraction`` is 0 and
+    the source has no test split), with the per-class limits applied.
+
+    Raises:
+        DataError: the source is empty, missing or unreadable (names the path).
+    """
+    if not cfg.source:
+        raise DataError("no data source given: pass --data DIR (a folder of images) or "
+                        "--data cifar10, or set data.source in the config")
+    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
+    if cfg.source in TORCHVISION_SOURCES:
+        train = _from_torchvision(cfg.source, True, cache_dir)
+        test: ImageSet | None = _from_torchvision(cfg.source, False, cache_dir)
+        train = train.subset(first_per_class(train.labels, cfg.per_class))
+        test = test.subset(first_per_class(test.labels, cfg.test_per_class))
+        return train, test
+    # Folders: choose the files first, then decode only those.
+    train_root, test_root = _split_roots(Path(cfg.source).expanduser())
+    paths, labels, classes = scan_image_folder(train_root)
+    test_files: tuple[list[Path], np.ndarray] | None = None
+    if test_root is not None:
+        tp, tl, tc = scan_image_folder(test_root)
+        if tc != classes:
+            raise DataError(f"class folders of '{test_root}' ({tc[:5]}...) differ from those "
+                            f"of '{train_root}' ({classes[:5]}...); use the same class names")
+        test_files = (tp, tl)
+    elif cfg.holdout_fraction > 0:
+        rng = np.random.default_rng(seed)
+        held = np.zeros(len(paths), dtype=bool)
+        for c in np.unique(labels):
+            idx = np.flatnonzero(labels == c)
+            held[rng.choice(idx, size=int(round(len(idx) * cfg.holdout_fraction)),
+                            replace=False)] = True
+        test_files = _pick(paths, labels, np.flatnonzero(held))
+        paths, labels = _pick(paths, labels, np.flatnonzero(~held))
+    paths, labels = _pick(paths, labels, first_per_class(labels, cfg.per_class))
+    train = _decode(paths, labels, classes, cfg, cache_dir, "train")
+    test = None
+    if test_files is not None:
+        tp, tl = _pick(*test_files, first_per_class(test_files[1], cfg.test_per_class))
+        test = _decode(tp, tl, classes, cfg, cache_dir, "test") if tp else None
+    return train, test
+
+
+def view_seed(seed: int, epoch: int, index: int) -> int:
+    """A 63-bit seed for the views of sample ``index`` in ``epoch`` (independent streams)."""
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(2, np.uint64)[0]
+               >> np.uint64(1))
+
+
+class TwoViewDataset(Dataset):
+    """Item ``i`` -> ``(x1, x2, i)``: two independent augmented views of image ``i``.
+
+    The views are a pure function of (seed, epoch, index): each item seeds its own
+    ``torch.Generator`` with :func:`view_seed`, so they do not depend on worker count,
+    batch order or what ran before, and a resumed run draws the same views.
+
+    Args:
+        images: ``(N, H, W, 3)`` uint8.
+        augment: callable ``(uint8 (3, H, W), generator) -> float (3, S, S)``.
+        seed: the run's seed.
+    """
+
+    def __init__(self, images: np.ndarray, augment, seed: int) -> None:
+        self.images = images
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose views are drawn (call before iterating)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """``key`` is an index (epoch from :meth:`set_epoch`) or ``(epoch, index)``."""
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
+        img = torch.from_numpy(np.array(self.images[index])).permute(2, 0, 1)
+        g = torch.Generator().manual_seed(view_seed(self.seed, epoch, index))
+        return self.augment(img, g), self.augment(img, g), index
+
+
+class EpochShuffleSampler(Sampler[tuple[int, int]]):
+    """Yields ``(epoch, i)`` for a permutation of ``range(n)`` drawn from (seed, epoch).
+
+    Carrying the epoch in each key lets persistent DataLoader workers draw that epoch's
+    views without being told; the order is reproducible and resumable.
+    """
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(view_seed(self.seed, self.epoch, -1 % (2**31)))
+        return iter((self.epoch, i) for i in torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
