@@ -1,0 +1,56 @@
+"""Config loading: presets parse, and bad input is named before any work."""
+
+import pytest
+
+from simsiam.config import Config, load_config
+from simsiam.errors import ConfigError
+
+from .conftest import REPO
+
+
+@pytest.mark.parametrize("name", ["cifar10", "imagenet", "demo-cpu"])
+def test_presets_load(name):
+    cfg = load_config(REPO / "configs" / f"{name}.yaml")
+    assert isinstance(cfg, Config)
+
+
+def test_cifar_preset_is_appendix_d():
+    cfg = load_config(REPO / "configs" / "cifar10.yaml")
+    assert (cfg.model.backbone, cfg.model.stem, cfg.model.proj_layers) == ("resnet18", "cifar", 2)
+    m = cfg.model
+    assert (m.proj_hidden_dim, m.dim, m.pred_hidden_dim) == (2048, 2048, 512)
+    assert (cfg.optim.base_lr, cfg.optim.weight_decay, cfg.optim.momentum) == (0.03, 5e-4, 0.9)
+    assert (cfg.train.batch_size, cfg.train.epochs, cfg.data.image_size) == (512, 800, 32)
+    assert cfg.augment.blur_prob == 0.0 and cfg.augment.crop_scale == [0.2, 1.0]
+
+
+def test_unknown_key_is_named(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("train:\n  epoch: 3\n")
+    with pytest.raises(ConfigError, match=r"train\.epoch") as err:
+        load_config(f)
+    assert str(f) in str(err.value)
+
+
+def test_wrong_type_is_named(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("optim:\n  base_lr: fast\n")
+    with pytest.raises(ConfigError, match=r"optim\.base_lr"):
+        load_config(f)
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("optim.base_lr", -0.1, "optim.base_lr"),
+    ("train.batch_size", 0, "train.batch_size"),
+    ("train.epochs", 0, "train.epochs"),
+    ("model.backbone", "resnet9", "resnet18"),
+    ("method", "simclr2", "method"),
+])
+def test_bad_values_are_named(key, value, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(None, {key: value})
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
