@@ -1,0 +1,7 @@
+"""``python -m simsiam`` (also what ``torchrun -m simsiam`` runs)."""
+
+import sys
+
+from simsiam.cli import main
+
+sys.exit(main())

@@ -1,0 +1,153 @@
+"""Command line: ``simsiam pretrain | knn | describe | demo``.
+
+Each subcommand is a thin call into the library. Settings come from a YAML preset
+(``--config``) read by OmegaConf; the flags below override single fields.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from simsiam.config import Config, load_config
+from simsiam.errors import SimSiamError
+
+DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo-cpu.yaml"
+DEFAULT_CIFAR_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10-jpeg"
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    return {"data.source": args.data, "train.out": args.out, "train.epochs": args.epochs,
+            "train.batch_size": args.batch_size, "data.per_class": args.per_class,
+            "train.device": args.device, "train.seed": args.seed}
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", help="image folder (class subfolders) or cifar10 / cifar100")
+    p.add_argument("--out", help="run directory (default from the config)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--per-class", type=int, help="at most N training images per class")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--seed", type=int)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from simsiam.train.trainer import pretrain
+
+    cfg = load_config(args.config, _overrides(args))
+    res = pretrain(cfg, resume=args.resume, overwrite=args.overwrite,
+                   progress=not args.no_progress)
+    last = max(res.knn) if res.knn else None
+    knn = f" knn_top1={res.knn[last]:.2f}%" if last is not None else ""
+    print(f"pretrain: {res.epochs} epochs, {res.steps} steps, final loss "
+          f"{res.epoch_loss[res.epochs]:.4f}{knn}; backbone -> {res.backbone_path}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The CPU demo: pretrain on real CIFAR-10 images, compare kNN with random init."""
+    from simsiam.train.trainer import pretrain
+
+    data = args.data or (str(DEFAULT_CIFAR_DIR) if DEFAULT_CIFAR_DIR.is_dir() else "cifar10")
+    overrides = _overrides(args) | {"data.source": data, "eval.knn_at_start": True}
+    cfg = load_config(args.config or DEMO_CONFIG, overrides)
+    print(f"demo: SimSiam {cfg.model.backbone} ({cfg.model.stem} stem) on '{data}', "
+          f"{cfg.train.epochs} epochs, batch {cfg.train.batch_size}, {cfg.data.image_size} px, "
+          f"{cfg.data.per_class} training images per class", flush=True)
+    res = pretrain(cfg, resume=args.resume, overwrite=args.overwrite,
+                   progress=not args.no_progress)
+    print(f"demo: run directory {res.run_dir}; loss per epoch "
+          + " ".join(f"{res.epoch_loss[e]:.3f}" for e in sorted(res.epoch_loss)))
+    print(f"demo: knn_top1 trained={res.knn[res.epochs]:.1f}% random_init={res.knn[0]:.1f}% "
+          f"({res.test_images} test images)")
+    return 0
+
+
+def cmd_knn(args: argparse.Namespace) -> int:
+    from simsiam.data.dataset import load_splits
+    from simsiam.eval.knn import knn_evaluate
+    from simsiam.eval.loading import load_backbone_for_eval
+    from simsiam.train.trainer import resolve_device
+
+    backbone, info = load_backbone_for_eval(args.checkpoint)
+    cfg = load_config(None, {"data.source": args.data, "data.image_size": info["image_size"],
+                             "data.per_class": args.per_class,
+                             "data.test_per_class": args.test_per_class})
+    train, test = load_splits(cfg.data)
+    if test is None:
+        raise SimSiamError(f"'{args.data}' has no held-out images for the kNN queries")
+    device = resolve_device(args.device)
+    acc = knn_evaluate(backbone.to(device), train.images, train.labels, test.images,
+                       test.labels, len(train.classes), info["image_size"], info["normalize"],
+                       device, args.k, args.t)
+    print(f"knn: top1={acc:.2f}% k={args.k} T={args.t} bank={len(train)} queries={len(test)}")
+    return 0
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    from simsiam.methods import build_method
+    from simsiam.models.backbones import count_parameters
+
+    cfg: Config = load_config(args.config)
+    model = build_method(cfg.method, cfg.model)
+    parts = {"backbone": model.backbone, "projector": model.projector,
+             "predictor": model.predictor}
+    print(f"{cfg.method}: {cfg.model.backbone} ({cfg.model.stem} stem), projector "
+          f"{cfg.model.proj_layers} layers -> d={cfg.model.dim}")
+    for name, module in parts.items():
+        frozen = count_parameters(module, False) - count_parameters(module)
+        extra = f"  (+{frozen:,} frozen)" if frozen else ""
+        print(f"  {name:<10} {count_parameters(module):>13,}{extra}")
+    print(f"  {'trainable':<10} {count_parameters(model):>13,}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="simsiam", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("pretrain", help="self-supervised pretraining")
+    p.add_argument("--config", required=True, help="YAML preset, e.g. configs/cifar10.yaml")
+    _add_run_flags(p)
+    p.set_defaults(func=cmd_pretrain)
+    p = sub.add_parser("demo", help="CPU demo on real CIFAR-10 images (configs/demo-cpu.yaml)")
+    p.add_argument("--config", help="preset (default configs/demo-cpu.yaml)")
+    _add_run_flags(p)
+    p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("knn", help="kNN top-1 of a checkpoint or exported backbone")
+    p.add_argument("--checkpoint", required=True, help="RUN/checkpoints/last.pt or "
+                   "RUN/backbone.safetensors")
+    p.add_argument("--data", required=True, help="image folder with train/ and test/, or cifar10")
+    p.add_argument("--per-class", type=int, help="at most N bank images per class")
+    p.add_argument("--test-per-class", type=int, help="at most N query images per class")
+    p.add_argument("--k", type=int, default=200)
+    p.add_argument("--t", type=float, default=0.1, help="temperature T")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.set_defaults(func=cmd_knn)
+    p = sub.add_parser("describe", help="parameter counts per part of the model")
+    p.add_argument("--config", required=True)
+    p.set_defaults(func=cmd_describe)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SimSiamError as exc:
+        print(f"simsiam {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except FloatingPointError as exc:
+        print(f"simsiam {args.command}: error: {exc}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print(f"simsiam {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

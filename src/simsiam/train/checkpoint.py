@@ -1,0 +1,90 @@
+"""Checkpoints and the exported backbone, written atomically and loaded safely.
+
+Writes go to a temporary file in the same folder, are flushed and fsync'ed, then renamed
+over the final name (``os.replace`` is atomic on POSIX), so a crash mid-write leaves the
+previous file intact. Loading uses ``torch.load(weights_only=True)``, which refuses
+pickles that would run code, or safetensors.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from simsiam.errors import CheckpointError
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | Path, write) -> None:
+    """Call ``write(tmp_path)`` then atomically rename the result to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    """Atomically ``torch.save`` a dict of tensors and plain Python values."""
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint dict on the CPU with ``weights_only=True``.
+
+    Raises:
+        CheckpointError: missing file, or a file that is not a safe checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint '{path}' does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"cannot load checkpoint '{path}' safely (weights_only): "
+                              f"{str(exc).splitlines()[0]}") from exc
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"checkpoint '{path}' holds a {type(obj).__name__}, not a dict")
+    return obj
+
+
+def save_backbone(state_dict: dict[str, torch.Tensor], path: str | Path,
+                  metadata: dict[str, str]) -> None:
+    """Atomically write a backbone state dict (torchvision key names) as safetensors."""
+    atomic_write(path, lambda tmp: save_file(state_dict, str(tmp), metadata=metadata))
+
+
+def load_backbone_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read an exported ``backbone.safetensors``: (state dict, metadata)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"backbone file '{path}' does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+        return load_file(str(path)), meta
+    except Exception as exc:
+        raise CheckpointError(f"cannot read safetensors file '{path}': {exc}") from exc

@@ -1,0 +1,245 @@
+"""The pretraining loop: data -> views -> method -> SGD, with monitoring and checkpoints.
+
+A thin harness: the method (see ``simsiam.methods``) owns its networks and loss; this
+module owns the optimizer and schedule (SIMSIAM.md section 3), the epoch loop, the kNN
+monitor (section 4), metrics, atomic checkpoints, resume and the backbone export.
+
+Run directory layout: ``config.yaml``, ``metrics.jsonl``, ``tb/``, ``checkpoints/last.pt``,
+``backbone.safetensors`` (written at the end).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from simsiam.augment.views import SimSiamAugment
+from simsiam.config import Config, config_to_dict, config_to_yaml, load_config
+from simsiam.data.dataset import EpochShuffleSampler, ImageSet, TwoViewDataset, load_splits
+from simsiam.errors import ConfigError, DataError
+from simsiam.eval.collapse import healthy_std
+from simsiam.eval.knn import knn_evaluate
+from simsiam.methods import build_method
+from simsiam.models.backbones import backbone_state_dict
+from simsiam.train.checkpoint import load_checkpoint, save_backbone, save_checkpoint
+from simsiam.train.logger import MetricsLogger
+from simsiam.train.schedule import cosine_lr, predictor_lr, scaled_lr
+
+RUN_FILES = ("config.yaml", "metrics.jsonl", "tb", "checkpoints", "backbone.safetensors")
+
+
+@dataclass
+class RunResult:
+    """What a finished run measured. kNN accuracies in percent; epoch 0 = before training."""
+
+    run_dir: Path
+    epochs: int
+    steps: int
+    knn: dict[int, float] = field(default_factory=dict)
+    epoch_loss: dict[int, float] = field(default_factory=dict)
+    test_images: int = 0
+    backbone_path: Path | None = None
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu. Raises ConfigError for cuda without one."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device = 'cuda' but no CUDA device is available; use "
+                          "--device cpu or auto")
+    return torch.device(name)
+
+
+def use_bf16(amp: str, device: torch.device) -> bool:
+    """Whether to run the forward pass under bfloat16 autocast (see ``train.amp``)."""
+    if amp != "auto":
+        return amp == "bf16"
+    if device.type == "cuda":
+        return True
+    try:  # native bf16 on this CPU; emulated bf16 would be slower than float32
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:
+        return False
+
+
+def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    """Check the output directory before any work.
+
+    Raises:
+        ConfigError: resuming without a checkpoint, or a directory that holds another run
+            without ``--resume`` or ``--overwrite``. Overwrite removes only run files.
+    """
+    if resume:
+        if not (out / "checkpoints" / "last.pt").is_file():
+            raise ConfigError(f"--resume: '{out}' has no checkpoints/last.pt to resume from; "
+                              "drop --resume to start a new run there")
+        return
+    present = [name for name in RUN_FILES if (out / name).exists()]
+    if present and not overwrite:
+        raise ConfigError(f"output directory '{out}' already holds a run ({', '.join(present)});"
+                          " pass --resume to continue it, --overwrite to replace it, or choose "
+                          "another --out")
+    for name in present:
+        target = out / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _resume_config(cfg: Config, out: Path) -> Config:
+    saved = load_config(out / "config.yaml")
+    a, b = config_to_dict(saved), config_to_dict(cfg)
+    diff = [f"{s}.{k}: run has {a[s][k]!r}, given {b[s][k]!r}" for s in a if isinstance(a[s], dict)
+            for k in a[s] if a[s][k] != b[s][k] and (s, k) not in {("train", "device")}]
+    if diff:
+        raise ConfigError(f"--resume: the config differs from the run in '{out}' "
+                          f"({'; '.join(diff)}); resume with the run's own config.yaml")
+    return cfg
+
+
+def _make_loader(train: ImageSet, cfg: Config, device: torch.device) -> DataLoader:
+    dataset = TwoViewDataset(train.images, SimSiamAugment(cfg.augment, cfg.data.image_size),
+                             cfg.train.seed)
+    workers = cfg.data.num_workers
+    return DataLoader(dataset, batch_size=cfg.train.batch_size,
+                      sampler=EpochShuffleSampler(len(train), cfg.train.seed), drop_last=True,
+                      num_workers=workers, persistent_workers=workers > 0,
+                      pin_memory=device.type == "cuda",
+                      worker_init_fn=(lambda _: torch.set_num_threads(1)) if workers else None)
+
+
+def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False,
+             progress: bool = True, stop_after_epoch: int | None = None) -> RunResult:
+    """Pretrain ``cfg.method`` on ``cfg.data`` and return what was measured.
+
+    ``stop_after_epoch`` ends the run early after that epoch's checkpoint, as an
+    interruption would (no export); ``resume=True`` then continues the same schedule.
+
+    Raises:
+        ConfigError / DataError: bad settings, output directory or data, before training.
+        FloatingPointError: the loss became NaN or infinite (the last checkpoint is kept).
+    """
+    out = Path(cfg.train.out)
+    prepare_run_dir(out, resume, overwrite)
+    if resume:
+        cfg = _resume_config(cfg, out)
+    device = resolve_device(cfg.train.device)
+    train, test = load_splits(cfg.data, cfg.train.seed)
+    bs, epochs = cfg.train.batch_size, cfg.train.epochs
+    if len(train) < bs:
+        raise DataError(f"the training set has {len(train)} images, fewer than train.batch_size "
+                        f"= {bs}, so no step would run; lower --batch-size or add images")
+    steps_per_epoch = len(train) // bs
+    total_steps = steps_per_epoch * epochs
+
+    torch.manual_seed(cfg.train.seed)
+    model = build_method(cfg.method, cfg.model).to(device)
+    memory_format = torch.channels_last if cfg.train.channels_last else torch.preserve_format
+    model = model.to(memory_format=memory_format)
+    peak_lr = scaled_lr(cfg.optim.base_lr, bs)
+    optimizer = torch.optim.SGD(model.param_groups(), lr=peak_lr, momentum=cfg.optim.momentum,
+                                weight_decay=cfg.optim.weight_decay)
+    result = RunResult(out, 0, 0, test_images=len(test) if test is not None else 0)
+    start_epoch, step = 0, 0
+    if resume:
+        state = load_checkpoint(out / "checkpoints" / "last.pt")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, step = int(state["epoch"]), int(state["step"])
+        torch.set_rng_state(state["torch_rng"])
+        result.knn = {int(k): v for k, v in state.get("knn", {}).items()}
+        result.epoch_loss = {int(k): v for k, v in state.get("epoch_loss", {}).items()}
+    else:
+        (out / "config.yaml").write_text(config_to_yaml(cfg))
+    logger = MetricsLogger(out)
+    use_amp = use_bf16(cfg.train.amp, device)
+    loader = _make_loader(train, cfg, device)
+
+    def knn_monitor(epoch: int) -> None:
+        if test is None:
+            return
+        acc = knn_evaluate(model.backbone, train.images, train.labels, test.images, test.labels,
+                           len(train.classes), cfg.data.image_size, cfg.augment.normalize,
+                           device, cfg.eval.knn_k, cfg.eval.knn_t, cfg.eval.batch_size,
+                           cfg.train.channels_last)
+        result.knn[epoch] = acc
+        logger.log({"kind": "knn", "step": step, "epoch": epoch, "knn_top1": acc,
+                    "bank": len(train), "queries": len(test)})
+        if progress:
+            tqdm.write(f"epoch {epoch}: knn_top1 {acc:.2f}% ({len(test)} held-out images)")
+
+    if cfg.eval.knn_at_start and start_epoch == 0:
+        knn_monitor(0)
+    healthy = healthy_std(cfg.model.dim)
+    try:
+        for epoch in range(start_epoch, epochs):
+            loader.sampler.set_epoch(epoch)
+            model.train()
+            t0, seen, loss_sum = time.perf_counter(), 0, torch.zeros((), device=device)
+            bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}", unit="step",
+                       disable=not progress, dynamic_ncols=True, mininterval=1.0)
+            for i, (x1, x2, _) in enumerate(loader):
+                lr = cosine_lr(peak_lr, epoch, i, steps_per_epoch, epochs,
+                               cfg.optim.warmup_epochs, cfg.optim.schedule == "step")
+                for group in optimizer.param_groups:
+                    group["lr"] = (predictor_lr(peak_lr, lr, cfg.optim.fix_pred_lr)
+                                   if group.get("name") == "predictor" else lr)
+                x1 = x1.to(device, non_blocking=True, memory_format=memory_format)
+                x2 = x2.to(device, non_blocking=True, memory_format=memory_format)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    loss, metrics = model([x1, x2])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                model.on_step_end(step, total_steps)
+                step += 1
+                seen += x1.shape[0]
+                loss_sum += loss.detach()
+                bar.update(1)
+                if step % cfg.train.log_every == 0 or i == steps_per_epoch - 1:
+                    value = loss.item()
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(
+                            f"loss is {value} at step {step} (epoch {epoch + 1}); stopped. "
+                            f"The last good checkpoint is {out / 'checkpoints' / 'last.pt'}")
+                    record = {"kind": "step", "step": step, "epoch": epoch, "loss": value,
+                              "lr": lr, "lr_predictor": optimizer.param_groups[-1]["lr"],
+                              "collapse_std": metrics["collapse_std"].item(),
+                              "collapse_healthy": healthy,
+                              "images_per_s": seen / (time.perf_counter() - t0)}
+                    logger.log(record)
+                    bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.4f}",
+                                    std=f"{record['collapse_std']:.4f}/{healthy:.4f}")
+            bar.close()
+            mean_loss = (loss_sum / steps_per_epoch).item()
+            result.epoch_loss[epoch + 1] = mean_loss
+            logger.log({"kind": "epoch", "step": step, "epoch": epoch + 1, "loss": mean_loss,
+                        "seconds": time.perf_counter() - t0})
+            last = epoch + 1 == epochs
+            if cfg.eval.knn_every and ((epoch + 1) % cfg.eval.knn_every == 0 or last):
+                knn_monitor(epoch + 1)
+            save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                             "epoch": epoch + 1, "step": step, "config": config_to_dict(cfg),
+                             "torch_rng": torch.get_rng_state(),
+                             "knn": {str(k): v for k, v in result.knn.items()},
+                             "epoch_loss": {str(k): v for k, v in result.epoch_loss.items()}},
+                            out / "checkpoints" / "last.pt")
+            if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and not last:
+                result.epochs, result.steps = epoch + 1, step
+                return result
+    finally:
+        logger.close()
+    result.epochs, result.steps = epochs, step
+    result.backbone_path = out / "backbone.safetensors"
+    save_backbone(backbone_state_dict(model.backbone), result.backbone_path,
+                  {"format": "torchvision", "arch": cfg.model.backbone, "stem": cfg.model.stem,
+                   "image_size": str(cfg.data.image_size), "normalize": cfg.augment.normalize,
+                   "config": OmegaConf.to_yaml(OmegaConf.structured(cfg))})
+    return result

@@ -1,0 +1,104 @@
+"""End to end on real CIFAR-10 images (CPU, seconds): run dir, export, resume."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from simsiam.config import load_config
+from simsiam.errors import ConfigError, DataError
+from simsiam.models import torchvision_resnet
+from simsiam.train.checkpoint import load_checkpoint
+from simsiam.train.logger import read_metrics
+from simsiam.train.trainer import pretrain
+
+pytestmark = pytest.mark.slow
+
+
+def tiny_cfg(cifar_dir, out, **extra):
+    overrides = {
+        "data.source": str(cifar_dir), "data.image_size": 32, "data.per_class": 16,
+        "data.test_per_class": 8, "data.num_workers": 0, "model.backbone": "resnet18",
+        "model.proj_layers": 2, "model.proj_hidden_dim": 256, "model.dim": 256,
+        "optim.base_lr": 0.05, "optim.schedule": "step", "train.batch_size": 32,
+        "train.epochs": 3, "train.out": str(out), "train.log_every": 2, "eval.knn_k": 20,
+        "eval.knn_at_start": True,
+    } | extra
+    return load_config(None, overrides)
+
+
+def test_short_pretraining_writes_metrics_checkpoint_and_export(cifar_dir, tmp_path):
+    cfg = tiny_cfg(cifar_dir, tmp_path / "run")
+    res = pretrain(cfg, progress=False)
+    assert res.steps == 3 * (160 // 32) and res.test_images == 80
+    records = read_metrics(tmp_path / "run")
+    steps = [r for r in records if r["kind"] == "step"]
+    assert steps and all(-1.0 <= r["loss"] <= 1.0 for r in steps)
+    assert all(0.0 < r["collapse_std"] <= 1.0 for r in steps)
+    assert steps[0]["collapse_healthy"] == pytest.approx(1 / 16)
+    knn = [r for r in records if r["kind"] == "knn"]
+    assert [r["epoch"] for r in knn] == [0, 1, 2, 3] and all(0 <= r["knn_top1"] <= 100 for r in knn)
+    assert (tmp_path / "run" / "tb").is_dir() and (tmp_path / "run" / "config.yaml").is_file()
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert ckpt["epoch"] == 3 and ckpt["step"] == res.steps
+    sd = load_file(str(tmp_path / "run" / "backbone.safetensors"))
+    net = torchvision_resnet("resnet18")
+    missing, unexpected = net.load_state_dict(sd, strict=False)
+    assert sorted(missing) == ["fc.bias", "fc.weight"] and unexpected == []
+    assert torch.equal(net.layer4[1].bn2.running_var, sd["layer4.1.bn2.running_var"])
+
+
+def test_resume_continues_the_same_schedule(cifar_dir, tmp_path):
+    straight = pretrain(tiny_cfg(cifar_dir, tmp_path / "a"), progress=False)
+    cfg_b = tiny_cfg(cifar_dir, tmp_path / "b")
+    part = pretrain(cfg_b, progress=False, stop_after_epoch=1)
+    assert part.epochs == 1 and not (tmp_path / "b" / "backbone.safetensors").exists()
+    with pytest.raises(ConfigError, match="already holds a run"):
+        pretrain(cfg_b, progress=False)
+    with pytest.raises(ConfigError, match="train.epochs"):
+        pretrain(tiny_cfg(cifar_dir, tmp_path / "b", **{"train.epochs": 4}), resume=True,
+                 progress=False)
+    resumed = pretrain(cfg_b, resume=True, progress=False)
+    assert resumed.steps == straight.steps
+    lrs = {}
+    for run in ("a", "b"):
+        lrs[run] = [(r["step"], r["lr"], r["lr_predictor"])
+                    for r in read_metrics(tmp_path / run) if r["kind"] == "step"]
+    assert lrs["a"] == lrs["b"]
+    assert all(lp == pytest.approx(0.05 * 32 / 256) for _, _, lp in lrs["a"])  # fix_pred_lr
+    wa = load_file(str(tmp_path / "a" / "backbone.safetensors"))
+    wb = load_file(str(tmp_path / "b" / "backbone.safetensors"))
+    assert wa.keys() == wb.keys()
+    assert max((wa[k].double() - wb[k].double()).abs().max().item() for k in wa) <= 1e-6
+    assert straight.knn[3] == pytest.approx(resumed.knn[3], abs=1e-9)
+
+
+def test_dataset_smaller_than_batch_is_rejected(cifar_dir, tmp_path):
+    cfg = tiny_cfg(cifar_dir, tmp_path / "r", **{"data.per_class": 2})
+    with pytest.raises(DataError, match="fewer than train.batch_size"):
+        pretrain(cfg, progress=False)
+
+
+def test_cli_pretrain_and_knn(cifar_dir, tmp_path, capsys):
+    from simsiam.cli import main
+
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text(json.dumps({"data": {"image_size": 32, "test_per_class": 8,
+                                             "num_workers": 0},
+                                    "model": {"backbone": "resnet18", "proj_layers": 2,
+                                              "proj_hidden_dim": 128, "dim": 128},
+                                    "train": {"log_every": 1}, "eval": {"knn_k": 10}}))
+    rc = main(["pretrain", "--config", str(cfg_file), "--data", str(cifar_dir), "--out",
+               str(tmp_path / "run"), "--epochs", "1", "--batch-size", "32", "--per-class", "8",
+               "--no-progress", "--device", "cpu"])
+    assert rc == 0
+    assert "pretrain: 1 epochs, 2 steps" in capsys.readouterr().out
+    rc = main(["knn", "--checkpoint", str(tmp_path / "run" / "backbone.safetensors"), "--data",
+               str(cifar_dir), "--per-class", "8", "--test-per-class", "4", "--k", "10"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "knn: top1=" in out and "bank=80 queries=40" in out
+    rc = main(["pretrain", "--config", str(cfg_file), "--data", str(tmp_path / "nowhere"),
+               "--out", str(tmp_path / "run2"), "--no-progress"])
+    assert rc == 2 and "does not exist" in capsys.readouterr().err
