@@ -86,3 +86,36 @@ def test_split_folders_and_holdout(tmp_path):
                                          cache_dir=str(tmp_path / "c"), holdout_fraction=0.34))
     assert len(test) == 2 and len(train) == 4
     assert set(test.paths).isdisjoint(train.paths)
+
+
+def test_damaged_cache_entry_is_decoded_again(tmp_path):
+    root = make_folder(tmp_path / "imgs")
+    paths, _, _ = scan_image_folder(root)
+    cache = tmp_path / "cache"
+    good = np.array(decode_to_cache(paths, 8, cache))
+    entry = next((cache / "decoded").glob("*.npy"))
+    entry.write_bytes(b"not a numpy file")
+    again = decode_to_cache(paths, 8, cache)
+    assert np.array_equal(np.asarray(again), good)
+
+
+def test_loader_with_worker_processes_equals_in_process(tmp_path):
+    import torch
+
+    from simsiam.config import load_config
+    from simsiam.data import ImageSet
+    from simsiam.train.trainer import make_loader
+
+    rng = np.random.default_rng(0)
+    images = ImageSet(rng.integers(0, 255, (24, 16, 16, 3), dtype=np.uint8),
+                      np.zeros(24, dtype=np.int64), ["x"], [str(i) for i in range(24)])
+    batches = {}
+    for workers in (0, 2):
+        cfg = load_config(None, {"data.image_size": 16, "data.num_workers": workers,
+                                 "train.batch_size": 8, "train.seed": 5})
+        loader = make_loader(images, cfg, torch.device("cpu"))
+        loader.sampler.set_epoch(1)
+        batches[workers] = list(loader)
+    assert len(batches[0]) == 3
+    for (a1, a2, ai), (b1, b2, bi) in zip(batches[0], batches[2], strict=True):
+        assert torch.equal(ai, bi) and torch.equal(a1, b1) and torch.equal(a2, b2)

@@ -59,8 +59,12 @@ def test_resume_continues_the_same_schedule(cifar_dir, tmp_path):
     with pytest.raises(ConfigError, match="train.epochs"):
         pretrain(tiny_cfg(cifar_dir, tmp_path / "b", **{"train.epochs": 4}), resume=True,
                  progress=False)
+    # An epoch interrupted after the checkpoint left records behind: resume drops them.
+    with open(tmp_path / "b" / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"kind": "step", "step": 999, "loss": 0.5}) + "\n")
     resumed = pretrain(cfg_b, resume=True, progress=False)
     assert resumed.steps == straight.steps
+    assert all(r["step"] != 999 for r in read_metrics(tmp_path / "b"))
     lrs = {}
     for run in ("a", "b"):
         lrs[run] = [(r["step"], r["lr"], r["lr_predictor"])
@@ -72,6 +76,16 @@ def test_resume_continues_the_same_schedule(cifar_dir, tmp_path):
     assert wa.keys() == wb.keys()
     assert max((wa[k].double() - wb[k].double()).abs().max().item() for k in wa) <= 1e-6
     assert straight.knn[3] == pytest.approx(resumed.knn[3], abs=1e-9)
+
+
+def test_overwrite_keeps_the_old_run_when_the_new_one_cannot_start(cifar_dir, tmp_path):
+    pretrain(tiny_cfg(cifar_dir, tmp_path / "r", **{"train.epochs": 1}), progress=False)
+    before = (tmp_path / "r" / "metrics.jsonl").read_text()
+    bad = tiny_cfg(tmp_path / "missing", tmp_path / "r")
+    with pytest.raises(DataError, match="does not exist"):
+        pretrain(bad, overwrite=True, progress=False)
+    assert (tmp_path / "r" / "metrics.jsonl").read_text() == before
+    assert (tmp_path / "r" / "backbone.safetensors").is_file()
 
 
 def test_dataset_smaller_than_batch_is_rejected(cifar_dir, tmp_path):

@@ -79,7 +79,7 @@ def cache_key(paths: list[Path], side: int) -> str:
 
 
 def decode_to_cache(paths: list[Path], side: int, cache_dir: Path, desc: str = "decode",
-                    threads: int = 2) -> np.ndarray:
+                    threads: int | None = None) -> np.ndarray:
     """Decoded images ``(N, side, side, 3)`` uint8, memory-mapped from the cache.
 
     Decodes (with a progress bar) only when no cache entry matches the files.
@@ -92,9 +92,12 @@ def decode_to_cache(paths: list[Path], side: int, cache_dir: Path, desc: str = "
     key = cache_key(paths, side)
     final = cache_dir / f"{key}.npy"
     if final.exists():
-        arr = np.load(final, mmap_mode="r")
-        if arr.shape == (len(paths), side, side, 3) and arr.dtype == np.uint8:
-            return arr
+        try:
+            arr = np.load(final, mmap_mode="r")
+            if arr.shape == (len(paths), side, side, 3) and arr.dtype == np.uint8:
+                return arr
+        except (OSError, ValueError):  # damaged entry: decode again below
+            pass
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -104,7 +107,7 @@ def decode_to_cache(paths: list[Path], side: int, cache_dir: Path, desc: str = "
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
                                     shape=(len(paths), side, side, 3))
     try:
-        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        with ThreadPoolExecutor(max_workers=threads or min(8, os.cpu_count() or 1)) as pool:
             it = pool.map(lambda p: _load_rgb(p, side), paths, chunksize=256)
             for i, img in enumerate(tqdm(it, total=len(paths), desc=desc, unit="img",
                                          mininterval=1.0)):

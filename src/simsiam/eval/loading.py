@@ -17,7 +17,7 @@ from simsiam.train.checkpoint import load_backbone_file, load_checkpoint
 
 
 def load_backbone_for_eval(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """A backbone in eval mode and its settings (arch, stem, image_size, normalize).
+    """A backbone in eval mode and its settings (arch, stem, image_size, normalize, seed).
 
     Args:
         path: ``RUN/checkpoints/last.pt`` (a training checkpoint) or a ``.safetensors``
@@ -34,7 +34,7 @@ def load_backbone_for_eval(path: str | Path) -> tuple[nn.Module, dict[str, Any]]
                                   "simsiam")
         info = {"arch": meta["arch"], "stem": meta.get("stem", "imagenet"),
                 "image_size": int(meta.get("image_size", 224)),
-                "normalize": meta.get("normalize", "auto")}
+                "normalize": meta.get("normalize", "auto"), "seed": int(meta.get("seed", 0))}
     else:
         ckpt = load_checkpoint(path)
         if "model" not in ckpt or "config" not in ckpt:
@@ -43,7 +43,7 @@ def load_backbone_for_eval(path: str | Path) -> tuple[nn.Module, dict[str, Any]]
         cfg = ckpt["config"]
         info = {"arch": cfg["model"]["backbone"], "stem": cfg["model"]["stem"],
                 "image_size": int(cfg["data"]["image_size"]),
-                "normalize": cfg["augment"]["normalize"]}
+                "normalize": cfg["augment"]["normalize"], "seed": int(cfg["train"]["seed"])}
         state = {k[len("backbone."):]: v for k, v in ckpt["model"].items()
                  if k.startswith("backbone.")}
     backbone = build_backbone(info["arch"], info["stem"])

@@ -15,14 +15,16 @@ class MetricsLogger:
     other numeric field becomes a TensorBoard scalar ``<kind>/<field>`` at that step.
     """
 
-    def __init__(self, run_dir: str | Path, tensorboard: bool = True) -> None:
+    def __init__(self, run_dir: str | Path, tensorboard: bool = True,
+                 purge_step: int | None = None) -> None:
         self.path = Path(run_dir) / "metrics.jsonl"
         self._file = open(self.path, "a", encoding="utf-8")
         self._tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(str(Path(run_dir) / "tb"))
+            # purge_step: on resume, TensorBoard drops events at or after it.
+            self._tb = SummaryWriter(str(Path(run_dir) / "tb"), purge_step=purge_step)
 
     def log(self, record: dict[str, Any]) -> None:
         self._file.write(json.dumps(record) + "\n")

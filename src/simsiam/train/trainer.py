@@ -10,6 +10,8 @@ Run directory layout: ``config.yaml``, ``metrics.jsonl``, ``tb/``, ``checkpoints
 
 from __future__ import annotations
 
+import json
+import math
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -28,7 +30,12 @@ from simsiam.eval.collapse import healthy_std
 from simsiam.eval.knn import knn_evaluate
 from simsiam.methods import build_method
 from simsiam.models.backbones import backbone_state_dict
-from simsiam.train.checkpoint import load_checkpoint, save_backbone, save_checkpoint
+from simsiam.train.checkpoint import (
+    atomic_write,
+    load_checkpoint,
+    save_backbone,
+    save_checkpoint,
+)
 from simsiam.train.logger import MetricsLogger
 from simsiam.train.schedule import cosine_lr, predictor_lr, scaled_lr
 
@@ -70,41 +77,79 @@ def use_bf16(amp: str, device: torch.device) -> bool:
         return False
 
 
-def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
-    """Check the output directory before any work.
+def check_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    """Check the output directory before any work; changes nothing.
 
     Raises:
-        ConfigError: resuming without a checkpoint, or a directory that holds another run
-            without ``--resume`` or ``--overwrite``. Overwrite removes only run files.
+        ConfigError: ``out`` is a file; resuming without a checkpoint and config.yaml; or a
+            directory that holds another run without ``--resume`` or ``--overwrite``.
     """
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output path '{out}' is a file; choose a directory for --out")
     if resume:
-        if not (out / "checkpoints" / "last.pt").is_file():
-            raise ConfigError(f"--resume: '{out}' has no checkpoints/last.pt to resume from; "
-                              "drop --resume to start a new run there")
+        for need in ("checkpoints/last.pt", "config.yaml"):
+            if not (out / need).is_file():
+                raise ConfigError(f"--resume: '{out}' has no {need} to resume from; drop "
+                                  "--resume to start a new run there")
         return
     present = [name for name in RUN_FILES if (out / name).exists()]
     if present and not overwrite:
         raise ConfigError(f"output directory '{out}' already holds a run ({', '.join(present)});"
                           " pass --resume to continue it, --overwrite to replace it, or choose "
                           "another --out")
-    for name in present:
+
+
+def clear_run_dir(out: Path) -> None:
+    """Remove the files of a previous run (only those; anything else in ``out`` stays)."""
+    for name in RUN_FILES:
         target = out / name
-        shutil.rmtree(target) if target.is_dir() else target.unlink()
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
     out.mkdir(parents=True, exist_ok=True)
+
+
+# Keys that may differ on --resume: they do not change what is computed.
+_RESUME_FREE = {("train", "out"), ("train", "device"), ("train", "log_every"),
+                ("data", "num_workers"), ("data", "cache_dir")}
 
 
 def _resume_config(cfg: Config, out: Path) -> Config:
     saved = load_config(out / "config.yaml")
     a, b = config_to_dict(saved), config_to_dict(cfg)
-    diff = [f"{s}.{k}: run has {a[s][k]!r}, given {b[s][k]!r}" for s in a if isinstance(a[s], dict)
-            for k in a[s] if a[s][k] != b[s][k] and (s, k) not in {("train", "device")}]
+    diff = [f"{s}.{k}: run has {a[s][k]!r}, given {b[s][k]!r}" for s in a
+            if isinstance(a[s], dict) and s != "eval"
+            for k in a[s] if a[s][k] != b[s][k] and (s, k) not in _RESUME_FREE]
+    if a["method"] != b["method"]:
+        diff.append(f"method: run has {a['method']!r}, given {b['method']!r}")
     if diff:
         raise ConfigError(f"--resume: the config differs from the run in '{out}' "
                           f"({'; '.join(diff)}); resume with the run's own config.yaml")
     return cfg
 
 
-def _make_loader(train: ImageSet, cfg: Config, device: torch.device) -> DataLoader:
+def _truncate_metrics(out: Path, last_step: int) -> None:
+    """Drop records written after the checkpoint at ``last_step`` (an interrupted epoch)."""
+    path = out / "metrics.jsonl"
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= last_step]
+    atomic_write(path, lambda tmp: tmp.write_text("".join(f"{x}\n" for x in keep),
+                                                  encoding="utf-8"))
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)  # workers share the cores with the training step
+
+
+def make_loader(train: ImageSet, cfg: Config, device: torch.device) -> DataLoader:
+    """Batches ``(x1, x2, index)`` of two-view pairs, shuffled per epoch from the seed.
+
+    Call ``loader.sampler.set_epoch(epoch)`` before each epoch. drop_last: every step sees
+    a full batch, so BN statistics and the lr scaling hold.
+    """
     dataset = TwoViewDataset(train.images, SimSiamAugment(cfg.augment, cfg.data.image_size),
                              cfg.train.seed)
     workers = cfg.data.num_workers
@@ -112,7 +157,7 @@ def _make_loader(train: ImageSet, cfg: Config, device: torch.device) -> DataLoad
                       sampler=EpochShuffleSampler(len(train), cfg.train.seed), drop_last=True,
                       num_workers=workers, persistent_workers=workers > 0,
                       pin_memory=device.type == "cuda",
-                      worker_init_fn=(lambda _: torch.set_num_threads(1)) if workers else None)
+                      worker_init_fn=_worker_init if workers else None)
 
 
 def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False,
@@ -127,7 +172,7 @@ def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False,
         FloatingPointError: the loss became NaN or infinite (the last checkpoint is kept).
     """
     out = Path(cfg.train.out)
-    prepare_run_dir(out, resume, overwrite)
+    check_run_dir(out, resume, overwrite)
     if resume:
         cfg = _resume_config(cfg, out)
     device = resolve_device(cfg.train.device)
@@ -156,11 +201,14 @@ def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False,
         torch.set_rng_state(state["torch_rng"])
         result.knn = {int(k): v for k, v in state.get("knn", {}).items()}
         result.epoch_loss = {int(k): v for k, v in state.get("epoch_loss", {}).items()}
-    else:
-        (out / "config.yaml").write_text(config_to_yaml(cfg))
-    logger = MetricsLogger(out)
+        _truncate_metrics(out, step)
+    else:  # everything is checked and built: only now replace a previous run
+        clear_run_dir(out)
+        text = config_to_yaml(cfg)
+        atomic_write(out / "config.yaml", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    logger = MetricsLogger(out, purge_step=step + 1 if resume else None)
     use_amp = use_bf16(cfg.train.amp, device)
-    loader = _make_loader(train, cfg, device)
+    loader = make_loader(train, cfg, device)
 
     def knn_monitor(epoch: int) -> None:
         if test is None:
@@ -205,10 +253,12 @@ def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False,
                 bar.update(1)
                 if step % cfg.train.log_every == 0 or i == steps_per_epoch - 1:
                     value = loss.item()
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(
-                            f"loss is {value} at step {step} (epoch {epoch + 1}); stopped. "
-                            f"The last good checkpoint is {out / 'checkpoints' / 'last.pt'}")
+                    if not math.isfinite(value):
+                        ckpt = out / "checkpoints" / "last.pt"
+                        kept = (f"the last good checkpoint is {ckpt} (epoch {epoch})"
+                                if epoch > 0 else "no checkpoint was written yet")
+                        raise FloatingPointError(f"loss is {value} at step {step} (epoch "
+                                                 f"{epoch + 1}); stopped, {kept}")
                     record = {"kind": "step", "step": step, "epoch": epoch, "loss": value,
                               "lr": lr, "lr_predictor": optimizer.param_groups[-1]["lr"],
                               "collapse_std": metrics["collapse_std"].item(),
@@ -241,5 +291,6 @@ def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False,
     save_backbone(backbone_state_dict(model.backbone), result.backbone_path,
                   {"format": "torchvision", "arch": cfg.model.backbone, "stem": cfg.model.stem,
                    "image_size": str(cfg.data.image_size), "normalize": cfg.augment.normalize,
+                   "seed": str(cfg.train.seed),
                    "config": OmegaConf.to_yaml(OmegaConf.structured(cfg))})
     return result

@@ -1,0 +1,58 @@
+"""kNN monitor and collapse metric against hand-computed values (SIMSIAM.md section 4)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from simsiam.eval.collapse import collapse_std, healthy_std
+from simsiam.eval.knn import extract_features, knn_predict, knn_top1
+
+
+def test_knn_weighted_vote_by_hand():
+    bank = F.normalize(torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-1.0, 0.0]]), dim=1)
+    labels = torch.tensor([0, 1, 1, 2])
+    q = torch.tensor([[1.0, 0.0]])
+    # k = 3 nearest: sims 1.0 (class 0), 0.8 (class 1), 0.0 (class 1)
+    scores = knn_predict(bank, labels, q, num_classes=3, k=3, temperature=0.5)
+    expected = torch.tensor([[math.exp(2.0), math.exp(1.6) + math.exp(0.0), 0.0]])
+    assert torch.allclose(scores, expected, rtol=1e-6)
+    assert scores.argmax(1).item() == 0
+    # A hot temperature lets two weaker neighbours of class 1 outvote one strong one.
+    assert knn_predict(bank, labels, q, 3, k=3, temperature=100.0).argmax(1).item() == 1
+
+
+def test_knn_top1_and_k_larger_than_bank():
+    g = torch.Generator().manual_seed(0)
+    centers = F.normalize(torch.randn(4, 16, generator=g), dim=1)
+    labels = torch.arange(4).repeat_interleave(10)
+    bank = F.normalize(centers[labels] + 0.05 * torch.randn(40, 16, generator=g), dim=1)
+    queries = F.normalize(centers + 0.05 * torch.randn(4, 16, generator=g), dim=1)
+    assert knn_top1(bank, labels, queries, torch.arange(4), 4, k=5) == 100.0
+    assert knn_top1(bank, labels, queries, torch.arange(4), 4, k=500) == 100.0  # k capped
+
+
+def test_extract_features_uses_eval_mode_and_restores_it():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.AdaptiveAvgPool2d(1),
+                        nn.Flatten())
+    net.train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    images = np.random.default_rng(0).integers(0, 255, (10, 8, 8, 3), dtype=np.uint8)
+    feats = extract_features(net, images, image_size=8, normalize="cifar10", batch_size=4)
+    assert feats.shape == (10, 4) and torch.allclose(feats.norm(dim=1), torch.ones(10))
+    assert net.training
+    after = net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # BN stats untouched
+
+
+def test_collapse_metric():
+    z = torch.randn(4096, 256, generator=torch.Generator().manual_seed(0))
+    assert collapse_std(z).item() == pytest.approx(healthy_std(256), rel=0.02)
+    collapsed = torch.ones(64, 256) + 1e-6 * torch.randn(64, 256)
+    assert collapse_std(collapsed).item() < 1e-5
+    assert healthy_std(2048) == pytest.approx(0.0221, abs=1e-4)
+    with pytest.raises(ValueError):
+        collapse_std(torch.randn(1, 8))
