@@ -54,3 +54,26 @@ def test_bad_values_are_named(key, value, match):
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_preset_names_resolve_without_a_path():
+    assert load_config("cifar10").model.stem == "cifar"
+    with pytest.raises(ConfigError, match="presets"):
+        load_config("cifar11")
+
+
+def test_cli_set_overrides_any_key_with_yaml_values():
+    from simsiam.cli import _parse_set, build_parser
+
+    args = build_parser().parse_args(["pretrain", "--config", "demo-cpu", "--epochs", "3",
+                                      "--set", "optim.base_lr=0.4",
+                                      "--set", "data.test_per_class=null"])
+    from simsiam.cli import _overrides
+
+    cfg = load_config(args.config, _overrides(args))
+    assert cfg.optim.base_lr == 0.4 and cfg.data.test_per_class is None
+    assert cfg.train.epochs == 3 and cfg.train.batch_size == 128  # untouched flags keep the preset
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        _parse_set(["optim.base_lr"])
+    with pytest.raises(ConfigError, match="optim.base_rate"):
+        load_config(None, _parse_set(["optim.base_rate=1"]))

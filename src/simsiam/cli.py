@@ -10,17 +10,32 @@ import argparse
 import sys
 from pathlib import Path
 
-from simsiam.config import Config, load_config
-from simsiam.errors import SimSiamError
+import yaml
 
-DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo-cpu.yaml"
-DEFAULT_CIFAR_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10-jpeg"
+from simsiam.config import Config, load_config
+from simsiam.errors import ConfigError, SimSiamError
+
+# The demo's data: the workplace's CIFAR-10 JPEG copy beside the checkout (make demo runs
+# from the repository root), else torchvision's CIFAR-10 download.
+SHARED_CIFAR_DIR = Path("..") / "shared" / "data" / "cifar10-jpeg"
+
+
+def _parse_set(items: list[str]) -> dict:
+    """``["optim.base_lr=0.4", ...]`` -> ``{"optim.base_lr": 0.4}`` (values read as YAML)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: write KEY=VALUE, e.g. --set optim.base_lr=0.4")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
 
 
 def _overrides(args: argparse.Namespace) -> dict:
-    return {"data.source": args.data, "train.out": args.out, "train.epochs": args.epochs,
-            "train.batch_size": args.batch_size, "data.per_class": args.per_class,
-            "train.device": args.device, "train.seed": args.seed}
+    flags = {"data.source": args.data, "train.out": args.out, "train.epochs": args.epochs,
+             "train.batch_size": args.batch_size, "data.per_class": args.per_class,
+             "train.device": args.device, "train.seed": args.seed}
+    return _parse_set(args.set or []) | {k: v for k, v in flags.items() if v is not None}
 
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
@@ -34,6 +49,8 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set optim.base_lr=0.4 (repeatable)")
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
@@ -53,9 +70,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """The CPU demo: pretrain on real CIFAR-10 images, compare kNN with random init."""
     from simsiam.train.trainer import pretrain
 
-    data = args.data or (str(DEFAULT_CIFAR_DIR) if DEFAULT_CIFAR_DIR.is_dir() else "cifar10")
+    data = args.data or (str(SHARED_CIFAR_DIR) if SHARED_CIFAR_DIR.is_dir() else "cifar10")
     overrides = _overrides(args) | {"data.source": data, "eval.knn_at_start": True}
-    cfg = load_config(args.config or DEMO_CONFIG, overrides)
+    cfg = load_config(args.config or "demo-cpu", overrides)
     print(f"demo: SimSiam {cfg.model.backbone} ({cfg.model.stem} stem) on '{data}', "
           f"{cfg.train.epochs} epochs, batch {cfg.train.batch_size}, {cfg.data.image_size} px, "
           f"{cfg.data.per_class} training images per class", flush=True)
@@ -63,8 +80,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
                    progress=not args.no_progress)
     print(f"demo: run directory {res.run_dir}; loss per epoch "
           + " ".join(f"{res.epoch_loss[e]:.3f}" for e in sorted(res.epoch_loss)))
-    print(f"demo: knn_top1 trained={res.knn[res.epochs]:.1f}% random_init={res.knn[0]:.1f}% "
+    if 0 not in res.knn or res.epochs not in res.knn:
+        raise SimSiamError("the demo needs the kNN monitor at the start and the end: keep "
+                           "eval.knn_every > 0 and use data with held-out test images")
+    trained, random_init = res.knn[res.epochs], res.knn[0]
+    print(f"demo: knn_top1 trained={trained:.1f}% random_init={random_init:.1f}% "
           f"({res.test_images} test images)")
+    if trained < random_init + 5.0:
+        print("demo: warning: the trained encoder beat random init by less than 5 points",
+              file=sys.stderr)
     return 0
 
 
@@ -78,7 +102,9 @@ def cmd_knn(args: argparse.Namespace) -> int:
     cfg = load_config(None, {"data.source": args.data, "data.image_size": info["image_size"],
                              "data.per_class": args.per_class,
                              "data.test_per_class": args.test_per_class})
-    train, test = load_splits(cfg.data)
+    # Same held-out split as pretraining (folders without test/ split by the run's seed).
+    seed = args.seed if args.seed is not None else info["seed"]
+    train, test = load_splits(cfg.data, seed)
     if test is None:
         raise SimSiamError(f"'{args.data}' has no held-out images for the kNN queries")
     device = resolve_device(args.device)
@@ -126,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-per-class", type=int, help="at most N query images per class")
     p.add_argument("--k", type=int, default=200)
     p.add_argument("--t", type=float, default=0.1, help="temperature T")
+    p.add_argument("--seed", type=int, help="seed of the held-out split for folders without "
+                   "test/ (default: the run's seed)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.set_defaults(func=cmd_knn)
     p = sub.add_parser("describe", help="parameter counts per part of the model")

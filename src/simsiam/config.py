@@ -139,11 +139,36 @@ def _wrap(exc: OmegaConfBaseException, where: str) -> ConfigError:
     )
 
 
+PRESET_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def preset_names() -> list[str]:
+    """Names of the presets shipped with the package (``configs/*.yaml``)."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A YAML path as given, or the shipped preset of that name (``cifar10``, ``demo-cpu``).
+
+    Raises:
+        ConfigError: neither a file nor a preset name.
+    """
+    p = Path(path)
+    if p.is_file():
+        return p
+    preset = PRESET_DIR / f"{p.stem}.yaml"
+    if p.parent == Path(".") and preset.is_file():
+        return preset
+    raise ConfigError(f"config file '{p}' does not exist; pass a YAML file or one of the "
+                      f"presets {preset_names()}")
+
+
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
     """Read a YAML preset, apply dotted-key overrides, validate, and return a Config.
 
     Args:
-        path: a YAML file whose keys are a subset of :class:`Config`; None for defaults.
+        path: a YAML file whose keys are a subset of :class:`Config`, or the name of a
+            shipped preset (see :func:`resolve_config_path`); None for defaults.
         overrides: ``{"train.epochs": 5, ...}`` applied after the file (CLI flags).
 
     Raises:
@@ -153,10 +178,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     schema = OmegaConf.structured(Config)
     where = str(path) if path is not None else "defaults"
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file '{p}' does not exist; pass a YAML file such as "
-                              "configs/cifar10.yaml")
+        p = resolve_config_path(path)
         try:
             loaded = OmegaConf.load(p)
         except Exception as exc:  # yaml.YAMLError and friends
@@ -169,8 +191,6 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         except OmegaConfBaseException as exc:
             raise _wrap(exc, where) from exc
     for key, value in (overrides or {}).items():
-        if value is None:
-            continue
         try:
             OmegaConf.update(schema, key, value, merge=True, force_add=False)
         except OmegaConfBaseException as exc:
