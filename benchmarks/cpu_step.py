@@ -17,6 +17,7 @@ import torch
 
 from simsiam.config import ModelConfig, load_config
 from simsiam.methods import build_method
+from simsiam.train.trainer import train_step
 
 CIFAR_HEADS = dict(proj_layers=2, proj_hidden_dim=2048, dim=2048, pred_hidden_dim=512)
 
@@ -26,11 +27,7 @@ def step_rate(model, x1, x2, bf16: bool, steps: int = 4, warmup: int = 2) -> flo
     for i in range(warmup + steps):
         if i == warmup:
             t0 = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss, _ = model([x1, x2])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        train_step(model, opt, [x1, x2], bf16)
     return x1.shape[0] * steps / (time.perf_counter() - t0)
 
 
@@ -65,11 +62,7 @@ def bench_pipeline(data: str = "../shared/data/cifar10-jpeg") -> None:
                 t0, n = time.perf_counter(), 0
             x1 = x1.contiguous(memory_format=torch.channels_last)
             x2 = x2.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                loss, _ = model([x1, x2])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            train_step(model, opt, [x1, x2], bf16=True)
             n += x1.shape[0]
             if i == 23:
                 break

@@ -160,6 +160,21 @@ def make_loader(train: ImageSet, cfg: Config, device: torch.device) -> DataLoade
                       worker_init_fn=_worker_init if workers else None)
 
 
+def train_step(model, optimizer: torch.optim.Optimizer, views: list[torch.Tensor],
+               bf16: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One SGD step of ``model`` (a method: ``views -> (loss, metrics)``).
+
+    The forward pass runs under bfloat16 autocast when ``bf16``; the method computes its
+    loss in float32. Returns the detached loss and the method's metrics (no host sync).
+    """
+    with torch.autocast(views[0].device.type, dtype=torch.bfloat16, enabled=bf16):
+        loss, metrics = model(views)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), metrics
+
+
 def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False,
              progress: bool = True, stop_after_epoch: int | None = None) -> RunResult:
     """Pretrain ``cfg.method`` on ``cfg.data`` and return what was measured.
@@ -241,15 +256,11 @@ def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False,
                                    if group.get("name") == "predictor" else lr)
                 x1 = x1.to(device, non_blocking=True, memory_format=memory_format)
                 x2 = x2.to(device, non_blocking=True, memory_format=memory_format)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    loss, metrics = model([x1, x2])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                loss, metrics = train_step(model, optimizer, [x1, x2], use_amp)
                 model.on_step_end(step, total_steps)
                 step += 1
                 seen += x1.shape[0]
-                loss_sum += loss.detach()
+                loss_sum += loss
                 bar.update(1)
                 if step % cfg.train.log_every == 0 or i == steps_per_epoch - 1:
                     value = loss.item()
@@ -263,7 +274,7 @@ def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False,
                               "lr": lr, "lr_predictor": optimizer.param_groups[-1]["lr"],
                               "collapse_std": metrics["collapse_std"].item(),
                               "collapse_healthy": healthy,
-                              "images_per_s": seen / (time.perf_counter() - t0)}
+                              "pairs_per_s": seen / (time.perf_counter() - t0)}
                     logger.log(record)
                     bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.4f}",
                                     std=f"{record['collapse_std']:.4f}/{healthy:.4f}")
