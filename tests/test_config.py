@@ -42,6 +42,8 @@ def test_wrong_type_is_named(tmp_path):
 @pytest.mark.parametrize("key,value,match", [
     ("optim.base_lr", -0.1, "optim.base_lr"),
     ("train.batch_size", 0, "train.batch_size"),
+    ("train.batch_size", 1, "at least 2 samples"),
+    ("optim.warmup_epochs", 200, "warmup_epochs=0"),
     ("train.epochs", 0, "train.epochs"),
     ("model.backbone", "resnet9", "resnet18"),
     ("method", "simclr2", "method"),
@@ -75,5 +77,11 @@ def test_cli_set_overrides_any_key_with_yaml_values():
     assert cfg.train.epochs == 3 and cfg.train.batch_size == 128  # untouched flags keep the preset
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         _parse_set(["optim.base_lr"])
-    with pytest.raises(ConfigError, match="optim.base_rate"):
+    with pytest.raises(ConfigError, match="unknown config key 'optim.base_rate'"):
         load_config(None, _parse_set(["optim.base_rate=1"]))
+    with pytest.raises(ConfigError, match="bad value for 'optim.base_lr'"):
+        load_config(None, _parse_set(["optim.base_lr=abc"]))
+    both = build_parser().parse_args(["pretrain", "--config", "demo-cpu", "--epochs", "2",
+                                      "--set", "train.epochs=3"])
+    with pytest.raises(ConfigError, match="both as a flag and with --set"):
+        _overrides(both)

@@ -119,3 +119,14 @@ def test_loader_with_worker_processes_equals_in_process(tmp_path):
     assert len(batches[0]) == 3
     for (a1, a2, ai), (b1, b2, bi) in zip(batches[0], batches[2], strict=True):
         assert torch.equal(ai, bi) and torch.equal(a1, b1) and torch.equal(a2, b2)
+
+
+def test_every_undecodable_file_is_named_at_once(tmp_path):
+    root = make_folder(tmp_path / "imgs")
+    (root / "cat" / "notes.jpg").write_text("a text file named like an image")
+    (root / "dog" / "empty.png").write_bytes(b"")
+    paths, _, _ = scan_image_folder(root)
+    with pytest.raises(DataError, match="2 of 8 image files cannot be decoded") as err:
+        decode_to_cache(paths, 8, tmp_path / "cache", progress=False)
+    assert "notes.jpg" in str(err.value) and "empty.png" in str(err.value)
+    assert not list((tmp_path / "cache" / "decoded").glob("*.npy"))  # nothing half-written

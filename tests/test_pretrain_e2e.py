@@ -65,6 +65,8 @@ def test_resume_continues_the_same_schedule(cifar_dir, tmp_path):
     resumed = pretrain(cfg_b, resume=True, progress=False)
     assert resumed.steps == straight.steps
     assert all(r["step"] != 999 for r in read_metrics(tmp_path / "b"))
+    with pytest.raises(ConfigError, match="already finished all 3 epochs"):
+        pretrain(cfg_b, resume=True, progress=False)
     lrs = {}
     for run in ("a", "b"):
         lrs[run] = [(r["step"], r["lr"], r["lr_predictor"])
@@ -86,6 +88,16 @@ def test_overwrite_keeps_the_old_run_when_the_new_one_cannot_start(cifar_dir, tm
         pretrain(bad, overwrite=True, progress=False)
     assert (tmp_path / "r" / "metrics.jsonl").read_text() == before
     assert (tmp_path / "r" / "backbone.safetensors").is_file()
+
+
+def test_non_checkpoint_file_is_refused_without_unsafe_advice(tmp_path):
+    from simsiam.errors import CheckpointError
+
+    f = tmp_path / "notes.pt"
+    f.write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a checkpoint that loads safely") as err:
+        load_checkpoint(f)
+    assert "weights_only=False" not in str(err.value)
 
 
 def test_dataset_smaller_than_batch_is_rejected(cifar_dir, tmp_path):

@@ -35,7 +35,12 @@ def _overrides(args: argparse.Namespace) -> dict:
     flags = {"data.source": args.data, "train.out": args.out, "train.epochs": args.epochs,
              "train.batch_size": args.batch_size, "data.per_class": args.per_class,
              "train.device": args.device, "train.seed": args.seed}
-    return _parse_set(args.set or []) | {k: v for k, v in flags.items() if v is not None}
+    given = {k: v for k, v in flags.items() if v is not None}
+    sets = _parse_set(args.set or [])
+    both = sorted(set(given) & set(sets))
+    if both:
+        raise ConfigError(f"{', '.join(both)} given both as a flag and with --set; use one")
+    return sets | given
 
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
@@ -104,14 +109,15 @@ def cmd_knn(args: argparse.Namespace) -> int:
                              "data.test_per_class": args.test_per_class})
     # Same held-out split as pretraining (folders without test/ split by the run's seed).
     seed = args.seed if args.seed is not None else info["seed"]
-    train, test = load_splits(cfg.data, seed)
+    train, test = load_splits(cfg.data, seed, progress=not args.no_progress)
     if test is None:
         raise SimSiamError(f"'{args.data}' has no held-out images for the kNN queries")
     device = resolve_device(args.device)
     acc = knn_evaluate(backbone.to(device), train.images, train.labels, test.images,
                        test.labels, len(train.classes), info["image_size"], info["normalize"],
                        device, args.k, args.t)
-    print(f"knn: top1={acc:.2f}% k={args.k} T={args.t} bank={len(train)} queries={len(test)}")
+    print(f"knn: top1={acc:.2f}% k={min(args.k, len(train))} T={args.t} bank={len(train)} "
+          f"queries={len(test)}")
     return 0
 
 
@@ -155,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed of the held-out split for folders without "
                    "test/ (default: the run's seed)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_knn)
     p = sub.add_parser("describe", help="parameter counts per part of the model")
     p.add_argument("--config", required=True)

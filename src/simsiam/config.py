@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from simsiam.errors import ConfigError
 
@@ -133,10 +133,12 @@ class Config:
 def _wrap(exc: OmegaConfBaseException, where: str) -> ConfigError:
     key = getattr(exc, "full_key", None) or "?"
     msg = str(exc).splitlines()[0]
-    return ConfigError(
-        f"{where}: bad config key '{key}': {msg}. "
-        "Check the spelling against configs/*.yaml or `simsiam pretrain --help`."
-    )
+    if isinstance(exc, (ConfigKeyError, ConfigAttributeError)):
+        return ConfigError(f"{where}: unknown config key '{key}': {msg}. Check the spelling "
+                           "against the presets in configs/ (every key is in "
+                           "src/simsiam/config.py)")
+    return ConfigError(f"{where}: bad value for '{key}': {msg}. Give a value of the key's "
+                       "type (see configs/ or src/simsiam/config.py)")
 
 
 PRESET_DIR = Path(__file__).resolve().parent / "configs"
@@ -262,8 +264,10 @@ def validate(cfg: Config, where: str = "config") -> None:
     n(o.schedule in SCHEDULES, where, "optim.schedule", o.schedule, f"choose one of {SCHEDULES}")
     n(t.epochs > 0, where, "train.epochs", t.epochs, "use a positive number of epochs")
     n(0 <= o.warmup_epochs < t.epochs, where, "optim.warmup_epochs", o.warmup_epochs,
-      f"use 0 or more and fewer than train.epochs ({t.epochs})")
-    n(t.batch_size > 0, where, "train.batch_size", t.batch_size, "use a positive batch size")
+      f"it must be 0 or more and fewer than train.epochs ({t.epochs}): raise --epochs or "
+      "lower it, e.g. --set optim.warmup_epochs=0")
+    n(t.batch_size >= 2, where, "train.batch_size", t.batch_size,
+      "use 2 or more (BatchNorm needs at least 2 samples per batch)")
     n(t.device in DEVICES, where, "train.device", t.device, f"choose one of {DEVICES}")
     n(t.amp in AMP, where, "train.amp", t.amp, f"choose one of {AMP}")
     n(t.log_every > 0, where, "train.log_every", t.log_every, "use a positive number of steps")

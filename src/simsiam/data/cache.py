@@ -79,14 +79,14 @@ def cache_key(paths: list[Path], side: int) -> str:
 
 
 def decode_to_cache(paths: list[Path], side: int, cache_dir: Path, desc: str = "decode",
-                    threads: int | None = None) -> np.ndarray:
+                    threads: int | None = None, progress: bool = True) -> np.ndarray:
     """Decoded images ``(N, side, side, 3)`` uint8, memory-mapped from the cache.
 
     Decodes (with a progress bar) only when no cache entry matches the files.
 
     Raises:
-        DataError: an image cannot be decoded (names the file), or the cache directory
-            cannot be written.
+        DataError: images cannot be decoded (names every such file, after trying them
+            all), or the cache directory cannot be written.
     """
     cache_dir = Path(cache_dir) / "decoded"
     key = cache_key(paths, side)
@@ -107,11 +107,26 @@ def decode_to_cache(paths: list[Path], side: int, cache_dir: Path, desc: str = "
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
                                     shape=(len(paths), side, side, 3))
     try:
+        def load(p: Path) -> np.ndarray | DataError:
+            try:
+                return _load_rgb(p, side)
+            except DataError as exc:
+                return exc
+
+        bad: list[str] = []
         with ThreadPoolExecutor(max_workers=threads or min(8, os.cpu_count() or 1)) as pool:
-            it = pool.map(lambda p: _load_rgb(p, side), paths, chunksize=256)
+            it = pool.map(load, paths)
             for i, img in enumerate(tqdm(it, total=len(paths), desc=desc, unit="img",
-                                         mininterval=1.0)):
-                out[i] = img
+                                         mininterval=1.0, disable=not progress)):
+                if isinstance(img, DataError):
+                    bad.append(str(img))
+                else:
+                    out[i] = img
+        if bad:
+            shown = "\n  ".join(bad[:20])
+            more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
+            raise DataError(f"{len(bad)} of {len(paths)} image files cannot be decoded; "
+                            f"remove or replace them:\n  {shown}{more}")
         out.flush()
         del out
         with open(tmp, "rb+") as f:

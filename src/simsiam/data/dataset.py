@@ -50,9 +50,9 @@ class ImageSet:
 
 
 def _decode(paths: list[Path], labels: np.ndarray, classes: list[str], cfg: DataConfig,
-            cache_dir: Path, split: str) -> ImageSet:
+            cache_dir: Path, split: str, progress: bool) -> ImageSet:
     side = cfg.cache_side or uniform_square_side(paths) or round(cfg.image_size * 8 / 7)
-    images = decode_to_cache(paths, side, cache_dir, desc=f"decode {split}")
+    images = decode_to_cache(paths, side, cache_dir, desc=f"decode {split}", progress=progress)
     return ImageSet(images, labels, classes, [str(p) for p in paths])
 
 
@@ -86,7 +86,8 @@ def _split_roots(root: Path) -> tuple[Path, Path | None]:
     return root, None
 
 
-def load_splits(cfg: DataConfig, seed: int = 0) -> tuple[ImageSet, ImageSet | None]:
+def load_splits(cfg: DataConfig, seed: int = 0,
+                progress: bool = True) -> tuple[ImageSet, ImageSet | None]:
     """The training set and the held-out set (None when ``holdout_fraction`` is 0 and
     the source has no test split), with the per-class limits applied.
 
@@ -123,11 +124,11 @@ def load_splits(cfg: DataConfig, seed: int = 0) -> tuple[ImageSet, ImageSet | No
         test_files = _pick(paths, labels, np.flatnonzero(held))
         paths, labels = _pick(paths, labels, np.flatnonzero(~held))
     paths, labels = _pick(paths, labels, first_per_class(labels, cfg.per_class))
-    train = _decode(paths, labels, classes, cfg, cache_dir, "train")
+    train = _decode(paths, labels, classes, cfg, cache_dir, "train", progress)
     test = None
     if test_files is not None:
         tp, tl = _pick(*test_files, first_per_class(test_files[1], cfg.test_per_class))
-        test = _decode(tp, tl, classes, cfg, cache_dir, "test") if tp else None
+        test = _decode(tp, tl, classes, cfg, cache_dir, "test", progress) if tp else None
     return train, test
 
 

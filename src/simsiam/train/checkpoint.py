@@ -36,6 +36,7 @@ def atomic_write(path: str | Path, write) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # some writers create 0600 files
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -62,8 +63,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"cannot load checkpoint '{path}' safely (weights_only): "
-                              f"{str(exc).splitlines()[0]}") from exc
+        raise CheckpointError(
+            f"'{path}' is not a checkpoint that loads safely ({type(exc).__name__}). simsiam "
+            "loads only tensors and plain values (torch.load with weights_only=True) and never "
+            "runs code from a file; pass a RUN/checkpoints/last.pt or a .safetensors backbone"
+        ) from exc
     if not isinstance(obj, dict):
         raise CheckpointError(f"checkpoint '{path}' holds a {type(obj).__name__}, not a dict")
     return obj

@@ -89,14 +89,18 @@ def check_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
     if resume:
         for need in ("checkpoints/last.pt", "config.yaml"):
             if not (out / need).is_file():
-                raise ConfigError(f"--resume: '{out}' has no {need} to resume from; drop "
-                                  "--resume to start a new run there")
+                raise ConfigError(f"--resume: '{out}' has no {need} to resume from (the run "
+                                  "stopped before its first epoch ended, or never started); "
+                                  "start it again with --overwrite, or drop --resume")
         return
     present = [name for name in RUN_FILES if (out / name).exists()]
     if present and not overwrite:
+        if (out / "checkpoints" / "last.pt").is_file():
+            hint = "pass --resume to continue it, --overwrite to replace it"
+        else:  # stopped before its first checkpoint: nothing to resume
+            hint = "it has no checkpoint to resume from: pass --overwrite to replace it"
         raise ConfigError(f"output directory '{out}' already holds a run ({', '.join(present)});"
-                          " pass --resume to continue it, --overwrite to replace it, or choose "
-                          "another --out")
+                          f" {hint}, or choose another --out")
 
 
 def clear_run_dir(out: Path) -> None:
@@ -125,7 +129,11 @@ def _resume_config(cfg: Config, out: Path) -> Config:
         diff.append(f"method: run has {a['method']!r}, given {b['method']!r}")
     if diff:
         raise ConfigError(f"--resume: the config differs from the run in '{out}' "
-                          f"({'; '.join(diff)}); resume with the run's own config.yaml")
+                          f"({'; '.join(diff)}). --resume continues the same schedule, so "
+                          "resume with the run's own settings (--config "
+                          f"{out / 'config.yaml'}); to train longer or differently, start a "
+                          "new run with another --out (the cosine schedule depends on the "
+                          "total length from the first step)")
     return cfg
 
 
@@ -191,7 +199,7 @@ def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False,
     if resume:
         cfg = _resume_config(cfg, out)
     device = resolve_device(cfg.train.device)
-    train, test = load_splits(cfg.data, cfg.train.seed)
+    train, test = load_splits(cfg.data, cfg.train.seed, progress=progress)
     bs, epochs = cfg.train.batch_size, cfg.train.epochs
     if len(train) < bs:
         raise DataError(f"the training set has {len(train)} images, fewer than train.batch_size "
@@ -213,6 +221,10 @@ def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False,
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, step = int(state["epoch"]), int(state["step"])
+        if start_epoch >= epochs:
+            raise ConfigError(f"--resume: the run in '{out}' already finished all {epochs} "
+                              "epochs; nothing to resume. To train longer, start a new run "
+                              "with another --out and more --epochs")
         torch.set_rng_state(state["torch_rng"])
         result.knn = {int(k): v for k, v in state.get("knn", {}).items()}
         result.epoch_loss = {int(k): v for k, v in state.get("epoch_loss", {}).items()}
@@ -234,7 +246,8 @@ def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False,
                            cfg.train.channels_last)
         result.knn[epoch] = acc
         logger.log({"kind": "knn", "step": step, "epoch": epoch, "knn_top1": acc,
-                    "bank": len(train), "queries": len(test)})
+                    "k": min(cfg.eval.knn_k, len(train)), "bank": len(train),
+                    "queries": len(test)})
         if progress:
             tqdm.write(f"epoch {epoch}: knn_top1 {acc:.2f}% ({len(test)} held-out images)")
 
