@@ -35,6 +35,17 @@ def test_knn_top1_and_k_larger_than_bank():
     assert knn_top1(bank, labels, queries, torch.arange(4), 4, k=500) == 100.0  # k capped
 
 
+def test_knn_ignores_feature_scale_and_k1_on_the_bank_is_exact():
+    g = torch.Generator().manual_seed(1)
+    bank = torch.randn(300, 32, generator=g)
+    labels = torch.randint(0, 5, (300,), generator=g)
+    queries = torch.randn(100, 32, generator=g)
+    base = knn_predict(bank, labels, queries, 5, k=20).argmax(1)
+    scale = 10 ** torch.empty(100, 1).uniform_(-2, 2, generator=g)  # factors in [0.01, 100]
+    assert torch.equal(knn_predict(bank, labels, queries * scale, 5, k=20).argmax(1), base)
+    assert knn_top1(bank, labels, bank, labels, 5, k=1) == 100.0
+
+
 def test_extract_features_uses_eval_mode_and_restores_it():
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.AdaptiveAvgPool2d(1),
                         nn.Flatten())
@@ -51,6 +62,10 @@ def test_extract_features_uses_eval_mode_and_restores_it():
 def test_collapse_metric():
     z = torch.randn(4096, 256, generator=torch.Generator().manual_seed(0))
     assert collapse_std(z).item() == pytest.approx(healthy_std(256), rel=0.02)
+    z = torch.randn(512, 2048, generator=torch.Generator().manual_seed(1))
+    assert abs(collapse_std(z).item() - 0.0221) < 0.002
+    identical = torch.randn(1, 2048).expand(64, 2048)
+    assert collapse_std(identical).item() < 1e-6
     collapsed = torch.ones(64, 256) + 1e-6 * torch.randn(64, 256)
     assert collapse_std(collapsed).item() < 1e-5
     assert healthy_std(2048) == pytest.approx(0.0221, abs=1e-4)

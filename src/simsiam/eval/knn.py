@@ -51,11 +51,13 @@ def extract_features(backbone: nn.Module, images: np.ndarray, image_size: int, n
 def knn_predict(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.Tensor,
                 num_classes: int, k: int = 200, temperature: float = 0.1,
                 chunk: int = 1024) -> torch.Tensor:
-    """Weighted kNN class scores.
+    """Weighted kNN class scores on cosine similarity.
 
     Args:
-        bank: ``(N, c)`` l2-normalised features; bank_labels ``(N,)`` int64.
-        queries: ``(M, c)`` l2-normalised features.
+        bank: ``(N, c)`` features; bank_labels ``(N,)`` int64.
+        queries: ``(M, c)`` features. Both sides are l2-normalised here (a no-op for
+            features from :func:`extract_features`), so the scale of a feature never
+            changes its neighbours.
         num_classes: C.
         k: neighbours (capped at N). temperature: T in exp(sim / T).
 
@@ -63,6 +65,7 @@ def knn_predict(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.Te
         ``(M, C)`` float32 scores; ``argmax(dim=1)`` is the prediction.
     """
     k = min(k, bank.shape[0])
+    bank, queries = F.normalize(bank.float(), dim=1), F.normalize(queries.float(), dim=1)
     out = []
     for start in range(0, queries.shape[0], chunk):
         sim = queries[start:start + chunk] @ bank.T  # (m, N) cosine similarities

@@ -1,0 +1,75 @@
+"""Backbone loading from every accepted layout; wrong layouts are named, never ignored."""
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from simsiam.errors import CheckpointError
+from simsiam.eval.loading import infer_arch, load_backbone_for_eval
+from simsiam.methods import SimSiam
+from simsiam.models import build_backbone, torchvision_resnet
+
+
+@pytest.fixture(scope="module")
+def tv_state():
+    torch.manual_seed(0)
+    net = torchvision_resnet("resnet18", "cifar")
+    for m in net.modules():  # make running stats differ from the defaults
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.num_batches_tracked.fill_(7)
+    return net.state_dict()
+
+
+def backbone_tensors(backbone):
+    return {k: v.clone() for k, v in backbone.state_dict().items()}
+
+
+def test_plain_and_module_prefixed_keys_load_identically(tmp_path, tv_state):
+    torch.save(tv_state, tmp_path / "plain.pth")
+    torch.save({f"module.{k}": v for k, v in tv_state.items()}, tmp_path / "ddp.pth")
+    a, info = load_backbone_for_eval(tmp_path / "plain.pth")
+    b, _ = load_backbone_for_eval(tmp_path / "ddp.pth")
+    assert (info["arch"], info["stem"], info["image_size"]) == ("resnet18", "cifar", 32)
+    sa, sb = backbone_tensors(a), backbone_tensors(b)
+    assert sa.keys() == {k for k in tv_state if not k.startswith("fc.")}
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]) and torch.equal(sa[k], tv_state[k])
+
+
+def test_official_simsiam_layout(tmp_path, tv_state):
+    model = SimSiam(build_backbone("resnet18", "cifar"), 512, dim=64, proj_layers=2)
+    model.backbone.load_state_dict({k: v for k, v in tv_state.items() if not k.startswith("fc")})
+    sd = {f"module.encoder.{k}": v for k, v in model.backbone.state_dict().items()}
+    sd |= {f"module.encoder.fc.{k[len('projector.layers.'):]}": v
+           for k, v in model.state_dict().items() if k.startswith("projector.")}
+    sd |= {f"module.{k}": v for k, v in model.state_dict().items() if k.startswith("predictor.")}
+    torch.save({"epoch": 800, "arch": "resnet18", "state_dict": sd}, tmp_path / "official.tar")
+    net, _ = load_backbone_for_eval(tmp_path / "official.tar")
+    assert torch.equal(net.layer2[0].bn1.running_mean, tv_state["layer2.0.bn1.running_mean"])
+
+
+def test_safetensors_without_metadata(tmp_path, tv_state):
+    save_file({k: v.contiguous() for k, v in tv_state.items()}, str(tmp_path / "w.safetensors"))
+    net, info = load_backbone_for_eval(tmp_path / "w.safetensors")
+    assert info["arch"] == "resnet18" and info["normalize"] == "cifar10"
+
+
+def test_unrelated_keys_are_named(tmp_path, tv_state):
+    torch.save(tv_state | {"head.weight": torch.zeros(3), "queue": torch.zeros(2)},
+               tmp_path / "extra.pth")
+    with pytest.raises(CheckpointError, match=r"head\.weight.*queue|queue.*head\.weight"):
+        load_backbone_for_eval(tmp_path / "extra.pth")
+    torch.save({"foo.weight": torch.zeros(2)}, tmp_path / "foo.pth")
+    with pytest.raises(CheckpointError, match="no ResNet backbone found"):
+        load_backbone_for_eval(tmp_path / "foo.pth")
+    partial = {k: v for k, v in tv_state.items() if not k.startswith("layer4.1.")}
+    torch.save(partial, tmp_path / "partial.pth")
+    with pytest.raises(CheckpointError, match=r"missing keys \['layer4\.1\."):
+        load_backbone_for_eval(tmp_path / "partial.pth")
+
+
+def test_infer_arch():
+    for name in ("resnet18", "resnet34", "resnet50"):
+        for stem in ("imagenet", "cifar"):
+            assert infer_arch(build_backbone(name, stem).state_dict()) == (name, stem)
