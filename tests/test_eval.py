@@ -71,3 +71,15 @@ def test_collapse_metric():
     assert healthy_std(2048) == pytest.approx(0.0221, abs=1e-4)
     with pytest.raises(ValueError):
         collapse_std(torch.randn(1, 8))
+
+
+def test_collapse_guard_needs_patience_and_fires_once():
+    from simsiam.eval.collapse import CollapseGuard
+
+    guard = CollapseGuard(dim=256, ratio=0.3, patience=5)  # threshold 0.3/16
+    low, high = 0.01, 0.06
+    assert not any(guard.update(s, low) for s in range(1, 5))  # 4 steps: not yet
+    assert not guard.update(5, high)  # recovered: the streak restarts
+    fired = [s for s in range(6, 20) if guard.update(s, low)]
+    assert fired == [10]  # steps 6..10 below the threshold
+    assert "since step 6" in guard.message(10) and "0.30/sqrt(d)" in guard.message(10)

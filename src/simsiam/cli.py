@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from simsiam.config import Config, load_config
-from simsiam.errors import ConfigError, SimSiamError
+from simsiam.errors import CollapseError, ConfigError, SimSiamError
 
 # The demo's data: the workplace's CIFAR-10 JPEG copy beside the checkout (make demo runs
 # from the repository root), else torchvision's CIFAR-10 download.
@@ -34,7 +34,8 @@ def _parse_set(items: list[str]) -> dict:
 def _overrides(args: argparse.Namespace) -> dict:
     flags = {"data.source": args.data, "train.out": args.out, "train.epochs": args.epochs,
              "train.batch_size": args.batch_size, "data.per_class": args.per_class,
-             "train.device": args.device, "train.seed": args.seed}
+             "train.device": args.device, "train.seed": args.seed,
+             "eval.stop_on_collapse": True if args.stop_on_collapse else None}
     given = {k: v for k, v in flags.items() if v is not None}
     sets = _parse_set(args.set or [])
     both = sorted(set(given) & set(sets))
@@ -52,6 +53,8 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
     p.add_argument("--seed", type=int)
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--stop-on-collapse", action="store_true",
+                   help="stop when the collapse guard fires (the last checkpoint is kept)")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
@@ -173,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except CollapseError as exc:
+        print(f"simsiam {args.command}: stopped: {exc}", file=sys.stderr)
+        return 4
     except SimSiamError as exc:
         print(f"simsiam {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -115,6 +115,9 @@ class EvalConfig:
     knn_t: float = 0.1
     knn_at_start: bool = False  # also evaluate the randomly initialised encoder
     batch_size: int = 512  # feature-extraction batch
+    collapse_ratio: float = 0.3  # guard threshold, as a fraction of 1/sqrt(d)
+    collapse_patience: int = 100  # steps under the threshold before the guard fires
+    stop_on_collapse: bool = False  # stop the run (last checkpoint kept) when it fires
 
 
 @dataclass
@@ -276,3 +279,7 @@ def validate(cfg: Config, where: str = "config") -> None:
     n(e.knn_k > 0, where, "eval.knn_k", e.knn_k, "use a positive k such as 200")
     n(e.knn_t > 0, where, "eval.knn_t", e.knn_t, "use a positive temperature such as 0.1")
     n(e.batch_size > 0, where, "eval.batch_size", e.batch_size, "use a positive batch size")
+    n(0 < e.collapse_ratio < 1, where, "eval.collapse_ratio", e.collapse_ratio,
+      "use a fraction of 1/sqrt(d) in (0, 1), e.g. 0.3")
+    n(e.collapse_patience > 0, where, "eval.collapse_patience", e.collapse_patience,
+      "use a positive number of steps")

@@ -21,3 +21,7 @@ class DataError(SimSiamError, ValueError):
 
 class CheckpointError(SimSiamError, ValueError):
     """A checkpoint is missing, unreadable or does not fit the model."""
+
+
+class CollapseError(SimSiamError, RuntimeError):
+    """The collapse guard stopped a run (``eval.stop_on_collapse``)."""

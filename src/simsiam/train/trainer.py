@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +26,8 @@ from tqdm import tqdm
 from simsiam.augment.views import SimSiamAugment
 from simsiam.config import Config, config_to_dict, config_to_yaml, load_config
 from simsiam.data.dataset import EpochShuffleSampler, ImageSet, TwoViewDataset, load_splits
-from simsiam.errors import ConfigError, DataError
-from simsiam.eval.collapse import healthy_std
+from simsiam.errors import CollapseError, ConfigError, DataError
+from simsiam.eval.collapse import CollapseGuard, healthy_std
 from simsiam.eval.knn import knn_evaluate
 from simsiam.methods import build_method
 from simsiam.models.backbones import backbone_state_dict
@@ -254,6 +255,7 @@ def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False,
     if cfg.eval.knn_at_start and start_epoch == 0:
         knn_monitor(0)
     healthy = healthy_std(cfg.model.dim)
+    guard = CollapseGuard(cfg.model.dim, cfg.eval.collapse_ratio, cfg.eval.collapse_patience)
     try:
         for epoch in range(start_epoch, epochs):
             loader.sampler.set_epoch(epoch)
@@ -291,6 +293,17 @@ def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False,
                     logger.log(record)
                     bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.4f}",
                                     std=f"{record['collapse_std']:.4f}/{healthy:.4f}")
+                    if guard.update(step, record["collapse_std"]):
+                        msg = guard.message(step)
+                        logger.log({"kind": "collapse", "step": step, "epoch": epoch,
+                                    "collapse_std": guard.last, "threshold": guard.threshold,
+                                    "since_step": guard.since})
+                        tqdm.write(f"WARNING {msg}", file=sys.stderr)
+                        if cfg.eval.stop_on_collapse:
+                            ckpt = out / "checkpoints" / "last.pt"
+                            kept = (f"the last checkpoint ({ckpt}, epoch {epoch}) is kept"
+                                    if epoch > 0 else "no checkpoint was written yet")
+                            raise CollapseError(f"{msg}. Stopped (--stop-on-collapse); {kept}")
             bar.close()
             mean_loss = (loss_sum / steps_per_epoch).item()
             result.epoch_loss[epoch + 1] = mean_loss
