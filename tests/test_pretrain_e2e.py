@@ -156,3 +156,36 @@ def test_collapse_guard_stops_a_collapsing_run_and_spares_a_healthy_one(cifar_di
     res = pretrain(collapse_cfg(cifar_dir, tmp_path / "sg", True), progress=False)
     assert res.epochs == 16
     assert not [r for r in read_metrics(tmp_path / "sg") if r["kind"] == "collapse"]
+
+
+def test_linear_probe_on_a_trained_encoder(cifar_dir, tmp_path, capsys):
+    from simsiam.cli import main
+    from simsiam.eval.linear import linear_probe
+    from simsiam.eval.loading import load_backbone_for_eval
+
+    pretrain(tiny_cfg(cifar_dir, tmp_path / "run", **{"train.epochs": 2}), progress=False)
+    backbone, info = load_backbone_for_eval(tmp_path / "run" / "backbone.safetensors")
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    cfg = tiny_cfg(cifar_dir, tmp_path / "x", **{"data.per_class": 100,
+                                                  "data.test_per_class": 30})
+    from simsiam.data import load_splits
+
+    train, test = load_splits(cfg.data, progress=False)
+    res, clf = linear_probe(backbone, train.images, train.labels, test.images, test.labels,
+                            10, 32, "cifar10", epochs=100)
+    after = backbone.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # incl. BN stats, counters
+    assert (res.train_images, res.test_images) == (1000, 300)
+    # The encoder had 10 small steps; measured 16.0% top-1 (chance 10%, 300 test images):
+    # a probe that mixed up labels or features would sit at chance.
+    assert res.top1 >= 14.0 and res.top5 >= res.top1
+    rc = main(["linear", "--checkpoint", str(tmp_path / "run" / "checkpoints" / "last.pt"),
+               "--data", str(cifar_dir), "--per-class", "100", "--test-per-class", "30",
+               "--epochs", "100", "--no-progress"])
+    assert rc == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line == f"linear top1={res.top1:.2f} top5={res.top5:.2f}"  # same probe, same seed
+    result = json.loads((tmp_path / "run" / "linear" / "linear.json").read_text())
+    assert result["top1"] == pytest.approx(res.top1)
+    assert (tmp_path / "run" / "linear" / "classifier.safetensors").is_file()

@@ -101,12 +101,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_knn(args: argparse.Namespace) -> int:
-    from simsiam.data.dataset import load_splits
     from simsiam.eval.knn import knn_evaluate
     from simsiam.eval.loading import load_backbone_for_eval
     from simsiam.train.trainer import resolve_device
 
     backbone, info = load_backbone_for_eval(args.checkpoint)
+    train, test = _eval_data(args, info)
+    device = resolve_device(args.device)
+    acc = knn_evaluate(backbone.to(device), train.images, train.labels, test.images,
+                       test.labels, len(train.classes), info["image_size"], info["normalize"],
+                       device, args.k, args.t)
+    print(f"knn: top1={acc:.2f}% k={min(args.k, len(train))} T={args.t} bank={len(train)} "
+          f"queries={len(test)}")
+    return 0
+
+
+def _eval_data(args: argparse.Namespace, info: dict):
+    from simsiam.data.dataset import load_splits
+
+    if args.image_size is not None:  # flags win over the checkpoint's own settings
+        info["image_size"] = args.image_size
+    if args.normalize is not None:
+        info["normalize"] = args.normalize
     cfg = load_config(None, {"data.source": args.data, "data.image_size": info["image_size"],
                              "data.per_class": args.per_class,
                              "data.test_per_class": args.test_per_class})
@@ -114,13 +130,46 @@ def cmd_knn(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else info["seed"]
     train, test = load_splits(cfg.data, seed, progress=not args.no_progress)
     if test is None:
-        raise SimSiamError(f"'{args.data}' has no held-out images for the kNN queries")
+        raise SimSiamError(f"'{args.data}' has no held-out images to evaluate on")
+    return train, test
+
+
+def cmd_linear(args: argparse.Namespace) -> int:
+    """Linear probe (fast protocol) on a frozen backbone; writes classifier and JSON."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from simsiam.eval.linear import linear_probe
+    from simsiam.eval.loading import load_backbone_for_eval
+    from simsiam.train.checkpoint import atomic_write
+    from simsiam.train.trainer import resolve_device
+
+    ckpt = Path(args.checkpoint)
+    out = Path(args.out) if args.out else (
+        ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent) / "linear"
+    if (out / "linear.json").exists() and not args.overwrite:
+        raise ConfigError(f"'{out}' already holds a linear-probe result; pass --overwrite "
+                          "or another --out")
+    backbone, info = load_backbone_for_eval(ckpt)
+    train, test = _eval_data(args, info)
     device = resolve_device(args.device)
-    acc = knn_evaluate(backbone.to(device), train.images, train.labels, test.images,
-                       test.labels, len(train.classes), info["image_size"], info["normalize"],
-                       device, args.k, args.t)
-    print(f"knn: top1={acc:.2f}% k={min(args.k, len(train))} T={args.t} bank={len(train)} "
-          f"queries={len(test)}")
+    res, clf = linear_probe(backbone.to(device), train.images, train.labels, test.images,
+                            test.labels, len(train.classes), info["image_size"],
+                            info["normalize"], device, args.epochs, args.batch_size, args.lr)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in clf.state_dict().items()}
+    atomic_write(out / "classifier.safetensors",
+                 lambda tmp: save_file(state, str(tmp), metadata={"classes": json.dumps(
+                     train.classes)}))
+    record = {"protocol": "fast", "checkpoint": str(ckpt), "data": args.data,
+              "top1": res.top1, "top5": res.top5, "train_images": res.train_images,
+              "test_images": res.test_images, "epochs": res.epochs,
+              "batch_size": args.batch_size, "lr": args.lr, "arch": info["arch"],
+              "stem": info["stem"]}
+    text = json.dumps(record, indent=2)
+    atomic_write(out / "linear.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    print(f"linear top1={res.top1:.2f} top5={res.top5:.2f}")
     return 0
 
 
@@ -142,6 +191,23 @@ def cmd_describe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_eval_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="RUN/checkpoints/last.pt, "
+                   "RUN/backbone.safetensors, a torchvision or an official SimSiam checkpoint")
+    p.add_argument("--data", required=True, help="image folder (with train/ and test/, or "
+                   "split by the run's seed), or cifar10 / cifar100")
+    p.add_argument("--per-class", type=int, help="at most N training images per class")
+    p.add_argument("--test-per-class", type=int, help="at most N held-out images per class")
+    p.add_argument("--seed", type=int, help="seed of the held-out split for folders without "
+                   "test/ (default: the run's seed)")
+    p.add_argument("--image-size", type=int, help="input side in pixels (default: the run's; "
+                   "for files without simsiam metadata 32 for a 3x3 stem, else 224)")
+    p.add_argument("--normalize", choices=("auto", "cifar10", "imagenet"),
+                   help="input normalisation (default: the run's, as for --image-size)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="simsiam", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -154,18 +220,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_flags(p)
     p.set_defaults(func=cmd_demo)
     p = sub.add_parser("knn", help="kNN top-1 of a checkpoint or exported backbone")
-    p.add_argument("--checkpoint", required=True, help="RUN/checkpoints/last.pt or "
-                   "RUN/backbone.safetensors")
-    p.add_argument("--data", required=True, help="image folder with train/ and test/, or cifar10")
-    p.add_argument("--per-class", type=int, help="at most N bank images per class")
-    p.add_argument("--test-per-class", type=int, help="at most N query images per class")
+    _add_eval_flags(p)
     p.add_argument("--k", type=int, default=200)
     p.add_argument("--t", type=float, default=0.1, help="temperature T")
-    p.add_argument("--seed", type=int, help="seed of the held-out split for folders without "
-                   "test/ (default: the run's seed)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_knn)
+    p = sub.add_parser("linear", help="linear probe on a frozen backbone (fast protocol: "
+                       "cached features, BN + Linear)")
+    _add_eval_flags(p)
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=0.1, help="base lr (x batch/256)")
+    p.add_argument("--out", help="result folder (default: RUN/linear)")
+    p.add_argument("--overwrite", action="store_true", help="replace a result in --out")
+    p.set_defaults(func=cmd_linear)
     p = sub.add_parser("describe", help="parameter counts per part of the model")
     p.add_argument("--config", required=True)
     p.set_defaults(func=cmd_describe)

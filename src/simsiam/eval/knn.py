@@ -19,8 +19,8 @@ from simsiam.augment.views import eval_transform
 @torch.no_grad()
 def extract_features(backbone: nn.Module, images: np.ndarray, image_size: int, normalize: str,
                      device: torch.device | str = "cpu", batch_size: int = 512,
-                     channels_last: bool = False) -> torch.Tensor:
-    """l2-normalised backbone features of every image, in eval mode.
+                     channels_last: bool = False, l2_normalize: bool = True) -> torch.Tensor:
+    """Backbone features of every image (l2-normalised unless told not to), in eval mode.
 
     Args:
         backbone: images -> ``(B, c)`` features. Put in eval mode for the pass (BN uses
@@ -30,7 +30,7 @@ def extract_features(backbone: nn.Module, images: np.ndarray, image_size: int, n
         normalize: auto|cifar10|imagenet.
 
     Returns:
-        ``(N, c)`` float32 on ``device``, unit l2 norm per row.
+        ``(N, c)`` float32 on ``device``; unit l2 norm per row when ``l2_normalize``.
     """
     was_training = backbone.training
     backbone.eval()
@@ -41,7 +41,8 @@ def extract_features(backbone: nn.Module, images: np.ndarray, image_size: int, n
             x = eval_transform(batch, image_size, normalize).to(device, non_blocking=True)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            feats.append(F.normalize(backbone(x).float(), dim=1))
+            f = backbone(x).float()
+            feats.append(F.normalize(f, dim=1) if l2_normalize else f)
     finally:
         backbone.train(was_training)
     return torch.cat(feats)
