@@ -189,3 +189,36 @@ def test_linear_probe_on_a_trained_encoder(cifar_dir, tmp_path, capsys):
     result = json.loads((tmp_path / "run" / "linear" / "linear.json").read_text())
     assert result["top1"] == pytest.approx(res.top1)
     assert (tmp_path / "run" / "linear" / "classifier.safetensors").is_file()
+
+
+def test_embed_writes_npz_and_csv_with_paths_and_labels(cifar_dir, tmp_path, capsys):
+    import numpy as np
+
+    from simsiam.cli import main
+    from simsiam.eval.knn import extract_features
+    from simsiam.eval.loading import load_backbone_for_eval
+
+    pretrain(tiny_cfg(cifar_dir, tmp_path / "run", **{"train.epochs": 1}), progress=False)
+    ckpt = str(tmp_path / "run" / "backbone.safetensors")
+    common = ["--checkpoint", ckpt, "--data", str(cifar_dir), "--per-class", "3",
+              "--test-per-class", "2", "--no-progress"]
+    assert main(["embed", *common, "--out", str(tmp_path / "e.npz")]) == 0
+    assert "embed: 50 images x 512 features" in capsys.readouterr().out
+    z = np.load(tmp_path / "e.npz")
+    assert z["features"].shape == (50, 512) and z["features"].dtype == np.float32
+    assert list(z["splits"]).count("train") == 30 and z["labels"][0] == 0
+    assert "/train/airplane/" in str(z["paths"][0]) and z["classes"][0] == "airplane"
+    backbone, _ = load_backbone_for_eval(ckpt)
+    from PIL import Image
+
+    first = np.asarray(Image.open(str(z["paths"][0])).convert("RGB"))[None]
+    ref = extract_features(backbone, first, 32, "cifar10", l2_normalize=False)
+    assert np.allclose(z["features"][0], ref[0].numpy(), atol=1e-5)
+    assert main(["embed", *common, "--out", str(tmp_path / "e.csv")]) == 0
+    rows = (tmp_path / "e.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    assert header[:5] == ["path", "split", "label", "class", "f0"] and len(header) == 4 + 512
+    assert len(rows) == 51 and rows[1].split(",")[3] == "airplane"
+    first_csv = np.array(rows[1].split(",")[4:], dtype=np.float32)
+    assert np.allclose(first_csv, z["features"][0], rtol=1e-6, atol=1e-6)
+    assert main(["embed", *common, "--out", str(tmp_path / "e.csv")]) == 2  # never overwrites

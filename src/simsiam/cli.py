@@ -116,7 +116,7 @@ def cmd_knn(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval_data(args: argparse.Namespace, info: dict):
+def _eval_data(args: argparse.Namespace, info: dict, need_test: bool = True):
     from simsiam.data.dataset import load_splits
 
     if args.image_size is not None:  # flags win over the checkpoint's own settings
@@ -129,7 +129,7 @@ def _eval_data(args: argparse.Namespace, info: dict):
     # Same held-out split as pretraining (folders without test/ split by the run's seed).
     seed = args.seed if args.seed is not None else info["seed"]
     train, test = load_splits(cfg.data, seed, progress=not args.no_progress)
-    if test is None:
+    if test is None and need_test:
         raise SimSiamError(f"'{args.data}' has no held-out images to evaluate on")
     return train, test
 
@@ -170,6 +170,25 @@ def cmd_linear(args: argparse.Namespace) -> int:
     text = json.dumps(record, indent=2)
     atomic_write(out / "linear.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
     print(f"linear top1={res.top1:.2f} top5={res.top5:.2f}")
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    """Backbone features of every image (train and held-out) to .npz or .csv."""
+    from simsiam.eval.embed import export_embeddings
+    from simsiam.eval.loading import load_backbone_for_eval
+    from simsiam.train.trainer import resolve_device
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise ConfigError(f"'{out}' already exists; pass --overwrite or another --out")
+    backbone, info = load_backbone_for_eval(args.checkpoint)
+    train, test = _eval_data(args, info, need_test=False)
+    sets = {"train": train} | ({"test": test} if test is not None else {})
+    device = resolve_device(args.device)
+    n, dim = export_embeddings(backbone.to(device), sets, out, info["image_size"],
+                               info["normalize"], device)
+    print(f"embed: {n} images x {dim} features -> {out}")
     return 0
 
 
@@ -233,6 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="result folder (default: RUN/linear)")
     p.add_argument("--overwrite", action="store_true", help="replace a result in --out")
     p.set_defaults(func=cmd_linear)
+    p = sub.add_parser("embed", help="backbone features of every image to .npz or .csv")
+    _add_eval_flags(p)
+    p.add_argument("--out", required=True, help="output file: .npz (numpy) or .csv (pandas)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.set_defaults(func=cmd_embed)
     p = sub.add_parser("describe", help="parameter counts per part of the model")
     p.add_argument("--config", required=True)
     p.set_defaults(func=cmd_describe)
