@@ -222,3 +222,22 @@ def test_embed_writes_npz_and_csv_with_paths_and_labels(cifar_dir, tmp_path, cap
     first_csv = np.array(rows[1].split(",")[4:], dtype=np.float32)
     assert np.allclose(first_csv, z["features"][0], rtol=1e-6, atol=1e-6)
     assert main(["embed", *common, "--out", str(tmp_path / "e.csv")]) == 2  # never overwrites
+
+
+def test_online_probe_is_logged_and_never_touches_the_encoder(cifar_dir, tmp_path):
+    on = pretrain(tiny_cfg(cifar_dir, tmp_path / "on", **{"train.epochs": 2}), progress=False)
+    off = pretrain(tiny_cfg(cifar_dir, tmp_path / "off", **{"train.epochs": 2,
+                                                           "eval.online_probe": False}),
+                   progress=False)
+    wa = load_file(str(tmp_path / "on" / "backbone.safetensors"))
+    wb = load_file(str(tmp_path / "off" / "backbone.safetensors"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)  # no gradient reached the encoder
+    assert on.knn == off.knn
+    records = read_metrics(tmp_path / "on")
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    assert all(0.0 <= r["online_probe_train_top1"] <= 100.0 for r in epochs) and len(epochs) == 2
+    knn = [r for r in records if r["kind"] == "knn" and r["epoch"] > 0]
+    assert [r["epoch"] for r in knn] == [1, 2]
+    assert all(0.0 <= r["online_probe_top1"] <= 100.0 for r in knn)
+    assert on.probe == {r["epoch"]: r["online_probe_top1"] for r in knn}
+    assert not any("online_probe_top1" in r for r in read_metrics(tmp_path / "off"))

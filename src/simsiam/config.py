@@ -115,6 +115,8 @@ class EvalConfig:
     knn_t: float = 0.1
     knn_at_start: bool = False  # also evaluate the randomly initialised encoder
     batch_size: int = 512  # feature-extraction batch
+    online_probe: bool = True  # BN + Linear on detached backbone features, own SGD
+    probe_lr: float = 0.1  # the online probe's lr (SGD, momentum 0.9, constant)
     collapse_ratio: float = 0.3  # guard threshold, as a fraction of 1/sqrt(d)
     collapse_patience: int = 100  # steps under the threshold before the guard fires
     stop_on_collapse: bool = False  # stop the run (last checkpoint kept) when it fires
@@ -279,6 +281,7 @@ def validate(cfg: Config, where: str = "config") -> None:
     n(e.knn_k > 0, where, "eval.knn_k", e.knn_k, "use a positive k such as 200")
     n(e.knn_t > 0, where, "eval.knn_t", e.knn_t, "use a positive temperature such as 0.1")
     n(e.batch_size > 0, where, "eval.batch_size", e.batch_size, "use a positive batch size")
+    n(e.probe_lr > 0, where, "eval.probe_lr", e.probe_lr, "use a positive lr such as 0.1")
     n(0 < e.collapse_ratio < 1, where, "eval.collapse_ratio", e.collapse_ratio,
       "use a fraction of 1/sqrt(d) in (0, 1), e.g. 0.3")
     n(e.collapse_patience > 0, where, "eval.collapse_patience", e.collapse_patience,

@@ -23,13 +23,15 @@ from simsiam.models.heads import PredictionHead, ProjectionHead
 class SimSiamOutput:
     """Outputs for views x1, x2: predictions p (with graph) and targets z (B, d).
 
-    With stop-gradient on, ``z1`` and ``z2`` are detached (no ``grad_fn``).
+    With stop-gradient on, ``z1`` and ``z2`` are detached (no ``grad_fn``). ``h1`` is the
+    backbone's (pool5) output for x1, ``(B, c)``, with graph.
     """
 
     p1: torch.Tensor
     p2: torch.Tensor
     z1: torch.Tensor
     z2: torch.Tensor
+    h1: torch.Tensor
 
 
 class SimSiam(nn.Module):
@@ -62,21 +64,23 @@ class SimSiam(nn.Module):
 
     def forward_views(self, x1: torch.Tensor, x2: torch.Tensor) -> SimSiamOutput:
         """Two separate encoder passes, the predictor, and the stop-gradient on z."""
-        z1 = self.encode(x1)
+        h1 = self.backbone(x1)
+        z1 = self.projector(h1)
         z2 = self.encode(x2)
         p1 = self.predictor(z1)
         p2 = self.predictor(z2)
         if self.stop_gradient:
             z1, z2 = z1.detach(), z2.detach()
-        return SimSiamOutput(p1=p1, p2=p2, z1=z1, z2=z2)
+        return SimSiamOutput(p1=p1, p2=p2, z1=z1, z2=z2, h1=h1)
 
     def forward(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Loss and metrics for ``views = [x1, x2]``, each ``(B, 3, H, W)`` float.
 
         Returns:
             ``(loss, metrics)``: the float32 scalar loss of paper eq. (4) and a dict of
-            detached 0-dim tensors: ``collapse_std`` (std of l2-normalised z, mean over
-            channels; healthy near 1/sqrt(d)).
+            detached tensors: ``collapse_std`` (0-dim: std of l2-normalised z, mean over
+            channels; healthy near 1/sqrt(d)) and ``features`` (``(B, c)``: the backbone
+            output for x1, detached, for an online probe).
 
         Raises:
             ValueError: not exactly two views.
@@ -85,7 +89,7 @@ class SimSiam(nn.Module):
             raise ValueError(f"SimSiam takes exactly 2 views, got {len(views)}")
         out = self.forward_views(views[0], views[1])
         loss = symmetric_negative_cosine(out.p1, out.p2, out.z1, out.z2)
-        return loss, {"collapse_std": collapse_std(out.z1)}
+        return loss, {"collapse_std": collapse_std(out.z1), "features": out.h1.detach()}
 
     def param_groups(self) -> list[dict]:
         """Optimizer groups: ``encoder`` (backbone + projector) and ``predictor``.

@@ -28,9 +28,10 @@ from simsiam.config import Config, config_to_dict, config_to_yaml, load_config
 from simsiam.data.dataset import EpochShuffleSampler, ImageSet, TwoViewDataset, load_splits
 from simsiam.errors import CollapseError, ConfigError, DataError
 from simsiam.eval.collapse import CollapseGuard, healthy_std
-from simsiam.eval.knn import knn_evaluate
+from simsiam.eval.knn import extract_features, knn_top1
+from simsiam.eval.linear import LinearClassifier, topk_accuracy
 from simsiam.methods import build_method
-from simsiam.models.backbones import backbone_state_dict
+from simsiam.models.backbones import backbone_state_dict, feature_dim
 from simsiam.train.checkpoint import (
     atomic_write,
     load_checkpoint,
@@ -51,6 +52,7 @@ class RunResult:
     epochs: int
     steps: int
     knn: dict[int, float] = field(default_factory=dict)
+    probe: dict[int, float] = field(default_factory=dict)  # online probe top-1 on held-out
     epoch_loss: dict[int, float] = field(default_factory=dict)
     test_images: int = 0
     backbone_path: Path | None = None
@@ -215,6 +217,13 @@ def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False,
     peak_lr = scaled_lr(cfg.optim.base_lr, bs)
     optimizer = torch.optim.SGD(model.param_groups(), lr=peak_lr, momentum=cfg.optim.momentum,
                                 weight_decay=cfg.optim.weight_decay)
+    # Online probe (labels for evaluation only): features are detached, its optimizer owns
+    # only its own parameters, so no gradient reaches the encoder.
+    probe = probe_opt = None
+    labels = torch.as_tensor(train.labels, device=device)
+    if cfg.eval.online_probe:
+        probe = LinearClassifier(feature_dim(cfg.model.backbone), len(train.classes)).to(device)
+        probe_opt = torch.optim.SGD(probe.parameters(), lr=cfg.eval.probe_lr, momentum=0.9)
     result = RunResult(out, 0, 0, test_images=len(test) if test is not None else 0)
     start_epoch, step = 0, 0
     if resume:
@@ -227,8 +236,12 @@ def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False,
                               "epochs; nothing to resume. To train longer, start a new run "
                               "with another --out and more --epochs")
         torch.set_rng_state(state["torch_rng"])
+        if probe is not None and "probe" in state:
+            probe.load_state_dict(state["probe"])
+            probe_opt.load_state_dict(state["probe_optimizer"])
         result.knn = {int(k): v for k, v in state.get("knn", {}).items()}
         result.epoch_loss = {int(k): v for k, v in state.get("epoch_loss", {}).items()}
+        result.probe = {int(k): v for k, v in state.get("probe_top1", {}).items()}
         _truncate_metrics(out, step)
     else:  # everything is checked and built: only now replace a previous run
         clear_run_dir(out)
@@ -241,16 +254,29 @@ def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False,
     def knn_monitor(epoch: int) -> None:
         if test is None:
             return
-        acc = knn_evaluate(model.backbone, train.images, train.labels, test.images, test.labels,
-                           len(train.classes), cfg.data.image_size, cfg.augment.normalize,
-                           device, cfg.eval.knn_k, cfg.eval.knn_t, cfg.eval.batch_size,
-                           cfg.train.channels_last)
+        kw = dict(image_size=cfg.data.image_size, normalize=cfg.augment.normalize,
+                  device=device, batch_size=cfg.eval.batch_size,
+                  channels_last=cfg.train.channels_last, l2_normalize=False)
+        bank = extract_features(model.backbone, train.images, **kw)
+        queries = extract_features(model.backbone, test.images, **kw)
+        test_labels = torch.as_tensor(test.labels, device=device)
+        acc = knn_top1(bank, labels, queries, test_labels, len(train.classes), cfg.eval.knn_k,
+                       cfg.eval.knn_t)
         result.knn[epoch] = acc
-        logger.log({"kind": "knn", "step": step, "epoch": epoch, "knn_top1": acc,
-                    "k": min(cfg.eval.knn_k, len(train)), "bank": len(train),
-                    "queries": len(test)})
+        record = {"kind": "knn", "step": step, "epoch": epoch, "knn_top1": acc,
+                  "k": min(cfg.eval.knn_k, len(train)), "bank": len(train),
+                  "queries": len(test)}
+        text = f"epoch {epoch}: knn_top1 {acc:.2f}%"
+        if probe is not None and epoch > 0:
+            probe.eval()
+            with torch.no_grad():
+                record["online_probe_top1"] = topk_accuracy(probe(queries), test_labels, 1)
+            probe.train()
+            result.probe[epoch] = record["online_probe_top1"]
+            text += f", online probe top1 {record['online_probe_top1']:.2f}%"
+        logger.log(record)
         if progress:
-            tqdm.write(f"epoch {epoch}: knn_top1 {acc:.2f}% ({len(test)} held-out images)")
+            tqdm.write(f"{text} ({len(test)} held-out images)")
 
     if cfg.eval.knn_at_start and start_epoch == 0:
         knn_monitor(0)
@@ -261,9 +287,10 @@ def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False,
             loader.sampler.set_epoch(epoch)
             model.train()
             t0, seen, loss_sum = time.perf_counter(), 0, torch.zeros((), device=device)
+            probe_hits = torch.zeros((), device=device)
             bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}", unit="step",
                        disable=not progress, dynamic_ncols=True, mininterval=1.0)
-            for i, (x1, x2, _) in enumerate(loader):
+            for i, (x1, x2, idx) in enumerate(loader):
                 lr = cosine_lr(peak_lr, epoch, i, steps_per_epoch, epochs,
                                cfg.optim.warmup_epochs, cfg.optim.schedule == "step")
                 for group in optimizer.param_groups:
@@ -272,6 +299,14 @@ def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False,
                 x1 = x1.to(device, non_blocking=True, memory_format=memory_format)
                 x2 = x2.to(device, non_blocking=True, memory_format=memory_format)
                 loss, metrics = train_step(model, optimizer, [x1, x2], use_amp)
+                if probe is not None:
+                    y = labels[idx.to(device)]
+                    logits = probe(metrics["features"].float())
+                    probe_loss = torch.nn.functional.cross_entropy(logits, y)
+                    probe_opt.zero_grad(set_to_none=True)
+                    probe_loss.backward()
+                    probe_opt.step()
+                    probe_hits += (logits.argmax(1) == y).sum()
                 model.on_step_end(step, total_steps)
                 step += 1
                 seen += x1.shape[0]
@@ -307,16 +342,22 @@ def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False,
             bar.close()
             mean_loss = (loss_sum / steps_per_epoch).item()
             result.epoch_loss[epoch + 1] = mean_loss
-            logger.log({"kind": "epoch", "step": step, "epoch": epoch + 1, "loss": mean_loss,
-                        "seconds": time.perf_counter() - t0})
+            epoch_record = {"kind": "epoch", "step": step, "epoch": epoch + 1, "loss": mean_loss,
+                            "seconds": time.perf_counter() - t0}
+            if probe is not None:  # on the augmented views of the training images
+                epoch_record["online_probe_train_top1"] = 100.0 * probe_hits.item() / seen
+            logger.log(epoch_record)
             last = epoch + 1 == epochs
             if cfg.eval.knn_every and ((epoch + 1) % cfg.eval.knn_every == 0 or last):
                 knn_monitor(epoch + 1)
             save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                              "epoch": epoch + 1, "step": step, "config": config_to_dict(cfg),
                              "torch_rng": torch.get_rng_state(),
+                             **({"probe": probe.state_dict(),
+                                 "probe_optimizer": probe_opt.state_dict()} if probe else {}),
                              "knn": {str(k): v for k, v in result.knn.items()},
-                             "epoch_loss": {str(k): v for k, v in result.epoch_loss.items()}},
+                             "epoch_loss": {str(k): v for k, v in result.epoch_loss.items()},
+                             "probe_top1": {str(k): v for k, v in result.probe.items()}},
                             out / "checkpoints" / "last.pt")
             if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and not last:
                 result.epochs, result.steps = epoch + 1, step
