@@ -241,3 +241,24 @@ def test_online_probe_is_logged_and_never_touches_the_encoder(cifar_dir, tmp_pat
     assert all(0.0 <= r["online_probe_top1"] <= 100.0 for r in knn)
     assert on.probe == {r["epoch"]: r["online_probe_top1"] for r in knn}
     assert not any("online_probe_top1" in r for r in read_metrics(tmp_path / "off"))
+
+
+def test_report_writes_plots_and_summary(cifar_dir, tmp_path, capsys):
+    from PIL import Image
+
+    from simsiam.cli import main
+
+    pretrain(tiny_cfg(cifar_dir, tmp_path / "run", **{"train.epochs": 2}), progress=False)
+    assert main(["report", str(tmp_path / "run"), "--points", "60"]) == 0
+    assert "report:" in capsys.readouterr().out
+    rep = tmp_path / "run" / "report"
+    names = sorted(p.name for p in rep.glob("*.png"))
+    assert names == ["accuracy.png", "collapse.png", "embedding_tsne.png", "loss.png", "lr.png"]
+    for name in names:
+        with Image.open(rep / name) as im:
+            assert im.size[0] >= 600 and im.size[1] >= 350
+    summary = (rep / "summary.md").read_text()
+    knn = [r for r in read_metrics(tmp_path / "run") if r["kind"] == "knn"][-1]
+    assert f"{knn['knn_top1']:.2f}% at epoch 2" in summary
+    assert "| epochs | 2 |" in summary and "![collapse.png](collapse.png)" in summary
+    assert "stop_gradient: true" in summary  # the config is included

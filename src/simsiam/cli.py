@@ -91,6 +91,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if 0 not in res.knn or res.epochs not in res.knn:
         raise SimSiamError("the demo needs the kNN monitor at the start and the end: keep "
                            "eval.knn_every > 0 and use data with held-out test images")
+    from simsiam.report import write_report
+
+    summary = write_report(res.run_dir)
+    print(f"demo: report {summary} (plots beside it)")
     trained, random_init = res.knn[res.epochs], res.knn[0]
     print(f"demo: knn_top1 trained={trained:.1f}% random_init={random_init:.1f}% "
           f"({res.test_images} test images)")
@@ -192,6 +196,15 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """Plots and a summary of a run directory."""
+    from simsiam.report import write_report
+
+    summary = write_report(args.run, embedding_points=args.points)
+    print(f"report: {summary} and {len(list(summary.parent.glob('*.png')))} plots")
+    return 0
+
+
 def cmd_describe(args: argparse.Namespace) -> int:
     from simsiam.methods import build_method
     from simsiam.models.backbones import count_parameters
@@ -257,6 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output file: .npz (numpy) or .csv (pandas)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=cmd_embed)
+    p = sub.add_parser("report", help="PNG plots and a markdown summary of a run")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--points", type=int, default=2000,
+                   help="held-out images in the t-SNE map (0: no map)")
+    p.set_defaults(func=cmd_report)
     p = sub.add_parser("describe", help="parameter counts per part of the model")
     p.add_argument("--config", required=True)
     p.set_defaults(func=cmd_describe)

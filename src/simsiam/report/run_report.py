@@ -1,0 +1,165 @@
+"""``simsiam report RUN``: PNG plots and a markdown summary of a run directory.
+
+Plots (``RUN/report/``): loss per step with the epoch means; encoder and predictor lr;
+the collapse metric against 1/sqrt(d) (paper Fig. 2, middle); kNN and online-probe top-1
+per epoch; a 2-D t-SNE map (scikit-learn) of held-out backbone features coloured by
+class. ``summary.md`` holds the final figures, the list of plots and the config.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from simsiam.errors import ConfigError  # noqa: E402
+from simsiam.train.logger import read_metrics  # noqa: E402
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_training(records: list[dict], out: Path) -> list[str]:
+    steps = [r for r in records if r["kind"] == "step"]
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    evals = [r for r in records if r["kind"] == "knn"]
+    x = [r["step"] for r in steps]
+    made = []
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot(x, [r["loss"] for r in steps], lw=1, label="loss (logged steps)")
+    ax.plot([r["step"] for r in epochs], [r["loss"] for r in epochs], "o-", label="epoch mean")
+    ax.axhline(-1, color="grey", ls=":", lw=1)
+    ax.set(xlabel="step", ylabel="negative cosine loss", title="Loss (range [-1, 1])")
+    ax.legend()
+    _save(fig, out / "loss.png")
+    made.append("loss.png")
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot(x, [r["lr"] for r in steps], label="encoder lr")
+    ax.plot(x, [r["lr_predictor"] for r in steps], "--", label="predictor lr")
+    ax.set(xlabel="step", ylabel="learning rate", title="Learning rate")
+    ax.legend()
+    _save(fig, out / "lr.png")
+    made.append("lr.png")
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot(x, [r["collapse_std"] for r in steps], label="std of l2-normalised z")
+    if steps:
+        ax.axhline(steps[0]["collapse_healthy"], color="green", ls="--",
+                   label=f"1/sqrt(d) = {steps[0]['collapse_healthy']:.4f}")
+    top = max([r["collapse_std"] for r in steps] + [r["collapse_healthy"] for r in steps[:1]],
+              default=1.0)
+    ax.set_ylim(0, 1.2 * top)
+    ax.set(xlabel="step", ylabel="collapse metric", title="Collapse metric (0 = collapsed)")
+    ax.legend()
+    _save(fig, out / "collapse.png")
+    made.append("collapse.png")
+
+    if evals:
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        ax.plot([r["epoch"] for r in evals], [r["knn_top1"] for r in evals], "o-",
+                label="kNN top-1")
+        probe = [r for r in evals if "online_probe_top1" in r]
+        if probe:
+            ax.plot([r["epoch"] for r in probe], [r["online_probe_top1"] for r in probe], "s-",
+                    label="online probe top-1")
+        ax.set(xlabel="epoch", ylabel="held-out top-1 (%)", title="Accuracy on held-out images")
+        ax.legend()
+        _save(fig, out / "accuracy.png")
+        made.append("accuracy.png")
+    return made
+
+
+def _plot_embedding(run: Path, out: Path, points: int, seed: int) -> str | None:
+    from sklearn.manifold import TSNE
+
+    from simsiam.config import load_config
+    from simsiam.data import load_splits
+    from simsiam.eval.knn import extract_features
+    from simsiam.eval.loading import load_backbone_for_eval
+
+    weights = run / "backbone.safetensors"
+    if not weights.exists():
+        weights = run / "checkpoints" / "last.pt"
+    cfg = load_config(run / "config.yaml")
+    backbone, info = load_backbone_for_eval(weights)
+    _, test = load_splits(cfg.data, cfg.train.seed, progress=False)
+    if test is None:
+        return None
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(len(test), size=min(points, len(test)), replace=False))
+    feats = extract_features(backbone, np.asarray(test.images[idx]), info["image_size"],
+                             info["normalize"]).numpy()
+    xy = TSNE(n_components=2, init="pca", random_state=seed, perplexity=30).fit_transform(feats)
+    labels = test.labels[idx]
+    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    cmap = plt.get_cmap("tab10" if len(test.classes) <= 10 else "tab20")
+    for c, name in enumerate(test.classes):
+        m = labels == c
+        ax.scatter(xy[m, 0], xy[m, 1], s=4, color=cmap(c % cmap.N), label=name or "images")
+    ax.set(title=f"t-SNE of {len(idx)} held-out backbone features", xticks=[], yticks=[])
+    ax.legend(markerscale=3, fontsize=7, loc="best")
+    _save(fig, out / "embedding_tsne.png")
+    return "embedding_tsne.png"
+
+
+def write_report(run: str | Path, embedding_points: int = 2000) -> Path:
+    """Write ``RUN/report/*.png`` and ``RUN/report/summary.md``; returns the summary path.
+
+    Args:
+        run: a run directory (needs config.yaml and metrics.jsonl).
+        embedding_points: held-out images in the t-SNE map; 0 skips the map.
+
+    Raises:
+        ConfigError: ``run`` is not a run directory.
+    """
+    run = Path(run)
+    if not (run / "metrics.jsonl").is_file() or not (run / "config.yaml").is_file():
+        raise ConfigError(f"'{run}' is not a run directory (no metrics.jsonl and config.yaml)")
+    out = run / "report"
+    out.mkdir(exist_ok=True)
+    records = read_metrics(run)
+    plots = _plot_training(records, out)
+    if embedding_points > 0:
+        emb = _plot_embedding(run, out, embedding_points, seed=0)
+        if emb:
+            plots.append(emb)
+    steps = [r for r in records if r["kind"] == "step"]
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    evals = [r for r in records if r["kind"] == "knn"]
+    alarms = [r for r in records if r["kind"] == "collapse"]
+    rows = [("epochs", len(epochs)), ("steps", steps[-1]["step"] if steps else 0)]
+    if epochs:
+        rows.append(("final epoch mean loss", f"{epochs[-1]['loss']:.4f}"))
+        rows.append(("training time", f"{sum(r['seconds'] for r in epochs) / 60:.1f} min"))
+    if steps:
+        rows.append(("final collapse metric", f"{steps[-1]['collapse_std']:.4f} "
+                     f"(1/sqrt(d) = {steps[-1]['collapse_healthy']:.4f})"))
+    if evals:
+        first, last = evals[0], evals[-1]
+        rows.append(("kNN top-1", f"{last['knn_top1']:.2f}% at epoch {last['epoch']} "
+                     f"(epoch {first['epoch']}: {first['knn_top1']:.2f}%; "
+                     f"{last['queries']} held-out images)"))
+        if "online_probe_top1" in last:
+            rows.append(("online probe top-1", f"{last['online_probe_top1']:.2f}%"))
+    linear = run / "linear" / "linear.json"
+    if linear.is_file():
+        lin = json.loads(linear.read_text())
+        rows.append(("linear probe", f"top-1 {lin['top1']:.2f}%, top-5 {lin['top5']:.2f}%"))
+    rows.append(("collapse warnings", str(len(alarms)) if alarms else "none"))
+    lines = [f"# Run report: {run.name}", "", "| measure | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in rows]
+    lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
+    lines += ["", "## Config", "", "```yaml", (run / "config.yaml").read_text().rstrip(), "```"]
+    summary = out / "summary.md"
+    summary.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return summary
