@@ -189,6 +189,13 @@ def test_linear_probe_on_a_trained_encoder(cifar_dir, tmp_path, capsys):
     result = json.loads((tmp_path / "run" / "linear" / "linear.json").read_text())
     assert result["top1"] == pytest.approx(res.top1)
     assert (tmp_path / "run" / "linear" / "classifier.safetensors").is_file()
+    rc = main(["linear", "--checkpoint", str(tmp_path / "run" / "backbone.safetensors"),
+               "--data", str(cifar_dir), "--per-class", "20", "--test-per-class", "10",
+               "--protocol", "cifar", "--epochs", "1", "--batch-size", "100", "--no-progress",
+               "--out", str(tmp_path / "lin-cifar")])
+    assert rc == 0
+    result = json.loads((tmp_path / "lin-cifar" / "linear.json").read_text())
+    assert result["protocol"] == "cifar" and result["train_images"] == 200
 
 
 def test_embed_writes_npz_and_csv_with_paths_and_labels(cifar_dir, tmp_path, capsys):
@@ -262,3 +269,35 @@ def test_report_writes_plots_and_summary(cifar_dir, tmp_path, capsys):
     assert f"{knn['knn_top1']:.2f}% at epoch 2" in summary
     assert "| epochs | 2 |" in summary and "![collapse.png](collapse.png)" in summary
     assert "stop_gradient: true" in summary  # the config is included
+
+
+@pytest.mark.parametrize("protocol", ["paper", "cifar"])
+def test_paper_protocols_keep_the_backbone_frozen(cifar_dir, tmp_path, protocol):
+    from simsiam.data import load_splits
+    from simsiam.eval.linear import augmented_probe
+    from simsiam.models import build_backbone
+
+    torch.manual_seed(0)
+    backbone = build_backbone("resnet18").eval()
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    cfg = tiny_cfg(cifar_dir, tmp_path / "x", **{"data.per_class": 20, "data.test_per_class": 10})
+    train, test = load_splits(cfg.data, progress=False)
+    res, clf = augmented_probe(backbone, train.images, train.labels, test.images, test.labels,
+                               10, 32, "cifar10", protocol, epochs=3, batch_size=50)
+    assert all(torch.equal(before[k], v) for k, v in backbone.state_dict().items())
+    assert (res.train_images, res.test_images, res.epochs) == (200, 100, 3)
+    assert 0.0 <= res.top1 <= res.top5 <= 100.0
+    assert clf.fc.weight.abs().sum() > 0 and not isinstance(clf.norm, torch.nn.BatchNorm1d)
+
+
+def test_lars_scales_weight_updates_by_the_trust_ratio():
+    from simsiam.eval.linear import LARS
+
+    w = torch.nn.Parameter(torch.full((2, 2), 3.0))  # ||w|| = 6
+    b = torch.nn.Parameter(torch.zeros(2))
+    opt = LARS([w, b], lr=1.0, momentum=0.9, trust=0.001)
+    w.grad = torch.full((2, 2), 0.5)  # ||g|| = 1 -> ratio 0.006
+    b.grad = torch.ones(2)
+    opt.step()
+    assert torch.allclose(w, torch.full((2, 2), 3.0 - 0.5 * 0.006))
+    assert torch.allclose(b, -torch.ones(2))  # biases: plain SGD

@@ -144,7 +144,7 @@ def cmd_linear(args: argparse.Namespace) -> int:
 
     from safetensors.torch import save_file
 
-    from simsiam.eval.linear import linear_probe
+    from simsiam.eval.linear import augmented_probe, linear_probe
     from simsiam.eval.loading import load_backbone_for_eval
     from simsiam.train.checkpoint import atomic_write
     from simsiam.train.trainer import resolve_device
@@ -158,18 +158,23 @@ def cmd_linear(args: argparse.Namespace) -> int:
     backbone, info = load_backbone_for_eval(ckpt)
     train, test = _eval_data(args, info)
     device = resolve_device(args.device)
-    res, clf = linear_probe(backbone.to(device), train.images, train.labels, test.images,
-                            test.labels, len(train.classes), info["image_size"],
-                            info["normalize"], device, args.epochs, args.batch_size, args.lr)
+    data = (backbone.to(device), train.images, train.labels, test.images, test.labels,
+            len(train.classes), info["image_size"], info["normalize"])
+    if args.protocol == "fast":
+        res, clf = linear_probe(*data, device, args.epochs or 100, args.batch_size or 256,
+                                args.lr)
+    else:
+        res, clf = augmented_probe(*data, args.protocol, device, args.epochs, args.batch_size)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in clf.state_dict().items()}
     atomic_write(out / "classifier.safetensors",
                  lambda tmp: save_file(state, str(tmp), metadata={"classes": json.dumps(
                      train.classes)}))
-    record = {"protocol": "fast", "checkpoint": str(ckpt), "data": args.data,
+    record = {"protocol": args.protocol, "checkpoint": str(ckpt), "data": args.data,
               "top1": res.top1, "top5": res.top5, "train_images": res.train_images,
               "test_images": res.test_images, "epochs": res.epochs,
-              "batch_size": args.batch_size, "lr": args.lr, "arch": info["arch"],
+              "batch_size": args.batch_size, "lr": args.lr if args.protocol == "fast" else None,
+              "arch": info["arch"],
               "stem": info["stem"]}
     text = json.dumps(record, indent=2)
     atomic_write(out / "linear.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
@@ -256,12 +261,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=200)
     p.add_argument("--t", type=float, default=0.1, help="temperature T")
     p.set_defaults(func=cmd_knn)
-    p = sub.add_parser("linear", help="linear probe on a frozen backbone (fast protocol: "
-                       "cached features, BN + Linear)")
+    p = sub.add_parser("linear", help="linear probe on a frozen backbone")
     _add_eval_flags(p)
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--lr", type=float, default=0.1, help="base lr (x batch/256)")
+    p.add_argument("--protocol", choices=("fast", "paper", "cifar"), default="fast",
+                   help="fast: cached features, BN + Linear (default); paper: LARS, base lr "
+                   "0.1, batch 4096, 90 epochs; cifar: SGD lr 30, batch 256, 100 epochs "
+                   "(both on augmented images through the frozen backbone)")
+    p.add_argument("--epochs", type=int, help="default: the protocol's (fast: 100)")
+    p.add_argument("--batch-size", type=int, help="default: the protocol's (fast: 256)")
+    p.add_argument("--lr", type=float, default=0.1, help="fast protocol: base lr (x batch/256)")
     p.add_argument("--out", help="result folder (default: RUN/linear)")
     p.add_argument("--overwrite", action="store_true", help="replace a result in --out")
     p.set_defaults(func=cmd_linear)

@@ -123,3 +123,118 @@ def linear_probe(backbone: nn.Module, train_images: np.ndarray, train_labels: np
     result = ProbeResult(topk_accuracy(logits, test_y, 1), topk_accuracy(logits, test_y, 5),
                          len(train_y), len(test_y), epochs)
     return result, clf
+
+
+class LARS(torch.optim.Optimizer):
+    """SGD with momentum and layer-wise adaptive rate scaling (You et al., 2017).
+
+    For every parameter with more than one dimension (weights; biases and norm
+    parameters are left as plain SGD), the update ``g + weight_decay * w`` is scaled by
+    the trust ratio ``trust * ||w|| / ||g + weight_decay * w||`` (1 when either norm is 0)
+    before the momentum buffer. SIMSIAM.md section 4: trust coefficient 0.001, wd 0.
+    """
+
+    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
+                 trust: float = 0.001) -> None:
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
+                                      trust=trust))
+
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: D102 (torch.optim.Optimizer.step)
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                update = p.grad
+                if p.ndim > 1:
+                    update = update.add(p, alpha=group["weight_decay"])
+                    w_norm, u_norm = p.norm(), update.norm()
+                    ratio = torch.where((w_norm > 0) & (u_norm > 0),
+                                        group["trust"] * w_norm / u_norm,
+                                        torch.ones_like(w_norm))
+                    update = update * ratio
+                state = self.state[p]
+                if "momentum" not in state:
+                    state["momentum"] = torch.clone(update).detach()
+                else:
+                    state["momentum"].mul_(group["momentum"]).add_(update)
+                p.add_(state["momentum"], alpha=-group["lr"])
+
+
+# The paper's protocols, trained on augmented images through the frozen backbone.
+PROTOCOLS = {
+    # Official ImageNet linear evaluation: LARS, base lr 0.1 x batch/256, batch 4096,
+    # 90 epochs, cosine, weight decay 0.
+    "paper": dict(optimizer="lars", base_lr=0.1, batch_size=4096, epochs=90),
+    # CIFAR reproductions: SGD momentum 0.9, lr 30 at batch 256, 100 epochs, cosine.
+    "cifar": dict(optimizer="sgd", base_lr=30.0, batch_size=256, epochs=100),
+}
+
+
+def augmented_probe(backbone: nn.Module, train_images: np.ndarray, train_labels: np.ndarray,
+                    test_images: np.ndarray, test_labels: np.ndarray, num_classes: int,
+                    image_size: int, normalize: str, protocol: str,
+                    device: torch.device | str = "cpu", epochs: int | None = None,
+                    batch_size: int | None = None, seed: int = 0,
+                    ) -> tuple[ProbeResult, nn.Module]:
+    """Linear probe by one of :data:`PROTOCOLS`: a plain Linear (init N(0, 0.01)) trained on
+    frozen eval-mode backbone features of randomly resized-cropped (scale 0.08-1) and
+    flipped training images, evaluated on the un-augmented held-out images.
+
+    Raises:
+        ConfigError: unknown protocol.
+        SimSiamError: the backbone's state changed (it must not).
+    """
+    from simsiam.augment.views import SimSiamAugment
+    from simsiam.config import AugmentConfig
+    from simsiam.data.dataset import view_seed
+    from simsiam.errors import ConfigError
+
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"--protocol {protocol!r} is unknown: choose fast, "
+                          f"{', '.join(PROTOCOLS)}")
+    spec = PROTOCOLS[protocol]
+    epochs = epochs or spec["epochs"]
+    batch_size = min(batch_size or spec["batch_size"], len(train_labels))
+    before = {k: v.detach().clone() for k, v in backbone.state_dict().items()}
+    backbone.eval()
+    aug = SimSiamAugment(AugmentConfig(crop_scale=[0.08, 1.0], jitter_prob=0.0,
+                                       grayscale_prob=0.0, blur_prob=0.0,
+                                       normalize=normalize), image_size)
+    torch.manual_seed(seed)
+    dim = extract_features(backbone, train_images[:2], image_size, normalize, device).shape[1]
+    clf = LinearClassifier(dim, num_classes, batchnorm=False).to(device)
+    peak = spec["base_lr"] * batch_size / 256
+    opt = (LARS(clf.parameters(), lr=peak) if spec["optimizer"] == "lars"
+           else torch.optim.SGD(clf.parameters(), lr=peak, momentum=0.9))
+    labels = torch.as_tensor(train_labels, device=device)
+    steps = len(train_labels) // batch_size
+    total, step = epochs * steps, 0
+    for epoch in range(epochs):
+        order = torch.randperm(len(train_labels),
+                               generator=torch.Generator().manual_seed(seed + epoch))
+        for i in range(steps):
+            idx = order[i * batch_size:(i + 1) * batch_size].tolist()
+            views = []
+            for j in idx:
+                img = torch.from_numpy(np.array(train_images[j])).permute(2, 0, 1)
+                views.append(aug(img, torch.Generator().manual_seed(view_seed(seed, epoch, j))))
+            with torch.no_grad():
+                feats = backbone(torch.stack(views).to(device)).float()
+            for group in opt.param_groups:
+                group["lr"] = peak * 0.5 * (1 + math.cos(math.pi * step / total))
+            loss = F.cross_entropy(clf(feats), labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+    with torch.no_grad():
+        logits = clf(extract_features(backbone, test_images, image_size, normalize, device,
+                                      l2_normalize=False))
+    after = backbone.state_dict()
+    changed = [k for k, v in before.items() if not torch.equal(v, after[k])]
+    if changed:
+        raise SimSiamError(f"the backbone changed during the linear probe: {changed[:5]}")
+    y = torch.as_tensor(test_labels, device=logits.device)
+    return ProbeResult(topk_accuracy(logits, y, 1), topk_accuracy(logits, y, 5),
+                       len(train_labels), len(test_labels), epochs), clf.eval()
