@@ -12,8 +12,8 @@ Accepted (SIMSIAM.md section 8: DDP checkpoints carry ``module.``):
 The architecture (ResNet-18/34/50) and stem (7x7 or 3x3 first conv) are read off the
 weights. After loading, the backbone must have no missing key (the classifier ``fc`` is
 not part of it) and nothing may be left over except the heads named above; otherwise
-:class:`CheckpointError` names the keys. Files are read with ``torch.load(...,
-weights_only=True)`` or safetensors, so loading never runs code.
+:class:`CheckpointError` names the keys. Files are read safely (``torch.load`` with
+``weights_only=True``) or with safetensors, so loading never runs code.
 """
 
 from __future__ import annotations

@@ -27,55 +27,53 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
+def _plot(out: Path, name: str, title: str, xlabel: str, ylabel: str, series: list[tuple],
+          hline: tuple | None = None, ylim: tuple | None = None) -> str:
+    """One line chart: ``series`` of (x, y, style, label); ``hline`` (y, style, label)."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for x, y, style, label in series:
+        ax.plot(x, y, style, lw=1.2, label=label)
+    if hline is not None:
+        ax.axhline(hline[0], color="grey" if hline[2] is None else "green", ls=hline[1],
+                   lw=1, label=hline[2])
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.legend()
+    _save(fig, out / name)
+    return name
+
+
 def _plot_training(records: list[dict], out: Path) -> list[str]:
     steps = [r for r in records if r["kind"] == "step"]
     epochs = [r for r in records if r["kind"] == "epoch"]
     evals = [r for r in records if r["kind"] == "knn"]
     x = [r["step"] for r in steps]
-    made = []
-
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    ax.plot(x, [r["loss"] for r in steps], lw=1, label="loss (logged steps)")
-    ax.plot([r["step"] for r in epochs], [r["loss"] for r in epochs], "o-", label="epoch mean")
-    ax.axhline(-1, color="grey", ls=":", lw=1)
-    ax.set(xlabel="step", ylabel="negative cosine loss", title="Loss (range [-1, 1])")
-    ax.legend()
-    _save(fig, out / "loss.png")
-    made.append("loss.png")
-
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    ax.plot(x, [r["lr"] for r in steps], label="encoder lr")
-    ax.plot(x, [r["lr_predictor"] for r in steps], "--", label="predictor lr")
-    ax.set(xlabel="step", ylabel="learning rate", title="Learning rate")
-    ax.legend()
-    _save(fig, out / "lr.png")
-    made.append("lr.png")
-
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    ax.plot(x, [r["collapse_std"] for r in steps], label="std of l2-normalised z")
+    made = [
+        _plot(out, "loss.png", "Loss (range [-1, 1])", "step", "negative cosine loss",
+              [(x, [r["loss"] for r in steps], "-", "loss (logged steps)"),
+               ([r["step"] for r in epochs], [r["loss"] for r in epochs], "o-", "epoch mean")],
+              hline=(-1, ":", None)),
+        _plot(out, "lr.png", "Learning rate", "step", "learning rate",
+              [(x, [r["lr"] for r in steps], "-", "encoder lr"),
+               (x, [r["lr_predictor"] for r in steps], "--", "predictor lr")]),
+    ]
     if steps:
-        ax.axhline(steps[0]["collapse_healthy"], color="green", ls="--",
-                   label=f"1/sqrt(d) = {steps[0]['collapse_healthy']:.4f}")
-    top = max([r["collapse_std"] for r in steps] + [r["collapse_healthy"] for r in steps[:1]],
-              default=1.0)
-    ax.set_ylim(0, 1.2 * top)
-    ax.set(xlabel="step", ylabel="collapse metric", title="Collapse metric (0 = collapsed)")
-    ax.legend()
-    _save(fig, out / "collapse.png")
-    made.append("collapse.png")
-
+        healthy = steps[0]["collapse_healthy"]
+        values = [r["collapse_std"] for r in steps]
+        made.append(_plot(out, "collapse.png", "Collapse metric (0 = collapsed)", "step",
+                          "collapse metric", [(x, values, "-", "std of l2-normalised z")],
+                          hline=(healthy, "--", f"1/sqrt(d) = {healthy:.4f}"),
+                          ylim=(0, 1.2 * max(values + [healthy]))))
     if evals:
-        fig, ax = plt.subplots(figsize=(6, 3.6))
-        ax.plot([r["epoch"] for r in evals], [r["knn_top1"] for r in evals], "o-",
-                label="kNN top-1")
+        series = [([r["epoch"] for r in evals], [r["knn_top1"] for r in evals], "o-",
+                   "kNN top-1")]
         probe = [r for r in evals if "online_probe_top1" in r]
         if probe:
-            ax.plot([r["epoch"] for r in probe], [r["online_probe_top1"] for r in probe], "s-",
-                    label="online probe top-1")
-        ax.set(xlabel="epoch", ylabel="held-out top-1 (%)", title="Accuracy on held-out images")
-        ax.legend()
-        _save(fig, out / "accuracy.png")
-        made.append("accuracy.png")
+            series.append(([r["epoch"] for r in probe],
+                           [r["online_probe_top1"] for r in probe], "s-", "online probe top-1"))
+        made.append(_plot(out, "accuracy.png", "Accuracy on held-out images", "epoch",
+                          "held-out top-1 (%)", series))
     return made
 
 
