@@ -144,7 +144,7 @@ def cmd_linear(args: argparse.Namespace) -> int:
 
     from safetensors.torch import save_file
 
-    from simsiam.eval.linear import augmented_probe, linear_probe
+    from simsiam.eval.linear import PROTOCOLS, augmented_probe, linear_probe
     from simsiam.eval.loading import load_backbone_for_eval
     from simsiam.train.checkpoint import atomic_write
     from simsiam.train.trainer import resolve_device
@@ -161,10 +161,18 @@ def cmd_linear(args: argparse.Namespace) -> int:
     data = (backbone.to(device), train.images, train.labels, test.images, test.labels,
             len(train.classes), info["image_size"], info["normalize"])
     if args.protocol == "fast":
-        res, clf = linear_probe(*data, device, args.epochs or 100, args.batch_size or 256,
-                                args.lr)
+        batch = min(args.batch_size or 256, len(train))
+        base_lr = 0.1 if args.lr is None else args.lr
+        res, clf = linear_probe(*data, device, args.epochs or 100, batch, base_lr)
+        optimizer = "sgd"
     else:
-        res, clf = augmented_probe(*data, args.protocol, device, args.epochs, args.batch_size)
+        if args.lr is not None:
+            raise ConfigError(f"--lr is for the fast protocol; --protocol {args.protocol} uses "
+                              "the paper's lr")
+        spec = PROTOCOLS[args.protocol]
+        batch, base_lr, optimizer = (min(args.batch_size or spec["batch_size"], len(train)),
+                                     spec["base_lr"], spec["optimizer"])
+        res, clf = augmented_probe(*data, args.protocol, device, args.epochs, batch)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in clf.state_dict().items()}
     atomic_write(out / "classifier.safetensors",
@@ -173,8 +181,8 @@ def cmd_linear(args: argparse.Namespace) -> int:
     record = {"protocol": args.protocol, "checkpoint": str(ckpt), "data": args.data,
               "top1": res.top1, "top5": res.top5, "train_images": res.train_images,
               "test_images": res.test_images, "epochs": res.epochs,
-              "batch_size": args.batch_size, "lr": args.lr if args.protocol == "fast" else None,
-              "arch": info["arch"],
+              "batch_size": batch, "optimizer": optimizer, "base_lr": base_lr,
+              "lr": base_lr * batch / 256, "arch": info["arch"],
               "stem": info["stem"]}
     text = json.dumps(record, indent=2)
     atomic_write(out / "linear.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
@@ -269,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(both on augmented images through the frozen backbone)")
     p.add_argument("--epochs", type=int, help="default: the protocol's (fast: 100)")
     p.add_argument("--batch-size", type=int, help="default: the protocol's (fast: 256)")
-    p.add_argument("--lr", type=float, default=0.1, help="fast protocol: base lr (x batch/256)")
+    p.add_argument("--lr", type=float, help="fast protocol only: base lr x batch/256 "
+                   "(default 0.1)")
     p.add_argument("--out", help="result folder (default: RUN/linear)")
     p.add_argument("--overwrite", action="store_true", help="replace a result in --out")
     p.set_defaults(func=cmd_linear)

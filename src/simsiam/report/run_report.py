@@ -65,15 +65,22 @@ def _plot_training(records: list[dict], out: Path) -> list[str]:
                           "collapse metric", [(x, values, "-", "std of l2-normalised z")],
                           hline=(healthy, "--", f"1/sqrt(d) = {healthy:.4f}"),
                           ylim=(0, 1.2 * max(values + [healthy]))))
+    series = []
     if evals:
-        series = [([r["epoch"] for r in evals], [r["knn_top1"] for r in evals], "o-",
-                   "kNN top-1")]
-        probe = [r for r in evals if "online_probe_top1" in r]
-        if probe:
-            series.append(([r["epoch"] for r in probe],
-                           [r["online_probe_top1"] for r in probe], "s-", "online probe top-1"))
-        made.append(_plot(out, "accuracy.png", "Accuracy on held-out images", "epoch",
-                          "held-out top-1 (%)", series))
+        series.append(([r["epoch"] for r in evals], [r["knn_top1"] for r in evals], "o-",
+                       "kNN top-1 (held-out)"))
+    probe = [r for r in evals if "online_probe_top1" in r]
+    if probe:
+        series.append(([r["epoch"] for r in probe], [r["online_probe_top1"] for r in probe],
+                       "s-", "online probe top-1 (held-out)"))
+    train_probe = [r for r in epochs if "online_probe_train_top1" in r]
+    if train_probe:
+        series.append(([r["epoch"] for r in train_probe],
+                       [r["online_probe_train_top1"] for r in train_probe], "^:",
+                       "online probe top-1 (training views)"))
+    if series:
+        made.append(_plot(out, "accuracy.png", "Accuracy per epoch", "epoch", "top-1 (%)",
+                          series))
     return made
 
 
@@ -88,6 +95,8 @@ def _plot_embedding(run: Path, out: Path, points: int, seed: int) -> str | None:
     weights = run / "backbone.safetensors"
     if not weights.exists():
         weights = run / "checkpoints" / "last.pt"
+    if not weights.exists():  # stopped before its first checkpoint: no map, the rest stays
+        return None
     cfg = load_config(run / "config.yaml")
     backbone, info = load_backbone_for_eval(weights)
     _, test = load_splits(cfg.data, cfg.train.seed, progress=False)
