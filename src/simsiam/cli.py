@@ -1,4 +1,4 @@
-"""Command line: ``simsiam pretrain | knn | describe | demo``.
+"""Command line: ``simsiam pretrain | demo | knn | linear | embed | report | describe``.
 
 Each subcommand is a thin call into the library. Settings come from a YAML preset
 (``--config``) read by OmegaConf; the flags below override single fields.
@@ -106,10 +106,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_knn(args: argparse.Namespace) -> int:
     from simsiam.eval.knn import knn_evaluate
-    from simsiam.eval.loading import load_backbone_for_eval
     from simsiam.train.trainer import resolve_device
 
-    backbone, info = load_backbone_for_eval(args.checkpoint)
+    backbone, info = _load_for_eval(args)
     train, test = _eval_data(args, info)
     device = resolve_device(args.device)
     acc = knn_evaluate(backbone.to(device), train.images, train.labels, test.images,
@@ -120,13 +119,21 @@ def cmd_knn(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval_data(args: argparse.Namespace, info: dict, need_test: bool = True):
-    from simsiam.data.dataset import load_splits
+def _load_for_eval(args: argparse.Namespace):
+    """The backbone and its input settings; --image-size/--normalize win over the file's."""
+    from simsiam.eval.loading import load_backbone_for_eval
 
-    if args.image_size is not None:  # flags win over the checkpoint's own settings
+    backbone, info = load_backbone_for_eval(args.checkpoint)
+    if args.image_size is not None:
         info["image_size"] = args.image_size
     if args.normalize is not None:
         info["normalize"] = args.normalize
+    return backbone, info
+
+
+def _eval_data(args: argparse.Namespace, info: dict, need_test: bool = True):
+    from simsiam.data.dataset import load_splits
+
     cfg = load_config(None, {"data.source": args.data, "data.image_size": info["image_size"],
                              "data.per_class": args.per_class,
                              "data.test_per_class": args.test_per_class})
@@ -145,7 +152,6 @@ def cmd_linear(args: argparse.Namespace) -> int:
     from safetensors.torch import save_file
 
     from simsiam.eval.linear import PROTOCOLS, augmented_probe, linear_probe
-    from simsiam.eval.loading import load_backbone_for_eval
     from simsiam.train.checkpoint import atomic_write
     from simsiam.train.trainer import resolve_device
 
@@ -155,7 +161,7 @@ def cmd_linear(args: argparse.Namespace) -> int:
     if (out / "linear.json").exists() and not args.overwrite:
         raise ConfigError(f"'{out}' already holds a linear-probe result; pass --overwrite "
                           "or another --out")
-    backbone, info = load_backbone_for_eval(ckpt)
+    backbone, info = _load_for_eval(args)
     train, test = _eval_data(args, info)
     device = resolve_device(args.device)
     data = (backbone.to(device), train.images, train.labels, test.images, test.labels,
@@ -193,13 +199,12 @@ def cmd_linear(args: argparse.Namespace) -> int:
 def cmd_embed(args: argparse.Namespace) -> int:
     """Backbone features of every image (train and held-out) to .npz or .csv."""
     from simsiam.eval.embed import export_embeddings
-    from simsiam.eval.loading import load_backbone_for_eval
     from simsiam.train.trainer import resolve_device
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise ConfigError(f"'{out}' already exists; pass --overwrite or another --out")
-    backbone, info = load_backbone_for_eval(args.checkpoint)
+    backbone, info = _load_for_eval(args)
     train, test = _eval_data(args, info, need_test=False)
     sets = {"train": train} | ({"test": test} if test is not None else {})
     device = resolve_device(args.device)

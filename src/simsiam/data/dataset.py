@@ -21,6 +21,8 @@ from simsiam.data.folder import first_per_class, scan_image_folder
 from simsiam.errors import DataError
 
 TORCHVISION_SOURCES = ("cifar10", "cifar100")
+# view_seed(seed, epoch, _ORDER_STREAM) seeds the shuffle; sample indices never reach it.
+_ORDER_STREAM = 2**31 - 1
 
 
 @dataclass
@@ -186,7 +188,7 @@ class EpochShuffleSampler(Sampler[tuple[int, int]]):
         self.epoch = epoch
 
     def __iter__(self):
-        g = torch.Generator().manual_seed(view_seed(self.seed, self.epoch, -1 % (2**31)))
+        g = torch.Generator().manual_seed(view_seed(self.seed, self.epoch, _ORDER_STREAM))
         return iter((self.epoch, i) for i in torch.randperm(self.n, generator=g).tolist())
 
     def __len__(self) -> int:

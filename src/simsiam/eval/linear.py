@@ -49,6 +49,18 @@ class ProbeResult:
     epochs: int
 
 
+def _snapshot(backbone: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in backbone.state_dict().items()}
+
+
+def _check_unchanged(before: dict[str, torch.Tensor], backbone: nn.Module) -> None:
+    """Raise if any tensor of the backbone's state (BN statistics included) changed."""
+    after = backbone.state_dict()
+    changed = [k for k, v in before.items() if not torch.equal(v, after[k])]
+    if changed:
+        raise SimSiamError(f"the backbone changed during the linear probe: {changed[:5]}")
+
+
 def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int) -> float:
     """Percent of rows whose label is among the ``k`` largest logits (k capped at C)."""
     k = min(k, logits.shape[1])
@@ -106,7 +118,7 @@ def linear_probe(backbone: nn.Module, train_images: np.ndarray, train_labels: np
     Raises:
         SimSiamError: the backbone's state changed during probing (it must not).
     """
-    before = {k: v.detach().clone() for k, v in backbone.state_dict().items()}
+    before = _snapshot(backbone)
     kw = dict(image_size=image_size, normalize=normalize, device=device, l2_normalize=False)
     with torch.no_grad():
         train_x = extract_features(backbone, train_images, **kw)
@@ -116,10 +128,7 @@ def linear_probe(backbone: nn.Module, train_images: np.ndarray, train_labels: np
     clf = train_on_features(train_x, train_y, num_classes, epochs, batch_size, lr, seed)
     with torch.no_grad():
         logits = clf(test_x)
-    after = backbone.state_dict()
-    changed = [k for k, v in before.items() if not torch.equal(v, after[k])]
-    if changed:
-        raise SimSiamError(f"the backbone changed during the linear probe: {changed[:5]}")
+    _check_unchanged(before, backbone)
     result = ProbeResult(topk_accuracy(logits, test_y, 1), topk_accuracy(logits, test_y, 5),
                          len(train_y), len(test_y), epochs)
     return result, clf
@@ -196,7 +205,7 @@ def augmented_probe(backbone: nn.Module, train_images: np.ndarray, train_labels:
     spec = PROTOCOLS[protocol]
     epochs = epochs or spec["epochs"]
     batch_size = min(batch_size or spec["batch_size"], len(train_labels))
-    before = {k: v.detach().clone() for k, v in backbone.state_dict().items()}
+    before = _snapshot(backbone)
     backbone.eval()
     aug = SimSiamAugment(AugmentConfig(crop_scale=[0.08, 1.0], jitter_prob=0.0,
                                        grayscale_prob=0.0, blur_prob=0.0,
@@ -231,10 +240,7 @@ def augmented_probe(backbone: nn.Module, train_images: np.ndarray, train_labels:
     with torch.no_grad():
         logits = clf(extract_features(backbone, test_images, image_size, normalize, device,
                                       l2_normalize=False))
-    after = backbone.state_dict()
-    changed = [k for k, v in before.items() if not torch.equal(v, after[k])]
-    if changed:
-        raise SimSiamError(f"the backbone changed during the linear probe: {changed[:5]}")
+    _check_unchanged(before, backbone)
     y = torch.as_tensor(test_labels, device=logits.device)
     return ProbeResult(topk_accuracy(logits, y, 1), topk_accuracy(logits, y, 5),
                        len(train_labels), len(test_labels), epochs), clf.eval()
