@@ -9,7 +9,7 @@ from PIL import Image
 from simsiam.config import DataConfig
 from simsiam.data import first_per_class, load_splits, scan_image_folder
 from simsiam.data.cache import decode_to_cache
-from simsiam.errors import DataError
+from simsiam.errors import DataError, DataWarning
 
 
 def make_folder(root, sizes=(8, 8), per_class=3):
@@ -51,7 +51,7 @@ def test_cache_is_reused_and_invalidated(tmp_path):
     root = make_folder(tmp_path / "imgs")
     paths, _, _ = scan_image_folder(root)
     cache = tmp_path / "cache"
-    a = decode_to_cache(paths, 8, cache)
+    a = decode_to_cache(paths, 8, cache).images
     assert a.shape == (6, 8, 8, 3) and a.dtype == np.uint8
     assert np.array_equal(a[1], np.asarray(Image.open(paths[1]).convert("RGB")))
     entries = sorted((cache / "decoded").glob("*.npy"))
@@ -92,10 +92,10 @@ def test_damaged_cache_entry_is_decoded_again(tmp_path):
     root = make_folder(tmp_path / "imgs")
     paths, _, _ = scan_image_folder(root)
     cache = tmp_path / "cache"
-    good = np.array(decode_to_cache(paths, 8, cache))
+    good = np.array(decode_to_cache(paths, 8, cache).images)
     entry = next((cache / "decoded").glob("*.npy"))
     entry.write_bytes(b"not a numpy file")
-    again = decode_to_cache(paths, 8, cache)
+    again = decode_to_cache(paths, 8, cache).images
     assert np.array_equal(np.asarray(again), good)
 
 
@@ -121,12 +121,112 @@ def test_loader_with_worker_processes_equals_in_process(tmp_path):
         assert torch.equal(ai, bi) and torch.equal(a1, b1) and torch.equal(a2, b2)
 
 
-def test_every_undecodable_file_is_named_at_once(tmp_path):
+def test_undecodable_files_are_skipped_and_named_or_stop_a_strict_run(tmp_path):
     root = make_folder(tmp_path / "imgs")
     (root / "cat" / "notes.jpg").write_text("a text file named like an image")
     (root / "dog" / "empty.png").write_bytes(b"")
     paths, _, _ = scan_image_folder(root)
-    with pytest.raises(DataError, match="2 of 8 image files cannot be decoded") as err:
-        decode_to_cache(paths, 8, tmp_path / "cache", progress=False)
-    assert "notes.jpg" in str(err.value) and "empty.png" in str(err.value)
-    assert not list((tmp_path / "cache" / "decoded").glob("*.npy"))  # nothing half-written
+    for attempt in ("decode", "cache hit"):  # the cached entry remembers what was skipped
+        with pytest.warns(DataWarning, match="skipped 2 of 8 image files") as rec:
+            dec = decode_to_cache(paths, 8, tmp_path / "cache", progress=False)
+        text = str(rec[0].message)
+        assert "notes.jpg" in text and "empty.png" in text, attempt
+        assert dec.images.shape == (6, 8, 8, 3)
+        assert [paths[i].name for i in dec.kept] == [p.name for p in paths
+                                                     if p.name not in ("notes.jpg", "empty.png")]
+        for row, i in enumerate(dec.kept):  # each row is its own file's pixels
+            assert np.array_equal(dec.images[row], np.asarray(Image.open(paths[i]).convert("RGB")))
+    first_bad = next(p for p in paths if p.name in ("notes.jpg", "empty.png"))
+    for cache in ("cache", "fresh-cache"):
+        with pytest.raises(DataError, match="--strict") as err:
+            decode_to_cache(paths, 8, tmp_path / cache, progress=False, strict=True)
+        assert f"'{first_bad}'" in str(err.value)
+    assert not list((tmp_path / "fresh-cache" / "decoded").glob("*.npy*"))  # nothing half-written
+
+
+def _jpeg_with_orientation(path, img, orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    img.save(path, exif=exif.tobytes(), quality=95)
+
+
+def make_wild_folder(root):
+    """One file of each kind found in real image folders; returns the decodable names."""
+    a, b = root / "a", root / "b" / "nested" / "deeper"
+    a.mkdir(parents=True)
+    b.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)).save(a / "rgb.jpg")
+    Image.new("L", (24, 24), 77).save(a / "gray.png")
+    Image.new("LA", (24, 24), (90, 0)).save(a / "gray_alpha.png")
+    Image.new("RGBA", (24, 24), (10, 200, 30, 0)).save(a / "rgba.png")
+    pal = Image.new("P", (24, 24), 0)
+    pal.putpalette([255, 0, 0] + [0, 0, 255] * 255)
+    pal.save(a / "palette_transparent.png", transparency=0)
+    Image.new("CMYK", (24, 24), (0, 255, 255, 0)).save(a / "cmyk.jpg", quality=95)
+    Image.fromarray(np.full((24, 24), 40000, dtype=np.uint16)).save(a / "deep16.png")
+    wide = np.zeros((20, 40, 3), dtype=np.uint8)
+    wide[:, :20] = (255, 0, 0)  # left half red, right half blue
+    wide[:, 20:] = (0, 0, 255)
+    _jpeg_with_orientation(a / "exif_rotated.jpg", Image.fromarray(wide), 6)
+    Image.new("RGB", (24, 24), (0, 128, 0)).save(a / "png_named.jpg", format="PNG")
+    Image.new("RGB", (24, 24), (5, 6, 7)).save(a / "UPPER.JPEG")
+    Image.new("RGB", (24, 24), (9, 9, 9)).save(b / "nested.png")
+    good = ["rgb.jpg", "gray.png", "gray_alpha.png", "rgba.png", "palette_transparent.png",
+            "cmyk.jpg", "deep16.png", "exif_rotated.jpg", "png_named.jpg", "UPPER.JPEG",
+            "nested.png"]
+    # Not indexed: hidden files and folders, Thumbs.db, non-image files.
+    (a / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (a / "._rgb.jpg").write_bytes(b"\0\5\22\7 AppleDouble")
+    (a / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+    (a / "notes.txt").write_text("not an image")
+    (a / "labels.csv").write_text("file,label\n")
+    (root / ".ipynb_checkpoints").mkdir()
+    Image.new("RGB", (8, 8)).save(root / ".ipynb_checkpoints" / "x.png")
+    # Indexed but undecodable: skipped with a warning.
+    whole = (a / "rgb.jpg").read_bytes()
+    (root / "b" / "truncated.jpg").write_bytes(whole[: len(whole) // 2])
+    (root / "b" / "empty.png").write_bytes(b"")
+    (root / "b" / "garbage.jpg").write_bytes(rng.integers(0, 255, 500, dtype=np.uint8).tobytes())
+    return good, ["truncated.jpg", "empty.png", "garbage.jpg"]
+
+
+def test_images_as_found_in_the_wild(tmp_path):
+    import torch
+
+    from simsiam.augment.views import SimSiamAugment
+    from simsiam.config import AugmentConfig
+    from simsiam.data import TwoViewDataset
+
+    good, bad = make_wild_folder(tmp_path / "wild")
+    paths, _, classes = scan_image_folder(tmp_path / "wild")
+    assert classes == ["a", "b"]
+    assert sorted(p.name for p in paths) == sorted(good + bad)
+    cfg = DataConfig(source=str(tmp_path / "wild"), image_size=28, holdout_fraction=0.0,
+                     cache_dir=str(tmp_path / "cache"))
+    with pytest.warns(DataWarning, match="skipped 3 of 14 image files") as rec:
+        train, test = load_splits(cfg)
+    assert test is None
+    message = str(rec[0].message)
+    assert all(str(p) in message for p in paths if p.name in bad)
+    assert sorted(os.path.basename(p) for p in train.paths) == sorted(good)
+    assert train.images.shape == (11, 32, 32, 3)  # mixed sizes: 8/7 x 28 = 32
+    px = {os.path.basename(p): train.images[i].astype(int) for i, p in enumerate(train.paths)}
+    assert (px["gray.png"] == 77).all()
+    assert (px["gray_alpha.png"] == 90).all()  # alpha dropped, as torchvision's loader does
+    assert (px["rgba.png"] == (10, 200, 30)).all()
+    assert (px["palette_transparent.png"] == (255, 0, 0)).all()
+    assert (px["deep16.png"] == round(40000 / 257)).all()  # 16-bit scaled, not clipped to 255
+    assert np.abs(px["cmyk.jpg"] - (255, 0, 0)).max() <= 8
+    assert np.abs(px["png_named.jpg"] - (0, 128, 0)).max() == 0
+    rot = px["exif_rotated.jpg"]  # orientation 6: shown rotated 90 degrees clockwise
+    assert np.abs(rot[:12] - (255, 0, 0)).max() <= 40  # top: the red left half
+    assert np.abs(rot[-12:] - (0, 0, 255)).max() <= 40
+    views = TwoViewDataset(train.images, SimSiamAugment(AugmentConfig(), 28), seed=0)
+    for i in range(len(views)):
+        x1, x2, _ = views[i]
+        for x in (x1, x2):
+            assert x.dtype == torch.float32 and x.shape == (3, 28, 28) and torch.isfinite(x).all()
+    with pytest.raises(DataError, match="truncated.jpg|empty.png|garbage.jpg"):
+        load_splits(DataConfig(source=cfg.source, image_size=28, holdout_fraction=0.0,
+                               cache_dir=cfg.cache_dir, strict=True))

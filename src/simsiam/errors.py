@@ -25,3 +25,7 @@ class CheckpointError(SimSiamError, ValueError):
 
 class CollapseError(SimSiamError, RuntimeError):
     """The collapse guard stopped a run (``eval.stop_on_collapse``)."""
+
+
+class DataWarning(UserWarning):
+    """Some input was left out of a run (e.g. image files that cannot be decoded)."""

@@ -54,8 +54,9 @@ class ImageSet:
 def _decode(paths: list[Path], labels: np.ndarray, classes: list[str], cfg: DataConfig,
             cache_dir: Path, split: str, progress: bool) -> ImageSet:
     side = cfg.cache_side or uniform_square_side(paths) or round(cfg.image_size * 8 / 7)
-    images = decode_to_cache(paths, side, cache_dir, desc=f"decode {split}", progress=progress)
-    return ImageSet(images, labels, classes, [str(p) for p in paths])
+    dec = decode_to_cache(paths, side, cache_dir, desc=f"decode {split}", progress=progress,
+                          strict=cfg.strict)
+    return ImageSet(dec.images, labels[dec.kept], classes, [str(paths[i]) for i in dec.kept])
 
 
 def _pick(paths: list[Path], labels: np.ndarray, idx: np.ndarray) -> tuple[list[Path], np.ndarray]:
@@ -93,8 +94,13 @@ def load_splits(cfg: DataConfig, seed: int = 0,
     """The training set and the held-out set (None when ``holdout_fraction`` is 0 and
     the source has no test split), with the per-class limits applied.
 
+    Files that cannot be decoded are skipped with a ``DataWarning`` naming each, or with
+    ``cfg.strict`` the first raises (see :mod:`simsiam.data.cache`); either way this
+    happens here, before any training step.
+
     Raises:
-        DataError: the source is empty, missing or unreadable (names the path).
+        DataError: the source is empty, missing or unreadable (names the path); with
+            ``cfg.strict``, a file that cannot be decoded.
     """
     if not cfg.source:
         raise DataError("no data source given: pass --data DIR (a folder of images) or "
@@ -178,18 +184,24 @@ class EpochShuffleSampler(Sampler[tuple[int, int]]):
     """Yields ``(epoch, i)`` for a permutation of ``range(n)`` drawn from (seed, epoch).
 
     Carrying the epoch in each key lets persistent DataLoader workers draw that epoch's
-    views without being told; the order is reproducible and resumable.
+    views without being told; the order is reproducible and resumable, also from inside
+    an epoch: ``set_epoch(epoch, start)`` skips the first ``start`` keys of that epoch's
+    permutation (a run resumed after ``start / batch`` steps).
     """
 
     def __init__(self, n: int, seed: int) -> None:
-        self.n, self.seed, self.epoch = n, seed, 0
+        self.n, self.seed, self.epoch, self.start = n, seed, 0, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Select the epoch, and the number of its keys already consumed (0..n)."""
+        if not 0 <= start <= self.n:
+            raise ValueError(f"start={start} is outside 0..{self.n}")
+        self.epoch, self.start = epoch, start
 
     def __iter__(self):
         g = torch.Generator().manual_seed(view_seed(self.seed, self.epoch, _ORDER_STREAM))
-        return iter((self.epoch, i) for i in torch.randperm(self.n, generator=g).tolist())
+        order = torch.randperm(self.n, generator=g).tolist()[self.start:]
+        return iter((self.epoch, i) for i in order)
 
     def __len__(self) -> int:
-        return self.n
+        return self.n - self.start
