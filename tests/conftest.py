@@ -20,7 +20,7 @@ def _cache_dir(tmp_path_factory):
     yield
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def cifar_dir() -> Path:
     if not CIFAR_DIR.is_dir():
         pytest.skip(f"real CIFAR-10 images not found at {CIFAR_DIR}")

@@ -14,6 +14,7 @@ import yaml
 
 from simsiam.config import Config, load_config
 from simsiam.errors import CollapseError, ConfigError, SimSiamError
+from simsiam.train.interrupt import RunInterrupted
 
 # The demo's data: the workplace's CIFAR-10 JPEG copy beside the checkout (make demo runs
 # from the repository root), else torchvision's CIFAR-10 download.
@@ -35,7 +36,8 @@ def _overrides(args: argparse.Namespace) -> dict:
     flags = {"data.source": args.data, "train.out": args.out, "train.epochs": args.epochs,
              "train.batch_size": args.batch_size, "data.per_class": args.per_class,
              "train.device": args.device, "train.seed": args.seed,
-             "eval.stop_on_collapse": True if args.stop_on_collapse else None}
+             "eval.stop_on_collapse": True if args.stop_on_collapse else None,
+             "data.strict": True if args.strict else None}
     given = {k: v for k, v in flags.items() if v is not None}
     sets = _parse_set(args.set or [])
     both = sorted(set(given) & set(sets))
@@ -56,6 +58,11 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stop-on-collapse", action="store_true",
                    help="stop when the collapse guard fires (the last checkpoint is kept)")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.add_argument("--strict", action="store_true",
+                   help="stop on the first image file that cannot be decoded (default: skip "
+                   "such files with a warning naming each)")
+    p.add_argument("--stop-after-epoch", type=int, metavar="N",
+                   help="save and stop after epoch N of the schedule (continue with --resume)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override any config key, e.g. --set optim.base_lr=0.4 (repeatable)")
@@ -66,7 +73,12 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, _overrides(args))
     res = pretrain(cfg, resume=args.resume, overwrite=args.overwrite,
-                   progress=not args.no_progress)
+                   progress=not args.no_progress, stop_after_epoch=args.stop_after_epoch)
+    if res.backbone_path is None:
+        print(f"pretrain: stopped after epoch {res.epochs} of {cfg.train.epochs} "
+              f"(--stop-after-epoch), {res.steps} steps; continue with --resume --out "
+              f"{res.run_dir}")
+        return 0
     last = max(res.knn) if res.knn else None
     knn = f" knn_top1={res.knn[last]:.2f}%" if last is not None else ""
     print(f"pretrain: {res.epochs} epochs, {res.steps} steps, final loss "
@@ -85,7 +97,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
           f"{cfg.train.epochs} epochs, batch {cfg.train.batch_size}, {cfg.data.image_size} px, "
           f"{cfg.data.per_class} training images per class", flush=True)
     res = pretrain(cfg, resume=args.resume, overwrite=args.overwrite,
-                   progress=not args.no_progress)
+                   progress=not args.no_progress, stop_after_epoch=args.stop_after_epoch)
+    if res.backbone_path is None:
+        print(f"demo: stopped after epoch {res.epochs}; continue with: simsiam demo --resume")
+        return 0
     print(f"demo: run directory {res.run_dir}; loss per epoch "
           + " ".join(f"{res.epoch_loss[e]:.3f}" for e in sorted(res.epoch_loss)))
     if 0 not in res.knn or res.epochs not in res.knn:
@@ -307,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except RunInterrupted as exc:
+        print(f"simsiam {args.command}: {exc}", file=sys.stderr)
+        return 128 + exc.signum
     except CollapseError as exc:
         print(f"simsiam {args.command}: stopped: {exc}", file=sys.stderr)
         return 4

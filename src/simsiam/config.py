@@ -45,6 +45,7 @@ class DataConfig:
     cache_dir: str | None = None  # default: $SIMSIAM_CACHE_DIR or ~/.cache/simsiam
     cache_side: int | None = None  # decoded side for folders of mixed sizes; default 8/7 x size
     num_workers: int = 2  # DataLoader worker processes for augmentation
+    strict: bool = False  # undecodable image files: False skips them with a warning, True stops
 
 
 @dataclass
@@ -100,6 +101,7 @@ class TrainConfig:
     device: str = "auto"
     out: str = "runs/simsiam"
     log_every: int = 10  # steps between metric records
+    save_every: int = 0  # also keep checkpoints/epoch_NNNN.pt every N epochs; 0 = only last.pt
     channels_last: bool = False
     # bfloat16 autocast (the loss stays float32): "auto" = on CUDA, and on CPUs with native
     # bf16 (AVX512-BF16 or AMX); "bf16" = always; "off" = float32 everywhere.
@@ -275,6 +277,8 @@ def validate(cfg: Config, where: str = "config") -> None:
       "use 2 or more (BatchNorm needs at least 2 samples per batch)")
     n(t.device in DEVICES, where, "train.device", t.device, f"choose one of {DEVICES}")
     n(t.amp in AMP, where, "train.amp", t.amp, f"choose one of {AMP}")
+    n(t.save_every >= 0, where, "train.save_every", t.save_every,
+      "use 0 (keep only last.pt) or a positive number of epochs")
     n(t.log_every > 0, where, "train.log_every", t.log_every, "use a positive number of steps")
     n(bool(t.out), where, "train.out", t.out, "name an output directory")
     n(e.knn_every >= 0, where, "eval.knn_every", e.knn_every, "use 0 (off) or a positive number")

@@ -4,15 +4,18 @@ A thin harness: the method (see ``simsiam.methods``) owns its networks and loss;
 module owns the optimizer and schedule (SIMSIAM.md section 3), the epoch loop, the kNN
 monitor (section 4), metrics, atomic checkpoints, resume and the backbone export.
 
-Run directory layout: ``config.yaml``, ``metrics.jsonl``, ``tb/``, ``checkpoints/last.pt``,
-``backbone.safetensors`` (written at the end).
+Run directory layout: ``config.yaml``, ``metrics.jsonl``, ``tb/``, ``checkpoints/last.pt``
+(and ``epoch_NNNN.pt`` with ``train.save_every``), ``backbone.safetensors`` (at the end).
+
+Faults: a NaN/inf loss stops the run before anything is saved after it; SIGINT/SIGTERM
+save a checkpoint at the next step boundary and stop; checkpoints are written atomically.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import shutil
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -38,6 +41,7 @@ from simsiam.train.checkpoint import (
     save_backbone,
     save_checkpoint,
 )
+from simsiam.train.interrupt import RunInterrupted, StopSignals, ignore_stop_signals
 from simsiam.train.logger import MetricsLogger
 from simsiam.train.schedule import cosine_lr, predictor_lr, scaled_lr
 
@@ -119,7 +123,8 @@ def clear_run_dir(out: Path) -> None:
 
 # Keys that may differ on --resume: they do not change what is computed.
 _RESUME_FREE = {("train", "out"), ("train", "device"), ("train", "log_every"),
-                ("data", "num_workers"), ("data", "cache_dir")}
+                ("train", "save_every"), ("data", "num_workers"), ("data", "cache_dir"),
+                ("data", "strict")}
 
 
 def _resume_config(cfg: Config, out: Path) -> Config:
@@ -153,6 +158,7 @@ def _truncate_metrics(out: Path, last_step: int) -> None:
 
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # workers share the cores with the training step
+    ignore_stop_signals()  # the main process saves a checkpoint, then stops the workers
 
 
 def make_loader(train: ImageSet, cfg: Config, device: torch.device) -> DataLoader:
@@ -186,18 +192,38 @@ def train_step(model, optimizer: torch.optim.Optimizer, views: list[torch.Tensor
     return loss.detach(), metrics
 
 
+def _interrupted(logger: MetricsLogger, signum: int, epoch: int, batch: int, per_epoch: int,
+                 step: int, out: Path) -> None:
+    name = signal.Signals(signum).name
+    logger.log({"kind": "interrupted", "signal": name, "step": step, "epoch": epoch,
+                "batch_in_epoch": batch})
+    where = f"epoch {epoch + 1}, batch {batch}/{per_epoch}" if batch else f"end of epoch {epoch}"
+    raise RunInterrupted(signum, f"stopped by {name} at step {step} ({where}); checkpoint saved "
+                         f"to {out / 'checkpoints' / 'last.pt'}. Continue with: simsiam "
+                         f"pretrain --config {out / 'config.yaml'} --out {out} --resume")
+
+
 def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False,
              progress: bool = True, stop_after_epoch: int | None = None) -> RunResult:
     """Pretrain ``cfg.method`` on ``cfg.data`` and return what was measured.
 
     ``stop_after_epoch`` ends the run early after that epoch's checkpoint, as an
     interruption would (no export); ``resume=True`` then continues the same schedule.
+    Resuming restores the model, optimizer, step, epoch, position inside the epoch, the
+    epoch's running sums, RNG states and the online probe; the lr schedule is a function
+    of the step, so a resumed run computes what an uninterrupted one would.
 
     Raises:
         ConfigError / DataError: bad settings, output directory or data, before training.
-        FloatingPointError: the loss became NaN or infinite (the last checkpoint is kept).
+        FloatingPointError: the loss became NaN or infinite; names the first such step;
+            nothing is saved after it, so the last checkpoint is the last good one.
+        RunInterrupted: SIGINT or SIGTERM arrived; a checkpoint of the current step was
+            saved first (see :mod:`simsiam.train.interrupt`).
+        CollapseError: ``eval.stop_on_collapse`` and the collapse guard fired.
     """
     out = Path(cfg.train.out)
+    if stop_after_epoch is not None and stop_after_epoch < 1:
+        raise ConfigError(f"--stop-after-epoch {stop_after_epoch}: use a positive epoch number")
     check_run_dir(out, resume, overwrite)
     if resume:
         cfg = _resume_config(cfg, out)
@@ -225,17 +251,21 @@ def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False,
         probe = LinearClassifier(feature_dim(cfg.model.backbone), len(train.classes)).to(device)
         probe_opt = torch.optim.SGD(probe.parameters(), lr=cfg.eval.probe_lr, momentum=0.9)
     result = RunResult(out, 0, 0, test_images=len(test) if test is not None else 0)
-    start_epoch, step = 0, 0
+    start_epoch, step, start_batch, partial = 0, 0, 0, None
+    ckpt_path = out / "checkpoints" / "last.pt"
     if resume:
-        state = load_checkpoint(out / "checkpoints" / "last.pt")
+        state = load_checkpoint(ckpt_path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, step = int(state["epoch"]), int(state["step"])
+        start_batch, partial = int(state.get("batch_in_epoch", 0)), state.get("partial")
         if start_epoch >= epochs:
             raise ConfigError(f"--resume: the run in '{out}' already finished all {epochs} "
                               "epochs; nothing to resume. To train longer, start a new run "
                               "with another --out and more --epochs")
         torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and "cuda_rng" in state:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         if probe is not None and "probe" in state:
             probe.load_state_dict(state["probe"])
             probe_opt.load_state_dict(state["probe_optimizer"])
@@ -247,6 +277,7 @@ def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False,
         clear_run_dir(out)
         text = config_to_yaml(cfg)
         atomic_write(out / "config.yaml", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    last_saved = (start_epoch, step) if resume else None
     logger = MetricsLogger(out, purge_step=step + 1 if resume else None)
     use_amp = use_bf16(cfg.train.amp, device)
     loader = make_loader(train, cfg, device)
@@ -278,19 +309,62 @@ def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False,
         if progress:
             tqdm.write(f"{text} ({len(test)} held-out images)")
 
-    if cfg.eval.knn_at_start and start_epoch == 0:
+    # Non-finite losses are counted on the device (no host sync per step) and checked at
+    # every log step and before every checkpoint, so a NaN never reaches a checkpoint.
+    nonfinite = torch.zeros((), dtype=torch.long, device=device)
+    clean_steps = torch.zeros((), dtype=torch.long, device=device)  # steps before the first
+    first_step = step
+
+    def check_finite(epoch: int) -> None:
+        if nonfinite.item() == 0:
+            return
+        bad_step = first_step + int(clean_steps.item()) + 1
+        logger.log({"kind": "nonfinite", "step": bad_step, "epoch": epoch})
+        kept = (f"the last good checkpoint, {ckpt_path} (epoch {last_saved[0]}, step "
+                f"{last_saved[1]}), is kept" if last_saved else "no checkpoint was written yet")
+        raise FloatingPointError(
+            f"the loss became NaN or infinite at step {bad_step} (epoch {epoch + 1}); stopped "
+            f"without saving, {kept}. Lower optim.base_lr or check the data, and start a new "
+            "run (another --out, or --overwrite)")
+
+    def save(epoch_done: int, batch_in_epoch: int, partial_sums: dict | None) -> None:
+        nonlocal last_saved
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "epoch": epoch_done, "step": step, "batch_in_epoch": batch_in_epoch,
+                 "config": config_to_dict(cfg), "torch_rng": torch.get_rng_state(),
+                 "knn": {str(k): v for k, v in result.knn.items()},
+                 "epoch_loss": {str(k): v for k, v in result.epoch_loss.items()},
+                 "probe_top1": {str(k): v for k, v in result.probe.items()}}
+        if partial_sums is not None:
+            state["partial"] = partial_sums
+        if device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        if probe is not None:
+            state |= {"probe": probe.state_dict(), "probe_optimizer": probe_opt.state_dict()}
+        save_checkpoint(state, ckpt_path)
+        last_saved = (epoch_done, step)
+
+    if cfg.eval.knn_at_start and start_epoch == 0 and step == 0:
         knn_monitor(0)
     healthy = healthy_std(cfg.model.dim)
     guard = CollapseGuard(cfg.model.dim, cfg.eval.collapse_ratio, cfg.eval.collapse_patience)
+    stop = StopSignals().__enter__()  # restored in the finally below
     try:
         for epoch in range(start_epoch, epochs):
-            loader.sampler.set_epoch(epoch)
+            first = start_batch if epoch == start_epoch else 0  # > 0: resuming mid-epoch
+            loader.sampler.set_epoch(epoch, start=first * bs)
             model.train()
-            t0, seen, loss_sum = time.perf_counter(), 0, torch.zeros((), device=device)
+            t0, seen = time.perf_counter(), 0
+            loss_sum = torch.zeros((), device=device)
             probe_hits = torch.zeros((), device=device)
-            bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}", unit="step",
-                       disable=not progress, dynamic_ncols=True, mininterval=1.0)
-            for i, (x1, x2, idx) in enumerate(loader):
+            if first and partial is not None:
+                seen = int(partial["seen"])
+                loss_sum = partial["loss_sum"].to(device)
+                probe_hits = partial["probe_hits"].to(device)
+            seen_at_start = seen
+            bar = tqdm(total=steps_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{epochs}",
+                       unit="step", disable=not progress, dynamic_ncols=True, mininterval=1.0)
+            for i, (x1, x2, idx) in enumerate(loader, start=first):
                 lr = cosine_lr(peak_lr, epoch, i, steps_per_epoch, epochs,
                                cfg.optim.warmup_epochs, cfg.optim.schedule == "step")
                 for group in optimizer.param_groups:
@@ -311,22 +385,18 @@ def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False,
                 step += 1
                 seen += x1.shape[0]
                 loss_sum += loss
+                nonfinite += ~torch.isfinite(loss)
+                clean_steps += nonfinite == 0
                 bar.update(1)
                 if step % cfg.train.log_every == 0 or i == steps_per_epoch - 1:
-                    value = loss.item()
-                    if not math.isfinite(value):
-                        ckpt = out / "checkpoints" / "last.pt"
-                        kept = (f"the last good checkpoint is {ckpt} (epoch {epoch})"
-                                if epoch > 0 else "no checkpoint was written yet")
-                        raise FloatingPointError(f"loss is {value} at step {step} (epoch "
-                                                 f"{epoch + 1}); stopped, {kept}")
-                    record = {"kind": "step", "step": step, "epoch": epoch, "loss": value,
+                    check_finite(epoch)
+                    record = {"kind": "step", "step": step, "epoch": epoch, "loss": loss.item(),
                               "lr": lr, "lr_predictor": optimizer.param_groups[-1]["lr"],
                               "collapse_std": metrics["collapse_std"].item(),
                               "collapse_healthy": healthy,
-                              "pairs_per_s": seen / (time.perf_counter() - t0)}
+                              "pairs_per_s": (seen - seen_at_start) / (time.perf_counter() - t0)}
                     logger.log(record)
-                    bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.4f}",
+                    bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.4f}",
                                     std=f"{record['collapse_std']:.4f}/{healthy:.4f}")
                     if guard.update(step, record["collapse_std"]):
                         msg = guard.message(step)
@@ -335,11 +405,16 @@ def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False,
                                     "since_step": guard.since})
                         tqdm.write(f"WARNING {msg}", file=sys.stderr)
                         if cfg.eval.stop_on_collapse:
-                            ckpt = out / "checkpoints" / "last.pt"
-                            kept = (f"the last checkpoint ({ckpt}, epoch {epoch}) is kept"
-                                    if epoch > 0 else "no checkpoint was written yet")
+                            kept = (f"the last checkpoint ({ckpt_path}, epoch {last_saved[0]})"
+                                    " is kept" if last_saved else "no checkpoint was written yet")
                             raise CollapseError(f"{msg}. Stopped (--stop-on-collapse); {kept}")
+                if stop.signum is not None and i + 1 < steps_per_epoch:
+                    check_finite(epoch)
+                    save(epoch, i + 1, {"seen": seen, "loss_sum": loss_sum.cpu(),
+                                        "probe_hits": probe_hits.cpu()})
+                    _interrupted(logger, stop.signum, epoch, i + 1, steps_per_epoch, step, out)
             bar.close()
+            check_finite(epoch)
             mean_loss = (loss_sum / steps_per_epoch).item()
             result.epoch_loss[epoch + 1] = mean_loss
             epoch_record = {"kind": "epoch", "step": step, "epoch": epoch + 1, "loss": mean_loss,
@@ -350,19 +425,17 @@ def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False,
             last = epoch + 1 == epochs
             if cfg.eval.knn_every and ((epoch + 1) % cfg.eval.knn_every == 0 or last):
                 knn_monitor(epoch + 1)
-            save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                             "epoch": epoch + 1, "step": step, "config": config_to_dict(cfg),
-                             "torch_rng": torch.get_rng_state(),
-                             **({"probe": probe.state_dict(),
-                                 "probe_optimizer": probe_opt.state_dict()} if probe else {}),
-                             "knn": {str(k): v for k, v in result.knn.items()},
-                             "epoch_loss": {str(k): v for k, v in result.epoch_loss.items()},
-                             "probe_top1": {str(k): v for k, v in result.probe.items()}},
-                            out / "checkpoints" / "last.pt")
+            save(epoch + 1, 0, None)
+            if cfg.train.save_every and (epoch + 1) % cfg.train.save_every == 0:
+                keep = ckpt_path.with_name(f"epoch_{epoch + 1:04d}.pt")
+                atomic_write(keep, lambda tmp: shutil.copyfile(ckpt_path, tmp))
+            if stop.signum is not None and not last:
+                _interrupted(logger, stop.signum, epoch + 1, 0, steps_per_epoch, step, out)
             if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and not last:
                 result.epochs, result.steps = epoch + 1, step
                 return result
     finally:
+        stop.__exit__()
         logger.close()
     result.epochs, result.steps = epochs, step
     result.backbone_path = out / "backbone.safetensors"
