@@ -230,3 +230,39 @@ def test_images_as_found_in_the_wild(tmp_path):
     with pytest.raises(DataError, match="truncated.jpg|empty.png|garbage.jpg"):
         load_splits(DataConfig(source=cfg.source, image_size=28, holdout_fraction=0.0,
                                cache_dir=cfg.cache_dir, strict=True))
+
+
+def test_decompression_bombs_are_skipped_and_nothing_decodable_is_an_error(tmp_path, monkeypatch):
+    root = make_folder(tmp_path / "imgs", sizes=(8, 8))
+    big = root / "cat" / "big.png"
+    Image.fromarray(np.zeros((16, 16, 3), dtype=np.uint8)).save(big)
+    paths, _, _ = scan_image_folder(root)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 256 > 2 x 100: PIL refuses it
+    with pytest.warns(DataWarning, match="skipped 1 of 7") as rec:
+        dec = decode_to_cache(paths, 8, tmp_path / "cache", progress=False)
+    assert "big.png" in str(rec[0].message) and "DecompressionBomb" in str(rec[0].message)
+    assert len(dec.kept) == 6
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)  # now every image is refused
+    with pytest.raises(DataError, match="none of the 7 image files could be decoded"):
+        decode_to_cache(paths, 8, tmp_path / "cache2", progress=False)
+
+
+def test_leftovers_of_a_killed_decode_are_removed(tmp_path):
+    import subprocess
+    import sys
+
+    from simsiam.data.cache import cache_key
+
+    root = make_folder(tmp_path / "imgs")
+    paths, _, _ = scan_image_folder(root)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    pid = int(dead.stdout)  # a process that has exited
+    folder = tmp_path / "cache" / "decoded"
+    folder.mkdir(parents=True)
+    stale = folder / f"{cache_key(paths, 8)}.npy.tmp-{pid}"
+    stale.write_bytes(b"\0" * 4096)
+    mine = folder / f"{cache_key(paths, 8)}.npy.tmp-{os.getppid()}"  # a live process's
+    mine.write_bytes(b"")
+    decode_to_cache(paths, 8, tmp_path / "cache", progress=False)
+    assert not stale.exists() and mine.exists()

@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from simsiam.cli import main
 from simsiam.config import config_to_yaml
 from simsiam.errors import CheckpointError, DataError
-from simsiam.train.checkpoint import load_checkpoint
+from simsiam.train.checkpoint import load_checkpoint, save_checkpoint
 from simsiam.train.interrupt import RunInterrupted
 from simsiam.train.logger import read_metrics
 from simsiam.train.trainer import pretrain
@@ -216,6 +216,9 @@ def test_sigkill_during_a_checkpoint_write_leaves_the_previous_one_loadable(tmp_
     state = load_checkpoint(path)  # the last complete checkpoint, whole
     assert state["w"].shape == (8_000_000,)
     assert torch.equal(state["w"], torch.full_like(state["w"], float(state["k"])))
+    assert tmp.exists()  # the killed write's leftover: the next write removes it
+    save_checkpoint({"k": -1}, path)
+    assert not tmp.exists() and load_checkpoint(path) == {"k": -1}
 
 
 class _Payload:
@@ -225,6 +228,7 @@ class _Payload:
         return (exec, (f"open({self.marker!r}, 'w').write('code ran')",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 @pytest.mark.parametrize("fmt", ["torch-zip", "plain-pickle"])
 def test_a_malicious_pickle_is_refused_and_never_runs(tmp_path, fmt, capsys):
     marker = tmp_path / "pwned.txt"

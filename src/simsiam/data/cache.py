@@ -38,6 +38,7 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from simsiam.errors import DataError, DataWarning
+from simsiam.fileio import remove_stale_temps
 
 CACHE_VERSION = 2
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
@@ -210,6 +211,8 @@ def decode_to_cache(paths: list[Path], side: int, cache_dir: Path, desc: str = "
     except OSError as exc:
         raise DataError(f"cannot create cache directory '{cache_dir}': {exc}; set "
                         "data.cache_dir or SIMSIAM_CACHE_DIR to a writable folder") from exc
+    for prefix in (f"{key}.npy.tmp-", f"{key}.npy.compact-", f"{key}.json.tmp-"):
+        remove_stale_temps(cache_dir, prefix)  # left by a decode that was killed
     tmp = cache_dir / f"{key}.npy.tmp-{os.getpid()}"
     compact = cache_dir / f"{key}.npy.compact-{os.getpid()}"
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,

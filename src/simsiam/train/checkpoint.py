@@ -8,7 +8,6 @@ pickles that would run code, or safetensors.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -16,34 +15,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from simsiam.errors import CheckpointError
+from simsiam.fileio import atomic_write, remove_stale_temps
 
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str | Path, write) -> None:
-    """Call ``write(tmp_path)`` then atomically rename the result to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # some writers create 0600 files
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+__all__ = ["atomic_write", "remove_stale_temps", "save_checkpoint", "load_checkpoint",
+           "save_backbone", "load_backbone_file"]
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
