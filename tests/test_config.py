@@ -47,6 +47,9 @@ def test_wrong_type_is_named(tmp_path):
     ("train.epochs", 0, "train.epochs"),
     ("model.backbone", "resnet9", "resnet18"),
     ("method", "simclr2", "method"),
+    ("train.seed", -5, "train.seed"),
+    ("train.seed", 2**64, "train.seed"),
+    ("train.amp", False, "write fp32"),  # what YAML makes of `amp: off`
 ])
 def test_bad_values_are_named(key, value, match):
     with pytest.raises(ConfigError, match=match):

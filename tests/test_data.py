@@ -266,3 +266,16 @@ def test_leftovers_of_a_killed_decode_are_removed(tmp_path):
     mine.write_bytes(b"")
     decode_to_cache(paths, 8, tmp_path / "cache", progress=False)
     assert not stale.exists() and mine.exists()
+
+
+def test_symlink_loops_are_walked_once_and_broken_links_are_skipped(tmp_path):
+    root = make_folder(tmp_path / "imgs")
+    (root / "dog" / "loop").symlink_to(root / "dog")  # a link back up the tree
+    (root / "cat" / "dangling.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    (root / "cat" / "self.jpg").symlink_to(root / "cat" / "self.jpg")
+    paths, labels, _ = scan_image_folder(root)
+    assert len(paths) == 8 and labels.tolist() == [0] * 5 + [1] * 3
+    with pytest.warns(DataWarning, match="skipped 2 of 8") as rec:
+        dec = decode_to_cache(paths, 8, tmp_path / "cache", progress=False)
+    assert "dangling.jpg" in str(rec[0].message) and "self.jpg" in str(rec[0].message)
+    assert len(dec.kept) == 6

@@ -261,3 +261,47 @@ def test_paths_from_config_are_data_not_code(tmp_path, monkeypatch):
     with pytest.raises(DataError, match=r"'\$\(touch injected\)' does not exist"):
         pretrain(cfg, progress=False)
     assert not (tmp_path / "injected").exists()
+
+
+def test_signals_before_training_and_a_second_signal_stop_at_once(cifar_dir, tmp_path,
+                                                                  monkeypatch):
+    import simsiam.train.trainer as trainer
+
+    real_load = trainer.load_splits
+
+    def load_then_signal(*args, **kw):
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the data are read
+        return real_load(*args, **kw)
+
+    monkeypatch.setattr(trainer, "load_splits", load_then_signal)
+    with pytest.raises(RunInterrupted, match="SIGINT before training started"):
+        pretrain(_cfg(cifar_dir, tmp_path / "early"), progress=False)
+    assert not (tmp_path / "early").exists()
+    monkeypatch.setattr(trainer, "load_splits", real_load)
+    real_step, calls = trainer.train_step, []
+
+    def step_then_two_signals(*args, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_step(*args, **kw)
+
+    monkeypatch.setattr(trainer, "train_step", step_then_two_signals)
+    with pytest.raises(RunInterrupted, match="at once by a second SIGTERM") as err:
+        pretrain(_cfg(cifar_dir, tmp_path / "twice"), progress=False)
+    assert err.value.signum == signal.SIGTERM
+    assert not (tmp_path / "twice" / "checkpoints" / "last.pt").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_contradictory_run_flags_are_refused(cifar_dir, tmp_path):
+    from simsiam.errors import ConfigError
+
+    cfg = _cfg(cifar_dir, tmp_path / "r")
+    with pytest.raises(ConfigError, match="give one of them"):
+        pretrain(cfg, resume=True, overwrite=True, progress=False)
+    with pytest.raises(ConfigError, match="from 1 to train.epochs = 10"):
+        pretrain(cfg, stop_after_epoch=11, progress=False)
+    assert not (tmp_path / "r").exists()

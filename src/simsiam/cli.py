@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 import yaml
 
 from simsiam.config import Config, load_config
-from simsiam.errors import CollapseError, ConfigError, SimSiamError
+from simsiam.errors import CollapseError, ConfigError, DataWarning, SimSiamError
 from simsiam.train.interrupt import RunInterrupted
 
 # The demo's data: the workplace's CIFAR-10 JPEG copy beside the checkout (make demo runs
@@ -318,8 +319,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    if issubclass(category, DataWarning):  # ours: the message says it all, no source line
+        print(f"simsiam: warning: {message}", file=file or sys.stderr, flush=True)
+    else:
+        _default_show_warning(message, category, filename, lineno, file, line)
+
+
+_default_show_warning = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.showwarning = _show_warning
     try:
         return args.func(args)
     except RunInterrupted as exc:

@@ -25,7 +25,7 @@ METHODS = ("simsiam",)
 DEVICES = ("auto", "cpu", "cuda")
 NORMALIZE = ("auto", "cifar10", "imagenet")
 SCHEDULES = ("epoch", "step")
-AMP = ("auto", "bf16", "off")
+AMP = ("auto", "bf16", "fp32")
 
 
 @dataclass
@@ -104,7 +104,7 @@ class TrainConfig:
     save_every: int = 0  # also keep checkpoints/epoch_NNNN.pt every N epochs; 0 = only last.pt
     channels_last: bool = False
     # bfloat16 autocast (the loss stays float32): "auto" = on CUDA, and on CPUs with native
-    # bf16 (AVX512-BF16 or AMX); "bf16" = always; "off" = float32 everywhere.
+    # bf16 (AVX512-BF16 or AMX); "bf16" = always; "fp32" = float32 everywhere.
     amp: str = "auto"
 
 
@@ -276,7 +276,10 @@ def validate(cfg: Config, where: str = "config") -> None:
     n(t.batch_size >= 2, where, "train.batch_size", t.batch_size,
       "use 2 or more (BatchNorm needs at least 2 samples per batch)")
     n(t.device in DEVICES, where, "train.device", t.device, f"choose one of {DEVICES}")
-    n(t.amp in AMP, where, "train.amp", t.amp, f"choose one of {AMP}")
+    n(t.amp in AMP, where, "train.amp", t.amp, f"choose one of {AMP}"
+      + (" (YAML reads off/no/on/yes as true/false; write fp32 or bf16)"
+         if t.amp in ("True", "False") else ""))
+    n(0 <= t.seed < 2**63, where, "train.seed", t.seed, "use an integer from 0 to 2**63 - 1")
     n(t.save_every >= 0, where, "train.save_every", t.save_every,
       "use 0 (keep only last.pt) or a positive number of epochs")
     n(t.log_every > 0, where, "train.log_every", t.log_every, "use a positive number of steps")

@@ -132,8 +132,11 @@ def cache_key(paths: list[Path], side: int) -> str:
     """Hex digest over (path, size, mtime) of every file and the stored side S."""
     h = hashlib.sha256(f"v{CACHE_VERSION} side={side}\n".encode())
     for p in paths:
-        st = p.stat()
-        h.update(f"{p.resolve()}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+        try:
+            st = p.stat()
+            h.update(f"{p.resolve()}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+        except OSError as exc:  # a broken link or a vanished file: decoded as a failure
+            h.update(f"{p}\tunreadable {exc.errno}\n".encode())
     return h.hexdigest()[:32]
 
 

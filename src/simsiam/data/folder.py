@@ -3,7 +3,9 @@
 Layout (torchvision ImageFolder style): ``root/<class>/**/<image>``. Classes are the
 sorted names of the immediate subfolders; images may sit in nested folders below their
 class folder. Hidden files and folders (``.*``), ``Thumbs.db`` and files whose extension is
-not an image extension (case-insensitive) are not indexed. Labels are used only for
+not an image extension (case-insensitive) are not indexed. Symlinked folders are
+followed, each real folder once (no endless loops); a broken file link is indexed and
+then reported as undecodable. Labels are used only for
 evaluation (kNN monitor); pretraining never reads them.
 """
 
@@ -25,8 +27,16 @@ def _is_image_name(name: str) -> bool:
 
 
 def _walk_images(folder: Path) -> list[Path]:
+    """Image files below ``folder``, following symlinked folders but each real folder
+    once (a link back up the tree would otherwise repeat images without end)."""
     found: list[Path] = []
+    seen: set[tuple[int, int]] = set()
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in seen:
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         found += [Path(dirpath) / f for f in sorted(filenames) if _is_image_name(f)]
     return found

@@ -1,10 +1,11 @@
 """Stop a run cleanly on SIGINT / SIGTERM: finish the step, save a checkpoint, exit.
 
 Clusters preempt jobs with SIGTERM (SLURM, Kubernetes) and users press Ctrl-C. Inside
-:class:`StopSignals` the first such signal only sets a flag; the training loop checks it
-after every step, writes a checkpoint that records the position inside the epoch, and
-raises :class:`RunInterrupted`, so ``--resume`` continues from the next batch. A second
-signal stops at once (``KeyboardInterrupt``), keeping the last checkpoint written.
+the training loop (:class:`StopSignals` after ``defer()``) the first such signal only
+sets a flag; the loop checks it after every step, writes a checkpoint that records the
+position inside the epoch, and raises :class:`RunInterrupted`, so ``--resume`` continues
+from the next batch. Before training starts, and on a second signal, it stops at once
+(:class:`RunInterrupted`), keeping the last checkpoint written.
 """
 
 from __future__ import annotations
@@ -29,19 +30,35 @@ class RunInterrupted(Exception):
 
 
 class StopSignals:
-    """Context manager that turns the first SIGINT/SIGTERM into a stop request.
+    """Context manager that turns SIGINT/SIGTERM into a clean stop.
 
-    ``signum`` is None until a signal arrives. Handlers are installed only in the main
+    Until :meth:`defer` is called (while data are read and the model is built) a signal
+    stops at once with :class:`RunInterrupted`: nothing is lost, every file written so
+    far is written atomically. After ``defer()`` (the training loop) the first signal
+    only sets ``signum``; the loop saves a checkpoint and stops at the next step
+    boundary. A second signal stops at once. Handlers are installed only in the main
     thread (Python allows no other) and the previous handlers are restored on exit.
     """
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.deferred = False
         self._previous: dict[int, object] = {}
 
+    def defer(self) -> None:
+        """From now on the first signal only requests a stop (see the class docstring)."""
+        self.deferred = True
+
     def _handle(self, signum: int, frame) -> None:  # noqa: ARG002 - signal API
-        if self.signum is not None:
-            raise KeyboardInterrupt  # second signal: stop now
+        name = signal.Signals(signum).name
+        if not self.deferred:
+            raise RunInterrupted(signum, f"stopped by {name} before training started; "
+                                 "nothing was lost (files are written atomically)")
+        if self.signum is not None:  # second signal: stop now
+            raise RunInterrupted(signum, f"stopped at once by a second {name}; the step in "
+                                 "progress was not saved. Continue from the last checkpoint "
+                                 "with --resume (if the run has none yet, start it again "
+                                 "with --overwrite)")
         self.signum = signum
         print(f"\nsimsiam: {signal.Signals(signum).name} received: finishing this step and "
               "saving a checkpoint (send it again to stop at once)", file=sys.stderr,

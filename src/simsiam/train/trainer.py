@@ -93,6 +93,9 @@ def check_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
     """
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output path '{out}' is a file; choose a directory for --out")
+    if resume and overwrite:
+        raise ConfigError("--resume continues the run in --out and --overwrite replaces it; "
+                          "give one of them")
     if resume:
         for need in ("checkpoints/last.pt", "config.yaml"):
             if not (out / need).is_file():
@@ -222,9 +225,16 @@ def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False,
         CollapseError: ``eval.stop_on_collapse`` and the collapse guard fired.
     """
     out = Path(cfg.train.out)
-    if stop_after_epoch is not None and stop_after_epoch < 1:
-        raise ConfigError(f"--stop-after-epoch {stop_after_epoch}: use a positive epoch number")
+    if stop_after_epoch is not None and not 1 <= stop_after_epoch <= cfg.train.epochs:
+        raise ConfigError(f"--stop-after-epoch {stop_after_epoch}: use an epoch from 1 to "
+                          f"train.epochs = {cfg.train.epochs}")
     check_run_dir(out, resume, overwrite)
+    with StopSignals() as stop:
+        return _pretrain(cfg, out, resume, overwrite, progress, stop_after_epoch, stop)
+
+
+def _pretrain(cfg: Config, out: Path, resume: bool, overwrite: bool, progress: bool,
+              stop_after_epoch: int | None, stop: StopSignals) -> RunResult:
     if resume:
         cfg = _resume_config(cfg, out)
     device = resolve_device(cfg.train.device)
@@ -348,7 +358,7 @@ def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False,
         knn_monitor(0)
     healthy = healthy_std(cfg.model.dim)
     guard = CollapseGuard(cfg.model.dim, cfg.eval.collapse_ratio, cfg.eval.collapse_patience)
-    stop = StopSignals().__enter__()  # restored in the finally below
+    stop.defer()  # from here a signal saves a checkpoint at the next step boundary
     try:
         for epoch in range(start_epoch, epochs):
             first = start_batch if epoch == start_epoch else 0  # > 0: resuming mid-epoch
@@ -423,7 +433,8 @@ def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False,
                 epoch_record["online_probe_train_top1"] = 100.0 * probe_hits.item() / seen
             logger.log(epoch_record)
             last = epoch + 1 == epochs
-            if cfg.eval.knn_every and ((epoch + 1) % cfg.eval.knn_every == 0 or last):
+            due = cfg.eval.knn_every and ((epoch + 1) % cfg.eval.knn_every == 0 or last)
+            if due and (stop.signum is None or last):  # stopping: save first, no kNN
                 knn_monitor(epoch + 1)
             save(epoch + 1, 0, None)
             if cfg.train.save_every and (epoch + 1) % cfg.train.save_every == 0:
@@ -435,7 +446,6 @@ def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False,
                 result.epochs, result.steps = epoch + 1, step
                 return result
     finally:
-        stop.__exit__()
         logger.close()
     result.epochs, result.steps = epochs, step
     result.backbone_path = out / "backbone.safetensors"
