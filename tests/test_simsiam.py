@@ -109,3 +109,28 @@ def test_model_under_bf16_autocast_is_within_1e3_of_float32():
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
     # The bf16 forward pass moves the loss by about 1e-3 (8.8e-4 for this seed).
     assert abs(loss.item() - ref_loss.item()) < 5e-3
+
+
+def test_stop_gradient_holds_under_torch_compile():
+    """The graph torch.compile captures (dynamo + AOTAutograd) keeps the detach: the
+    compiled step's encoder gradient equals the hand-detached reference, not the
+    gradient without stop-gradient. (aot_eager: the same capture as inductor, without
+    generating C++ kernels, so it runs in seconds on a CPU.)"""
+    x1, x2 = views()
+    model = tiny_model()
+    ref = copy.deepcopy(model)
+    nosg = tiny_model(stop_gradient=False)
+    nosg.load_state_dict(ref.state_dict())
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    loss, _ = compiled([x1, x2])
+    loss.backward()
+    z1, z2 = ref.encode(x1), ref.encode(x2)
+    p1, p2 = ref.predictor(z1), ref.predictor(z2)
+    ref_loss = -(F.cosine_similarity(p1, z2.detach()).mean()
+                 + F.cosine_similarity(p2, z1.detach()).mean()) / 2
+    ref_loss.backward()
+    loss2, _ = torch.compile(nosg, backend="aot_eager")([x1, x2])
+    loss2.backward()
+    assert torch.allclose(loss, ref_loss, atol=1e-6)
+    assert torch.allclose(encoder_grads(model), encoder_grads(ref), atol=1e-6, rtol=1e-4)
+    assert (encoder_grads(nosg) - encoder_grads(ref)).abs().max() > 1e-4

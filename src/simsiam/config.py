@@ -26,6 +26,7 @@ DEVICES = ("auto", "cpu", "cuda")
 NORMALIZE = ("auto", "cifar10", "imagenet")
 SCHEDULES = ("epoch", "step")
 AMP = ("auto", "bf16", "fp32")
+AUG_BACKENDS = ("batched", "per_image")
 
 
 @dataclass
@@ -46,6 +47,7 @@ class DataConfig:
     cache_side: int | None = None  # decoded side for folders of mixed sizes; default 8/7 x size
     num_workers: int = 2  # DataLoader worker processes for augmentation
     strict: bool = False  # undecodable image files: False skips them with a warning, True stops
+    resident_max_mb: int = 4096  # batched path: hold the decoded images on the device up to this
 
 
 @dataclass
@@ -64,6 +66,9 @@ class AugmentConfig:
     blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0])
     flip_prob: float = 0.5
     normalize: str = "auto"  # auto: CIFAR-10 statistics for views <= 32 px, else ImageNet
+    # "batched": whole batches on the training device (simsiam.augment.batched, the fast
+    # path); "per_image": torchvision's kernels one image at a time in DataLoader workers.
+    backend: str = "batched"
 
 
 @dataclass
@@ -103,6 +108,7 @@ class TrainConfig:
     log_every: int = 10  # steps between metric records
     save_every: int = 0  # also keep checkpoints/epoch_NNNN.pt every N epochs; 0 = only last.pt
     channels_last: bool = False
+    compile: bool = False  # torch.compile the method (model + loss) for the training step
     # bfloat16 autocast (the loss stays float32): "auto" = on CUDA, and on CPUs with native
     # bf16 (AVX512-BF16 or AMX); "bf16" = always; "fp32" = float32 everywhere.
     amp: str = "auto"
@@ -253,6 +259,9 @@ def validate(cfg: Config, where: str = "config") -> None:
         v = getattr(a, key)
         n(v >= 0, where, f"augment.{key}", v, "use a non-negative strength")
     n(0 <= a.hue <= 0.5, where, "augment.hue", a.hue, "use a value in [0, 0.5]")
+    n(a.backend in AUG_BACKENDS, where, "augment.backend", a.backend,
+      f"choose one of {AUG_BACKENDS}")
+    n(d.resident_max_mb >= 0, where, "data.resident_max_mb", d.resident_max_mb, "use 0 or more")
     n(a.normalize in NORMALIZE, where, "augment.normalize", a.normalize,
       f"choose one of {NORMALIZE}")
     n(m.backbone in BACKBONES, where, "model.backbone", m.backbone, f"choose one of {BACKBONES}")

@@ -26,9 +26,11 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from simsiam.augment.batched import BatchedSimSiamAugment
 from simsiam.augment.views import SimSiamAugment
 from simsiam.config import Config, config_to_dict, config_to_yaml, load_config
 from simsiam.data.dataset import EpochShuffleSampler, ImageSet, TwoViewDataset, load_splits
+from simsiam.data.device_loader import BatchedViewLoader
 from simsiam.errors import CollapseError, ConfigError, DataError
 from simsiam.eval.collapse import CollapseGuard, healthy_std
 from simsiam.eval.knn import extract_features, knn_top1
@@ -164,12 +166,21 @@ def _worker_init(_: int) -> None:
     ignore_stop_signals()  # the main process saves a checkpoint, then stops the workers
 
 
-def make_loader(train: ImageSet, cfg: Config, device: torch.device) -> DataLoader:
+def make_loader(train: ImageSet, cfg: Config, device: torch.device
+                ) -> DataLoader | BatchedViewLoader:
     """Batches ``(x1, x2, index)`` of two-view pairs, shuffled per epoch from the seed.
 
-    Call ``loader.sampler.set_epoch(epoch)`` before each epoch. drop_last: every step sees
-    a full batch, so BN statistics and the lr scaling hold.
+    ``augment.backend``: ``batched`` makes each batch's views on ``device`` from images
+    held there (:class:`BatchedViewLoader`); ``per_image`` uses a DataLoader with
+    ``data.num_workers`` worker processes and torchvision's per-image kernels.
+    Call ``loader.sampler.set_epoch(epoch, start)`` before each epoch. drop_last: every
+    step sees a full batch, so BN statistics and the lr scaling hold.
     """
+    if cfg.augment.backend == "batched":
+        return BatchedViewLoader(train.images,
+                                 BatchedSimSiamAugment(cfg.augment, cfg.data.image_size),
+                                 cfg.train.batch_size, cfg.train.seed, device,
+                                 resident_max_bytes=cfg.data.resident_max_mb << 20)
     dataset = TwoViewDataset(train.images, SimSiamAugment(cfg.augment, cfg.data.image_size),
                              cfg.train.seed)
     workers = cfg.data.num_workers
@@ -251,8 +262,10 @@ def _pretrain(cfg: Config, out: Path, resume: bool, overwrite: bool, progress: b
     memory_format = torch.channels_last if cfg.train.channels_last else torch.preserve_format
     model = model.to(memory_format=memory_format)
     peak_lr = scaled_lr(cfg.optim.base_lr, bs)
+    # fused: one kernel for the whole update (CPU and CUDA), the same SGD rule.
     optimizer = torch.optim.SGD(model.param_groups(), lr=peak_lr, momentum=cfg.optim.momentum,
-                                weight_decay=cfg.optim.weight_decay)
+                                weight_decay=cfg.optim.weight_decay, fused=True)
+    step_model = torch.compile(model) if cfg.train.compile else model
     # Online probe (labels for evaluation only): features are detached, its optimizer owns
     # only its own parameters, so no gradient reaches the encoder.
     probe = probe_opt = None
@@ -382,7 +395,7 @@ def _pretrain(cfg: Config, out: Path, resume: bool, overwrite: bool, progress: b
                                    if group.get("name") == "predictor" else lr)
                 x1 = x1.to(device, non_blocking=True, memory_format=memory_format)
                 x2 = x2.to(device, non_blocking=True, memory_format=memory_format)
-                loss, metrics = train_step(model, optimizer, [x1, x2], use_amp)
+                loss, metrics = train_step(step_model, optimizer, [x1, x2], use_amp)
                 if probe is not None:
                     y = labels[idx.to(device)]
                     logits = probe(metrics["features"].float())
