@@ -163,3 +163,18 @@ def test_device_loader_resumes_mid_epoch_and_streams_like_resident():
     assert len(set(seen.tolist())) == 48  # each image at most once per epoch
     full.sampler.set_epoch(3)
     assert not torch.equal(next(iter(full))[2], batches[0][2])  # reshuffled per epoch
+
+
+def test_bench_measures_three_rates_and_memory():
+    from simsiam.bench import format_table, run_bench
+    from simsiam.config import load_config
+
+    cfg = load_config("demo-cpu", {"train.batch_size": 8, "model.proj_hidden_dim": 64,
+                                   "model.dim": 64, "model.pred_hidden_dim": 16})
+    images = np.random.default_rng(0).integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
+    res = run_bench(cfg, images, warmup=1, windows=2, steps_per_window=2)
+    for rate in (res.data, res.model, res.full):
+        assert 0 < rate[1] <= rate[0] <= rate[2]
+    assert res.peak_mib > 100 and res.mfu is None  # CPU: resident set; no MFU
+    table = format_table(cfg, res)
+    assert "data pipeline alone" in table and "full training step" in table

@@ -1,4 +1,4 @@
-"""Command line: ``simsiam pretrain | demo | knn | linear | embed | report | describe``.
+"""Command line: ``simsiam pretrain | demo | bench | knn | linear | embed | report | describe``.
 
 Each subcommand is a thin call into the library. Settings come from a YAML preset
 (``--config``) read by OmegaConf; the flags below override single fields.
@@ -117,6 +117,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if trained < random_init + 5.0:
         print("demo: warning: the trained encoder beat random init by less than 5 points",
               file=sys.stderr)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from simsiam.bench import main_bench
+
+    data = args.data or (str(SHARED_CIFAR_DIR) if SHARED_CIFAR_DIR.is_dir() else "cifar10")
+    cfg = load_config(args.config or "demo-cpu", _overrides(args) | {"data.source": data})
+    main_bench(cfg, progress=not args.no_progress, warmup=args.warmup, windows=args.windows,
+               steps_per_window=args.steps)
     return 0
 
 
@@ -285,6 +295,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="preset (default configs/demo-cpu.yaml)")
     _add_run_flags(p)
     p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("bench", help="images/s of the data pipeline, the model step and the "
+                       "full training step; peak memory; MFU on GPU")
+    p.add_argument("--config", help="preset (default configs/demo-cpu.yaml)")
+    _add_run_flags(p)
+    p.add_argument("--steps", type=int, default=5, help="steps per timed window")
+    p.add_argument("--windows", type=int, default=5, help="timed windows (median reported)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    p.set_defaults(func=cmd_bench)
     p = sub.add_parser("knn", help="kNN top-1 of a checkpoint or exported backbone")
     _add_eval_flags(p)
     p.add_argument("--k", type=int, default=200)

@@ -1,0 +1,183 @@
+"""``simsiam bench``: where the time of a training step goes, on this machine.
+
+Three rates, in images per second (one image = one pair of views = one sample of the
+batch), each the median over timed windows after warm-up steps:
+
+- ``data``: the input pipeline alone (decoded images -> two augmented views on the
+  device), with nothing consuming the batches;
+- ``model``: the training step alone (forward, loss, backward, SGD) on synthetic
+  tensors already on the device;
+- ``full``: both, as the trainer runs them.
+
+Also the peak memory (CUDA: ``max_memory_allocated``; CPU: the process's peak resident
+set) and, on CUDA, the model FLOPs per step counted by ``torch.utils.flop_counter`` and
+the achieved fraction of the chip's peak dense bf16 FLOP/s (MFU) for known chips.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from simsiam.config import Config
+from simsiam.data.dataset import ImageSet
+from simsiam.methods import build_method
+from simsiam.train.trainer import make_loader, resolve_device, train_step, use_bf16
+
+# Dense bf16 tensor-core peak, FLOP/s (vendor data sheets), matched on the device name.
+PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12,
+             "A10G": 70e12, "RTX 4090": 165e12, "RTX A6000": 155e12, "V100": 125e12}
+
+
+@dataclass
+class BenchResult:
+    """Rates in images/s (median, min, max over windows), memory in MiB."""
+
+    data: tuple[float, float, float]
+    model: tuple[float, float, float]
+    full: tuple[float, float, float]
+    peak_mib: float
+    flops_per_image: float | None = None
+    mfu: float | None = None
+    device_name: str = ""
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _rates(step, batch: int, device: torch.device, warmup: int, windows: int,
+           steps_per_window: int) -> tuple[float, float, float]:
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    rates = []
+    for _ in range(windows):
+        t0 = time.perf_counter()
+        for _ in range(steps_per_window):
+            step()
+        _sync(device)
+        rates.append(batch * steps_per_window / (time.perf_counter() - t0))
+    return statistics.median(rates), min(rates), max(rates)
+
+
+def peak_memory_mib(device: torch.device) -> float:
+    """Peak CUDA memory allocated, or this process's peak resident set, in MiB."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def peak_flops(device: torch.device) -> tuple[str, float | None]:
+    """(device name, peak dense bf16 FLOP/s or None when unknown or not CUDA)."""
+    if device.type != "cuda":
+        return "cpu", None
+    name = torch.cuda.get_device_name(device)
+    for key, value in PEAK_BF16.items():
+        if key in name:
+            return name, value
+    return name, None
+
+
+def run_bench(cfg: Config, train_images, warmup: int = 3, windows: int = 5,
+              steps_per_window: int = 5) -> BenchResult:
+    """Measure the three rates for ``cfg`` on ``train_images`` (``(N, H, W, 3)`` uint8).
+
+    Raises:
+        ConfigError: the device asked for is not available.
+    """
+    device = resolve_device(cfg.train.device)
+    bs = cfg.train.batch_size
+    fmt = torch.channels_last if cfg.train.channels_last else torch.preserve_format
+    data = ImageSet(train_images, np.zeros(len(train_images), dtype=np.int64), [""],
+                    [""] * len(train_images))
+    loader = make_loader(data, cfg, device)
+    epoch = [0]
+    it = [iter(())]
+
+    def next_batch():
+        try:
+            return next(it[0])
+        except StopIteration:
+            loader.sampler.set_epoch(epoch[0])
+            epoch[0] += 1
+            it[0] = iter(loader)
+            return next(it[0])
+
+    def data_step():
+        a, b, _ = next_batch()
+        a.to(device, non_blocking=True)
+        b.to(device, non_blocking=True)
+
+    torch.manual_seed(cfg.train.seed)
+    model = build_method(cfg.method, cfg.model).to(device).to(memory_format=fmt)
+    opt = torch.optim.SGD(model.param_groups(), lr=0.01, momentum=0.9,
+                          weight_decay=cfg.optim.weight_decay, fused=True)
+    step_model = torch.compile(model) if cfg.train.compile else model
+    bf16 = use_bf16(cfg.train.amp, device)
+    s = cfg.data.image_size
+    x1 = torch.randn(bs, 3, s, s, device=device).contiguous(memory_format=fmt)
+    x2 = torch.randn(bs, 3, s, s, device=device).contiguous(memory_format=fmt)
+
+    def model_step():
+        train_step(step_model, opt, [x1, x2], bf16)
+
+    def full_step():
+        a, b, _ = next_batch()
+        a = a.to(device, non_blocking=True, memory_format=fmt)
+        b = b.to(device, non_blocking=True, memory_format=fmt)
+        train_step(step_model, opt, [a, b], bf16)
+
+    model.train()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    data_rate = _rates(data_step, bs, device, warmup, windows, steps_per_window)
+    model_rate = _rates(model_step, bs, device, warmup, windows, steps_per_window)
+    full_rate = _rates(full_step, bs, device, warmup, windows, steps_per_window)
+    name, peak = peak_flops(device)
+    flops = mfu = None
+    if device.type == "cuda":
+        from torch.utils.flop_counter import FlopCounterMode
+
+        counter = FlopCounterMode(display=False)
+        with counter:
+            train_step(model, opt, [x1, x2], bf16)
+        flops = counter.get_total_flops() / bs
+        if peak:
+            mfu = flops * model_rate[0] / peak
+    return BenchResult(data_rate, model_rate, full_rate, peak_memory_mib(device), flops, mfu,
+                       name)
+
+
+def format_table(cfg: Config, res: BenchResult) -> str:
+    """The printed table (one row per rate, then memory and MFU)."""
+    m = cfg.model
+    head = (f"simsiam bench: {m.backbone} ({m.stem} stem), {cfg.data.image_size} px, batch "
+            f"{cfg.train.batch_size}, augment {cfg.augment.backend}, amp {cfg.train.amp}, "
+            f"channels_last {cfg.train.channels_last}, compile {cfg.train.compile}, device "
+            f"{res.device_name}, {torch.get_num_threads()} threads")
+    rows = [("data pipeline alone", res.data), ("model step alone", res.model),
+            ("full training step", res.full)]
+    lines = [head, f"{'':24s}{'images/s':>10s}{'min':>10s}{'max':>10s}"]
+    lines += [f"{name:24s}{r[0]:10.0f}{r[1]:10.0f}{r[2]:10.0f}" for name, r in rows]
+    lines.append(f"peak memory {res.peak_mib:.0f} MiB")
+    if res.flops_per_image is not None:
+        mfu = f", MFU {100 * res.mfu:.1f}% of peak bf16" if res.mfu is not None else ""
+        lines.append(f"model {res.flops_per_image / 1e9:.2f} GFLOP per image (fwd+bwd){mfu}")
+    return "\n".join(lines)
+
+
+def main_bench(cfg: Config, progress: bool = True, **kw) -> BenchResult:
+    """Load the training images of ``cfg``, run :func:`run_bench` and print the table."""
+    from simsiam.data import load_splits
+
+    train, _ = load_splits(cfg.data, cfg.train.seed, progress=progress)
+    res = run_bench(cfg, train.images, **kw)
+    print(format_table(cfg, res), flush=True)
+    return res
