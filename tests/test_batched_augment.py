@@ -178,3 +178,18 @@ def test_bench_measures_three_rates_and_memory():
     assert res.peak_mib > 100 and res.mfu is None  # CPU: resident set; no MFU
     table = format_table(cfg, res)
     assert "data pipeline alone" in table and "full training step" in table
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_views_equal_cpu_views_for_the_same_parameters():
+    """The CUDA path (every jitter op on the whole batch, torch.where selects) against
+    the CPU path (only the selected samples compute each op)."""
+    cfg = AugmentConfig(blur_prob=0.5)
+    aug = B.BatchedSimSiamAugment(cfg, 40)
+    imgs = torch.randint(0, 256, (64, 3, 48, 44), dtype=torch.uint8,
+                         generator=torch.Generator().manual_seed(5))
+    p = aug.sample(torch.Generator().manual_seed(6), 64, 48, 44)
+    cpu = aug.apply(imgs, p)
+    moved = B.BatchViewParams(**{k: v.cuda() for k, v in vars(p).items()})
+    gpu = aug.apply(imgs.cuda(), moved).cpu()
+    assert (gpu - cpu).abs().max() < 1e-3

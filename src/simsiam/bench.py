@@ -173,11 +173,16 @@ def format_table(cfg: Config, res: BenchResult) -> str:
     return "\n".join(lines)
 
 
-def main_bench(cfg: Config, progress: bool = True, **kw) -> BenchResult:
-    """Load the training images of ``cfg``, run :func:`run_bench` and print the table."""
-    from simsiam.data import load_splits
+def main_bench(cfg: Config, progress: bool = True, synthetic: int = 0, **kw) -> BenchResult:
+    """Load the training images of ``cfg`` (or make ``synthetic`` random ones of the
+    view size, for machines without the data), run :func:`run_bench`, print the table."""
+    if synthetic:
+        s = cfg.data.image_size
+        images = np.random.default_rng(0).integers(0, 256, (synthetic, s, s, 3), dtype=np.uint8)
+    else:
+        from simsiam.data import load_splits
 
-    train, _ = load_splits(cfg.data, cfg.train.seed, progress=progress)
-    res = run_bench(cfg, train.images, **kw)
+        images = load_splits(cfg.data, cfg.train.seed, progress=progress)[0].images
+    res = run_bench(cfg, images, **kw)
     print(format_table(cfg, res), flush=True)
     return res

@@ -125,8 +125,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     data = args.data or (str(SHARED_CIFAR_DIR) if SHARED_CIFAR_DIR.is_dir() else "cifar10")
     cfg = load_config(args.config or "demo-cpu", _overrides(args) | {"data.source": data})
-    main_bench(cfg, progress=not args.no_progress, warmup=args.warmup, windows=args.windows,
-               steps_per_window=args.steps)
+    main_bench(cfg, progress=not args.no_progress, synthetic=args.synthetic,
+               warmup=args.warmup, windows=args.windows, steps_per_window=args.steps)
     return 0
 
 
@@ -302,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=5, help="steps per timed window")
     p.add_argument("--windows", type=int, default=5, help="timed windows (median reported)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    p.add_argument("--synthetic", type=int, default=0, metavar="N",
+                   help="N random images of the view size instead of --data")
     p.set_defaults(func=cmd_bench)
     p = sub.add_parser("knn", help="kNN top-1 of a checkpoint or exported backbone")
     _add_eval_flags(p)

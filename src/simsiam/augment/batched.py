@@ -185,15 +185,19 @@ def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
 JITTER_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
 
 
-def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor,
+                  max_sigma: float | None = None) -> torch.Tensor:
     """Blur each image with its own sigma (``(B,)``, pixels); kernel side
     ``2 * ceil(3 sigma) + 1`` per sample, reflect padding: torchvision's
-    ``gaussian_blur`` with that kernel, for each sample."""
+    ``gaussian_blur`` with that kernel, for each sample.
+
+    ``max_sigma`` bounds every sigma (the recipe's upper end) so that the shared kernel
+    width is known without reading ``sigma`` back from the device; None reads it.
+    """
     bsz, c, hgt, wid = x.shape
     radius_each = torch.ceil(3.0 * sigma.double())  # (B,)
-    radius = int(radius_each.max().item()) if x.device.type == "cpu" else \
-        math.ceil(3.0 * float(sigma.max()))  # one host read per batch on CUDA
-    radius = min(radius, hgt - 1, wid - 1)
+    top = max_sigma if max_sigma is not None else float(sigma.max())
+    radius = min(math.ceil(3.0 * top), hgt - 1, wid - 1)
     u = torch.arange(-radius, radius + 1, device=x.device, dtype=torch.float64)
     k = torch.exp(-0.5 * (u.view(1, -1) / sigma.double().view(-1, 1)) ** 2)
     k = k * (u.abs().view(1, -1) <= radius_each.view(-1, 1))
@@ -242,8 +246,7 @@ class BatchedSimSiamAugment:
         self.cfg = cfg
         self.size = image_size
         self.blur_prob = blur_probability(cfg, image_size)
-        mean, std = normalization(cfg.normalize, image_size)
-        self._mean, self._std = torch.tensor(mean), torch.tensor(std)
+        self.mean, self.std = normalization(cfg.normalize, image_size)
 
     def sample(self, g: torch.Generator, n: int, height: int, width: int,
                device: torch.device | str = "cpu") -> BatchViewParams:
@@ -252,11 +255,10 @@ class BatchedSimSiamAugment:
         top, left, h, w = sample_crops(g, n, height, width, tuple(c.crop_scale),
                                        tuple(c.crop_ratio), device)
         u = torch.rand(n, 9, generator=g, device=device)
-        lo = torch.tensor([max(0.0, 1 - c.brightness), max(0.0, 1 - c.contrast),
-                           max(0.0, 1 - c.saturation), -c.hue], device=device)
-        hi = torch.tensor([1 + c.brightness, 1 + c.contrast, 1 + c.saturation, c.hue],
-                          device=device)
-        factors = lo + (hi - lo) * u[:, :4]
+        lo = (max(0.0, 1 - c.brightness), max(0.0, 1 - c.contrast),
+              max(0.0, 1 - c.saturation), -c.hue)
+        hi = (1 + c.brightness, 1 + c.contrast, 1 + c.saturation, c.hue)
+        factors = torch.stack([lo[k] + (hi[k] - lo[k]) * u[:, k] for k in range(4)], dim=1)
         order = torch.argsort(torch.rand(n, 4, generator=g, device=device), dim=1)
         lo_s, hi_s = c.blur_sigma
         return BatchViewParams(top, left, h, w, jitter=u[:, 4] < c.jitter_prob, order=order,
@@ -271,10 +273,9 @@ class BatchedSimSiamAugment:
         x = self._jitter(x, p)
         x = torch.where(_col(p.grayscale), rgb_to_grayscale(x).expand_as(x), x)
         if self.blur_prob > 0:
-            x = torch.where(_col(p.blur), gaussian_blur(x, p.sigma), x)
+            x = torch.where(_col(p.blur), gaussian_blur(x, p.sigma, self.cfg.blur_sigma[1]), x)
         x = torch.where(_col(p.flip), x.flip(-1), x)
-        mean, std = self._mean.to(x.device), self._std.to(x.device)
-        return (x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
+        return torch.stack([(x[:, i] - self.mean[i]) / self.std[i] for i in range(3)], dim=1)
 
     @staticmethod
     def _jitter(x: torch.Tensor, p: BatchViewParams) -> torch.Tensor:
