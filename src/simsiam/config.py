@@ -69,6 +69,7 @@ class AugmentConfig:
     # "batched": whole batches on the training device (simsiam.augment.batched, the fast
     # path); "per_image": torchvision's kernels one image at a time in DataLoader workers.
     backend: str = "batched"
+    compile: bool = False  # batched: torch.compile the colour-jitter kernels (one-off cost)
 
 
 @dataclass

@@ -178,7 +178,8 @@ def make_loader(train: ImageSet, cfg: Config, device: torch.device
     """
     if cfg.augment.backend == "batched":
         return BatchedViewLoader(train.images,
-                                 BatchedSimSiamAugment(cfg.augment, cfg.data.image_size),
+                                 BatchedSimSiamAugment(cfg.augment, cfg.data.image_size,
+                                                       compile=cfg.augment.compile),
                                  cfg.train.batch_size, cfg.train.seed, device,
                                  resident_max_bytes=cfg.data.resident_max_mb << 20)
     dataset = TwoViewDataset(train.images, SimSiamAugment(cfg.augment, cfg.data.image_size),
