@@ -13,7 +13,6 @@ save a checkpoint at the next step boundary and stop; checkpoints are written at
 
 from __future__ import annotations
 
-import json
 import shutil
 import signal
 import sys
@@ -28,7 +27,7 @@ from tqdm import tqdm
 
 from simsiam.augment.batched import BatchedSimSiamAugment
 from simsiam.augment.views import SimSiamAugment
-from simsiam.config import Config, config_to_dict, config_to_yaml, load_config
+from simsiam.config import Config, config_to_dict, config_to_yaml
 from simsiam.data.dataset import EpochShuffleSampler, ImageSet, TwoViewDataset, load_splits
 from simsiam.data.device_loader import BatchedViewLoader
 from simsiam.errors import CollapseError, ConfigError, DataError
@@ -45,9 +44,13 @@ from simsiam.train.checkpoint import (
 )
 from simsiam.train.interrupt import RunInterrupted, StopSignals, ignore_stop_signals
 from simsiam.train.logger import MetricsLogger
+from simsiam.train.run_dir import (
+    check_run_dir,
+    clear_run_dir,
+    resume_config,
+    truncate_metrics,
+)
 from simsiam.train.schedule import cosine_lr, predictor_lr, scaled_lr
-
-RUN_FILES = ("config.yaml", "metrics.jsonl", "tb", "checkpoints", "backbone.safetensors")
 
 
 @dataclass
@@ -84,81 +87,6 @@ def use_bf16(amp: str, device: torch.device) -> bool:
         return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     except AttributeError:
         return False
-
-
-def check_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
-    """Check the output directory before any work; changes nothing.
-
-    Raises:
-        ConfigError: ``out`` is a file; resuming without a checkpoint and config.yaml; or a
-            directory that holds another run without ``--resume`` or ``--overwrite``.
-    """
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"output path '{out}' is a file; choose a directory for --out")
-    if resume and overwrite:
-        raise ConfigError("--resume continues the run in --out and --overwrite replaces it; "
-                          "give one of them")
-    if resume:
-        for need in ("checkpoints/last.pt", "config.yaml"):
-            if not (out / need).is_file():
-                raise ConfigError(f"--resume: '{out}' has no {need} to resume from (the run "
-                                  "stopped before its first epoch ended, or never started); "
-                                  "start it again with --overwrite, or drop --resume")
-        return
-    present = [name for name in RUN_FILES if (out / name).exists()]
-    if present and not overwrite:
-        if (out / "checkpoints" / "last.pt").is_file():
-            hint = "pass --resume to continue it, --overwrite to replace it"
-        else:  # stopped before its first checkpoint: nothing to resume
-            hint = "it has no checkpoint to resume from: pass --overwrite to replace it"
-        raise ConfigError(f"output directory '{out}' already holds a run ({', '.join(present)});"
-                          f" {hint}, or choose another --out")
-
-
-def clear_run_dir(out: Path) -> None:
-    """Remove the files of a previous run (only those; anything else in ``out`` stays)."""
-    for name in RUN_FILES:
-        target = out / name
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-
-
-# Keys that may differ on --resume: they do not change what is computed.
-_RESUME_FREE = {("train", "out"), ("train", "device"), ("train", "log_every"),
-                ("train", "save_every"), ("data", "num_workers"), ("data", "cache_dir"),
-                ("data", "strict")}
-
-
-def _resume_config(cfg: Config, out: Path) -> Config:
-    saved = load_config(out / "config.yaml")
-    a, b = config_to_dict(saved), config_to_dict(cfg)
-    diff = [f"{s}.{k}: run has {a[s][k]!r}, given {b[s][k]!r}" for s in a
-            if isinstance(a[s], dict) and s != "eval"
-            for k in a[s] if a[s][k] != b[s][k] and (s, k) not in _RESUME_FREE]
-    if a["method"] != b["method"]:
-        diff.append(f"method: run has {a['method']!r}, given {b['method']!r}")
-    if diff:
-        raise ConfigError(f"--resume: the config differs from the run in '{out}' "
-                          f"({'; '.join(diff)}). --resume continues the same schedule, so "
-                          "resume with the run's own settings (--config "
-                          f"{out / 'config.yaml'}); to train longer or differently, start a "
-                          "new run with another --out (the cosine schedule depends on the "
-                          "total length from the first step)")
-    return cfg
-
-
-def _truncate_metrics(out: Path, last_step: int) -> None:
-    """Drop records written after the checkpoint at ``last_step`` (an interrupted epoch)."""
-    path = out / "metrics.jsonl"
-    if not path.exists():
-        return
-    keep = [line for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= last_step]
-    atomic_write(path, lambda tmp: tmp.write_text("".join(f"{x}\n" for x in keep),
-                                                  encoding="utf-8"))
 
 
 def _worker_init(_: int) -> None:
@@ -248,7 +176,7 @@ def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False,
 def _pretrain(cfg: Config, out: Path, resume: bool, overwrite: bool, progress: bool,
               stop_after_epoch: int | None, stop: StopSignals) -> RunResult:
     if resume:
-        cfg = _resume_config(cfg, out)
+        cfg = resume_config(cfg, out)
     device = resolve_device(cfg.train.device)
     train, test = load_splits(cfg.data, cfg.train.seed, progress=progress)
     bs, epochs = cfg.train.batch_size, cfg.train.epochs
@@ -296,7 +224,7 @@ def _pretrain(cfg: Config, out: Path, resume: bool, overwrite: bool, progress: b
         result.knn = {int(k): v for k, v in state.get("knn", {}).items()}
         result.epoch_loss = {int(k): v for k, v in state.get("epoch_loss", {}).items()}
         result.probe = {int(k): v for k, v in state.get("probe_top1", {}).items()}
-        _truncate_metrics(out, step)
+        truncate_metrics(out, step)
     else:  # everything is checked and built: only now replace a previous run
         clear_run_dir(out)
         text = config_to_yaml(cfg)
