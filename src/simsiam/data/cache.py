@@ -38,7 +38,7 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from simsiam.errors import DataError, DataWarning
-from simsiam.fileio import remove_stale_temps
+from simsiam.fileio import atomic_write, remove_stale_temps
 
 CACHE_VERSION = 2
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
@@ -214,7 +214,7 @@ def decode_to_cache(paths: list[Path], side: int, cache_dir: Path, desc: str = "
     except OSError as exc:
         raise DataError(f"cannot create cache directory '{cache_dir}': {exc}; set "
                         "data.cache_dir or SIMSIAM_CACHE_DIR to a writable folder") from exc
-    for prefix in (f"{key}.npy.tmp-", f"{key}.npy.compact-", f"{key}.json.tmp-"):
+    for prefix in (f"{key}.npy.tmp-", f"{key}.npy.compact-"):
         remove_stale_temps(cache_dir, prefix)  # left by a decode that was killed
     tmp = cache_dir / f"{key}.npy.tmp-{os.getpid()}"
     compact = cache_dir / f"{key}.npy.compact-{os.getpid()}"
@@ -261,9 +261,7 @@ def decode_to_cache(paths: list[Path], side: int, cache_dir: Path, desc: str = "
             os.fsync(f.fileno())
         text = json.dumps({"n": len(paths), "side": side, "first": str(paths[0]),
                            "kept": kept, "skipped": skipped})
-        meta_tmp = meta.with_name(f"{meta.name}.tmp-{os.getpid()}")
-        meta_tmp.write_text(text, encoding="utf-8")
-        os.replace(meta_tmp, meta)
+        atomic_write(meta, lambda t: t.write_text(text, encoding="utf-8"))
         os.replace(src, final)
     finally:
         for leftover in (tmp, compact):
