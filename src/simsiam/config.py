@@ -22,6 +22,7 @@ from simsiam.errors import ConfigError
 BACKBONES = ("resnet18", "resnet34", "resnet50")
 STEMS = ("imagenet", "cifar")
 METHODS = ("simsiam",)
+MULTI_CROP_METHODS: tuple[str, ...] = ()  # methods that take more than two views (SwAV)
 DEVICES = ("auto", "cpu", "cuda")
 NORMALIZE = ("auto", "cifar10", "imagenet")
 SCHEDULES = ("epoch", "step")
@@ -70,6 +71,10 @@ class AugmentConfig:
     # path); "per_image": torchvision's kernels one image at a time in DataLoader workers.
     backend: str = "batched"
     compile: bool = False  # batched: torch.compile the colour-jitter kernels (one-off cost)
+    # Multi-crop (SwAV, SIMSIAM.md section 6): extra small views per image, batched only.
+    small_crops: int = 0  # SwAV on ImageNet: 6 (with 2 large crops of crop_scale [0.14, 1])
+    small_size: int | None = None  # side of the small crops; None: image_size x 96/224
+    small_crop_scale: list[float] = field(default_factory=lambda: [0.05, 0.14])
 
 
 @dataclass
@@ -262,6 +267,16 @@ def validate(cfg: Config, where: str = "config") -> None:
     n(0 <= a.hue <= 0.5, where, "augment.hue", a.hue, "use a value in [0, 0.5]")
     n(a.backend in AUG_BACKENDS, where, "augment.backend", a.backend,
       f"choose one of {AUG_BACKENDS}")
+    n(a.small_crops >= 0, where, "augment.small_crops", a.small_crops, "use 0 or more")
+    n(a.small_size is None or a.small_size >= 1, where, "augment.small_size", a.small_size,
+      "use a positive side in pixels or null")
+    n(len(a.small_crop_scale) == 2 and 0 < a.small_crop_scale[0] <= a.small_crop_scale[1] <= 1,
+      where, "augment.small_crop_scale", a.small_crop_scale,
+      "use [min, max] with 0 < min <= max <= 1")
+    n(a.small_crops == 0 or a.backend == "batched", where, "augment.small_crops", a.small_crops,
+      "multi-crop views are made by the batched backend only: set augment.backend=batched")
+    n(a.small_crops == 0 or cfg.method in MULTI_CROP_METHODS, where, "augment.small_crops",
+      a.small_crops, f"method {cfg.method!r} takes exactly two views: set augment.small_crops=0")
     n(d.resident_max_mb >= 0, where, "data.resident_max_mb", d.resident_max_mb, "use 0 or more")
     n(a.normalize in NORMALIZE, where, "augment.normalize", a.normalize,
       f"choose one of {NORMALIZE}")

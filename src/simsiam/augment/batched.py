@@ -297,6 +297,13 @@ class BatchedSimSiamAugment:
                     x = torch.where(_col(sel), op(x, p.factors[:, k]), x)
         return x
 
+    num_views = 2
+
     def __call__(self, images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """One view of each image: uint8 ``(B, 3, H, W)`` -> float32 ``(B, 3, S, S)``."""
         p = self.sample(g, images.shape[0], images.shape[-2], images.shape[-1], images.device)
         return self.apply(images, p)
+
+    def views(self, images: torch.Tensor, g: torch.Generator) -> list[torch.Tensor]:
+        """The two SimSiam views of each image, drawn one after the other from ``g``."""
+        return [self(images, g), self(images, g)]

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from simsiam.augment.batched import BatchedSimSiamAugment
+from simsiam.augment.multicrop import BatchedMultiCrop
 from simsiam.data.dataset import EpochShuffleSampler
 
 # view_seed-style stream tag for the batched views (distinct from the shuffle's stream).
@@ -31,12 +32,14 @@ def batch_seed(seed: int, epoch: int, batch: int) -> int:
 
 
 class BatchedViewLoader:
-    """Iterates ``(x1, x2, index)``: two views ``(B, 3, S, S)`` float32 on ``device`` and
-    the int64 dataset indices ``(B,)`` (on the CPU) of each full batch (drop_last).
+    """Iterates ``(x1, x2, ..., index)``: the views of each full batch (drop_last), float32
+    on ``device`` (``(B, 3, S, S)``; multi-crop adds smaller ones), then the int64 dataset
+    indices ``(B,)`` (on the CPU).
 
     Args:
         images: ``(N, H, W, 3)`` uint8, e.g. a memory map of the decoded cache.
-        augment: the batched view recipe.
+        augment: the batched view recipe: anything with ``views(images, g) -> list`` (the
+            two SimSiam views, or :class:`~simsiam.augment.multicrop.BatchedMultiCrop`).
         batch_size: images per batch.
         seed: the run's seed (shuffle and views).
         device: where views are made and returned.
@@ -46,8 +49,9 @@ class BatchedViewLoader:
     DataLoader path.
     """
 
-    def __init__(self, images: np.ndarray, augment: BatchedSimSiamAugment, batch_size: int,
-                 seed: int, device: torch.device, resident_max_bytes: int = 4 << 30) -> None:
+    def __init__(self, images: np.ndarray, augment: BatchedSimSiamAugment | BatchedMultiCrop,
+                 batch_size: int, seed: int, device: torch.device,
+                 resident_max_bytes: int = 4 << 30) -> None:
         self.augment, self.batch_size, self.seed, self.device = augment, batch_size, seed, device
         self.sampler = EpochShuffleSampler(len(images), seed)
         self.resident = images.nbytes <= resident_max_bytes
@@ -70,7 +74,7 @@ class BatchedViewLoader:
             batch = batch.pin_memory()
         return batch.to(self.device, non_blocking=True)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         epoch, start, bs = self.sampler.epoch, self.sampler.start, self.batch_size
         order = torch.tensor([i for _, i in self.sampler], dtype=torch.int64)
         first = start // bs  # batches of this epoch already done (resume)
@@ -78,4 +82,4 @@ class BatchedViewLoader:
             idx = order[b * bs:(b + 1) * bs]
             imgs = self._gather(idx)
             g = torch.Generator(self.device).manual_seed(batch_seed(self.seed, epoch, first + b))
-            yield self.augment(imgs, g), self.augment(imgs, g), idx
+            yield (*self.augment.views(imgs, g), idx)

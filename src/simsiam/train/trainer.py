@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from simsiam.augment.batched import BatchedSimSiamAugment
+from simsiam.augment.multicrop import BatchedMultiCrop
 from simsiam.augment.views import SimSiamAugment
 from simsiam.config import Config, config_to_dict, config_to_yaml
 from simsiam.data.dataset import EpochShuffleSampler, ImageSet, TwoViewDataset, load_splits
@@ -96,7 +97,7 @@ def _worker_init(_: int) -> None:
 
 def make_loader(train: ImageSet, cfg: Config, device: torch.device
                 ) -> DataLoader | BatchedViewLoader:
-    """Batches ``(x1, x2, index)`` of two-view pairs, shuffled per epoch from the seed.
+    """Batches ``(x1, x2, ..., index)`` of views, shuffled per epoch from the seed.
 
     ``augment.backend``: ``batched`` makes each batch's views on ``device`` from images
     held there (:class:`BatchedViewLoader`); ``per_image`` uses a DataLoader with
@@ -105,9 +106,10 @@ def make_loader(train: ImageSet, cfg: Config, device: torch.device
     step sees a full batch, so BN statistics and the lr scaling hold.
     """
     if cfg.augment.backend == "batched":
-        return BatchedViewLoader(train.images,
-                                 BatchedSimSiamAugment(cfg.augment, cfg.data.image_size,
-                                                       compile=cfg.augment.compile),
+        a, size = cfg.augment, cfg.data.image_size
+        augment = (BatchedMultiCrop(a, size, compile=a.compile) if a.small_crops
+                   else BatchedSimSiamAugment(a, size, compile=a.compile))
+        return BatchedViewLoader(train.images, augment,
                                  cfg.train.batch_size, cfg.train.seed, device,
                                  resident_max_bytes=cfg.data.resident_max_mb << 20)
     dataset = TwoViewDataset(train.images, SimSiamAugment(cfg.augment, cfg.data.image_size),
@@ -316,15 +318,15 @@ def _pretrain(cfg: Config, out: Path, resume: bool, overwrite: bool, progress: b
             seen_at_start = seen
             bar = tqdm(total=steps_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{epochs}",
                        unit="step", disable=not progress, dynamic_ncols=True, mininterval=1.0)
-            for i, (x1, x2, idx) in enumerate(loader, start=first):
+            for i, (*views, idx) in enumerate(loader, start=first):
                 lr = cosine_lr(peak_lr, epoch, i, steps_per_epoch, epochs,
                                cfg.optim.warmup_epochs, cfg.optim.schedule == "step")
                 for group in optimizer.param_groups:
                     group["lr"] = (predictor_lr(peak_lr, lr, cfg.optim.fix_pred_lr)
                                    if group.get("name") == "predictor" else lr)
-                x1 = x1.to(device, non_blocking=True, memory_format=memory_format)
-                x2 = x2.to(device, non_blocking=True, memory_format=memory_format)
-                loss, metrics = train_step(step_model, optimizer, [x1, x2], use_amp)
+                views = [v.to(device, non_blocking=True, memory_format=memory_format)
+                         for v in views]
+                loss, metrics = train_step(step_model, optimizer, views, use_amp)
                 if probe is not None:
                     y = labels[idx.to(device)]
                     logits = probe(metrics["features"].float())
@@ -335,7 +337,7 @@ def _pretrain(cfg: Config, out: Path, resume: bool, overwrite: bool, progress: b
                     probe_hits += (logits.argmax(1) == y).sum()
                 model.on_step_end(step, total_steps)
                 step += 1
-                seen += x1.shape[0]
+                seen += views[0].shape[0]
                 loss_sum += loss
                 nonfinite += ~torch.isfinite(loss)
                 clean_steps += nonfinite == 0

@@ -1,0 +1,71 @@
+"""Multi-crop views (SwAV): a few large crops and several small, low-coverage crops.
+
+Source: SIMSIAM.md section 6 (SwAV: "multi-crop (2x224 + 6x96)") and Caron et al.,
+"Unsupervised Learning of Visual Features by Contrasting Cluster Assignments" (NeurIPS
+2020), section 3.2: the large crops cover area fractions in (0.14, 1) of the image, the
+small ones (0.05, 0.14); every crop gets the same colour, grayscale, blur and flip
+recipe. Codes are computed on the large crops only and predicted from all crops.
+
+Every view is made by :class:`~simsiam.augment.batched.BatchedSimSiamAugment` on the
+whole batch (per-sample parameters, one batched resample), so the small crops cost one
+extra pass each at their own (small) size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from simsiam.augment.batched import BatchedSimSiamAugment
+from simsiam.config import AugmentConfig
+
+
+def small_crop_size(image_size: int, small_size: int | None) -> int:
+    """Side of the small crops: ``small_size``, or SwAV's ratio 96/224 of the large side.
+
+    >>> small_crop_size(224, None), small_crop_size(32, None), small_crop_size(32, 16)
+    (96, 14, 16)
+    """
+    return small_size if small_size is not None else max(1, round(image_size * 96 / 224))
+
+
+class BatchedMultiCrop:
+    """``large`` views at ``image_size`` and ``small`` views at ``small_size`` per image.
+
+    Args:
+        cfg: the view recipe; the large crops use ``cfg.crop_scale``, the small ones
+            ``cfg.small_crop_scale``; ``cfg.small_crops`` is the number of small views.
+        image_size: side of the large views, pixels.
+        large: number of large views (2 in SwAV).
+        compile: as in :class:`BatchedSimSiamAugment`.
+
+    ``views(images, g)`` takes uint8 ``(B, 3, H, W)`` images and a generator on their
+    device and returns a list: ``large`` float32 tensors ``(B, 3, image_size, image_size)``
+    followed by ``cfg.small_crops`` tensors ``(B, 3, s, s)``, s from
+    :func:`small_crop_size`, all normalised, every view with its own random parameters.
+    """
+
+    def __init__(self, cfg: AugmentConfig, image_size: int, large: int = 2,
+                 compile: bool = False) -> None:
+        if large < 1:
+            raise ValueError(f"BatchedMultiCrop needs at least one large crop, got {large}")
+        self.large, self.small = large, cfg.small_crops
+        self.small_size = small_crop_size(image_size, cfg.small_size)
+        self.large_aug = BatchedSimSiamAugment(cfg, image_size, compile=compile)
+        # The small crops: same recipe, their own area range and size. The blur and
+        # normalisation rules follow the large view size, so both sizes share them.
+        small_cfg = replace(cfg, crop_scale=list(cfg.small_crop_scale))
+        self.small_aug = BatchedSimSiamAugment(small_cfg, self.small_size, compile=compile)
+        self.small_aug.blur_prob = self.large_aug.blur_prob
+        self.small_aug.mean, self.small_aug.std = self.large_aug.mean, self.large_aug.std
+
+    @property
+    def num_views(self) -> int:
+        """Views per image: large + small."""
+        return self.large + self.small
+
+    def views(self, images: torch.Tensor, g: torch.Generator) -> list[torch.Tensor]:
+        """The large views, then the small ones (see the class docstring)."""
+        return ([self.large_aug(images, g) for _ in range(self.large)]
+                + [self.small_aug(images, g) for _ in range(self.small)])
