@@ -28,6 +28,8 @@ NORMALIZE = ("auto", "cifar10", "imagenet")
 SCHEDULES = ("epoch", "step")
 AMP = ("auto", "bf16", "fp32")
 AUG_BACKENDS = ("batched", "per_image")
+PREDICTORS = ("mlp", "none", "fixed")
+SIMILARITIES = ("cosine", "cross_entropy")
 
 
 @dataclass
@@ -87,7 +89,15 @@ class ModelConfig:
     proj_hidden_dim: int | None = None  # default: the backbone's feature width c
     dim: int = 2048  # d, the projector's output width
     pred_hidden_dim: int | None = None  # default: d / 4
-    stop_gradient: bool = True  # the paper's Fig. 2 ablation switches this off
+    # The paper's ablations (SIMSIAM.md section 5); the defaults are the paper's method.
+    stop_gradient: bool = True  # Fig. 2: off collapses
+    predictor: str = "mlp"  # Table 1: "mlp" | "none" (p = z, collapses) | "fixed" (random init)
+    proj_hidden_bn: bool = True  # Table 3: BN in the projector's hidden layers
+    proj_out_bn: bool = True  # Table 3: affine-free BN on the projector's output
+    pred_hidden_bn: bool = True  # Table 3: BN in the predictor's hidden layer
+    pred_out_bn: bool = False  # Table 3: BN on the predictor's output (unstable with all on)
+    similarity: str = "cosine"  # section 4.5: "cosine" | "cross_entropy" (softmax over d)
+    symmetric: bool = True  # section 4.6: False uses only D(p1, stopgrad(z2))
 
 
 @dataclass
@@ -97,7 +107,9 @@ class OptimConfig:
     base_lr: float = 0.05  # lr = base_lr x batch_size / 256
     momentum: float = 0.9
     weight_decay: float = 1e-4
-    warmup_epochs: float = 0.0  # linear warmup before the cosine decay; 0 in the paper
+    # Linear warmup before the cosine decay. None: the paper's rule (Table 2), 10 epochs
+    # when the batch is 1024 or more, else none; resolved when the config is loaded.
+    warmup_epochs: float | None = None
     fix_pred_lr: bool = True  # predictor keeps the initial lr (Table 1c)
     schedule: str = "epoch"  # cosine evaluated per "epoch" (official code) or per "step"
 
@@ -217,8 +229,15 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         except OmegaConfBaseException as exc:
             raise _wrap(exc, f"override {key}={value!r}") from exc
     cfg: Config = OmegaConf.to_object(schema)  # type: ignore[assignment]
+    if cfg.optim.warmup_epochs is None:
+        cfg.optim.warmup_epochs = float(auto_warmup_epochs(cfg.train.batch_size))
     validate(cfg, where)
     return cfg
+
+
+def auto_warmup_epochs(batch_size: int) -> int:
+    """The paper's warmup rule (Table 2): 10 epochs for batches of 1024 or more, else 0."""
+    return 10 if batch_size >= 1024 else 0
 
 
 def config_to_yaml(cfg: Config) -> str:
@@ -282,6 +301,10 @@ def validate(cfg: Config, where: str = "config") -> None:
       f"choose one of {NORMALIZE}")
     n(m.backbone in BACKBONES, where, "model.backbone", m.backbone, f"choose one of {BACKBONES}")
     n(m.stem in STEMS, where, "model.stem", m.stem, f"choose one of {STEMS}")
+    n(m.predictor in PREDICTORS, where, "model.predictor", m.predictor,
+      f"choose one of {PREDICTORS}")
+    n(m.similarity in SIMILARITIES, where, "model.similarity", m.similarity,
+      f"choose one of {SIMILARITIES}")
     n(m.proj_layers in (1, 2, 3), where, "model.proj_layers", m.proj_layers, "use 1, 2 or 3")
     n(m.dim > 0, where, "model.dim", m.dim, "use a positive width such as 2048")
     for key in ("proj_hidden_dim", "pred_hidden_dim"):
@@ -297,7 +320,9 @@ def validate(cfg: Config, where: str = "config") -> None:
     n(t.epochs > 0, where, "train.epochs", t.epochs, "use a positive number of epochs")
     n(0 <= o.warmup_epochs < t.epochs, where, "optim.warmup_epochs", o.warmup_epochs,
       f"it must be 0 or more and fewer than train.epochs ({t.epochs}): raise --epochs or "
-      "lower it, e.g. --set optim.warmup_epochs=0")
+      "lower it, e.g. --set optim.warmup_epochs=0"
+      + (" (unset, it is 10 for batches of 1024 or more: paper Table 2)"
+         if t.batch_size >= 1024 else ""))
     n(t.batch_size >= 2, where, "train.batch_size", t.batch_size,
       "use 2 or more (BatchNorm needs at least 2 samples per batch)")
     n(t.device in DEVICES, where, "train.device", t.device, f"choose one of {DEVICES}")

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from simsiam.config import ModelConfig
 from simsiam.errors import ConfigError
-from simsiam.methods.losses import negative_cosine, symmetric_negative_cosine
+from simsiam.methods.losses import (
+    cross_entropy_similarity,
+    negative_cosine,
+    siamese_loss,
+    symmetric_negative_cosine,
+)
 from simsiam.methods.simsiam import SimSiam, SimSiamOutput
 from simsiam.models.backbones import build_backbone, feature_dim
 
@@ -20,8 +25,12 @@ def build_method(method: str, model: ModelConfig) -> SimSiam:
     c = feature_dim(model.backbone)
     return SimSiam(build_backbone(model.backbone, model.stem), c, dim=model.dim,
                    proj_hidden_dim=model.proj_hidden_dim, pred_hidden_dim=model.pred_hidden_dim,
-                   proj_layers=model.proj_layers, stop_gradient=model.stop_gradient)
+                   proj_layers=model.proj_layers, stop_gradient=model.stop_gradient,
+                   predictor=model.predictor,
+                   bn=(model.proj_hidden_bn, model.proj_out_bn, model.pred_hidden_bn,
+                       model.pred_out_bn),
+                   similarity=model.similarity, symmetric=model.symmetric)
 
 
-__all__ = ["SimSiam", "SimSiamOutput", "build_method", "negative_cosine",
-           "symmetric_negative_cosine"]
+__all__ = ["SimSiam", "SimSiamOutput", "build_method", "cross_entropy_similarity",
+           "negative_cosine", "siamese_loss", "symmetric_negative_cosine"]

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from simsiam.eval.collapse import collapse_std
-from simsiam.methods.losses import symmetric_negative_cosine
+from simsiam.methods.losses import SIMILARITIES, siamese_loss
 from simsiam.models.heads import PredictionHead, ProjectionHead
 
 
@@ -45,18 +45,42 @@ class SimSiam(nn.Module):
         pred_hidden_dim: predictor bottleneck width (d/4).
         proj_layers: 3 on ImageNet, 2 on CIFAR.
         stop_gradient: False only for the paper's Figure 2 ablation (it collapses).
+        predictor: "mlp" (default), "none" (p = z; Table 1a, collapses) or "fixed" (the
+            MLP at its random initialisation, never trained; Table 1b).
+        bn: BN on/off at (projector hidden, projector output, predictor hidden,
+            predictor output); default (True, True, True, False) (Table 3).
+        similarity: "cosine" (eq. 1) or "cross_entropy" (section 4.5).
+        symmetric: the symmetric loss of eq. 4, or only D(p1, z2) (section 4.6).
+
+    Raises:
+        ValueError: unknown ``predictor`` or ``similarity``.
     """
+
+    PREDICTORS = ("mlp", "none", "fixed")
 
     def __init__(self, backbone: nn.Module, feature_dim: int, dim: int = 2048,
                  proj_hidden_dim: int | None = None, pred_hidden_dim: int | None = None,
-                 proj_layers: int = 3, stop_gradient: bool = True) -> None:
+                 proj_layers: int = 3, stop_gradient: bool = True, predictor: str = "mlp",
+                 bn: tuple[bool, bool, bool, bool] = (True, True, True, False),
+                 similarity: str = "cosine", symmetric: bool = True) -> None:
         super().__init__()
+        if predictor not in self.PREDICTORS:
+            raise ValueError(f"predictor {predictor!r} is unknown: choose one of "
+                             f"{self.PREDICTORS}")
+        if similarity not in SIMILARITIES:
+            raise ValueError(f"similarity {similarity!r} is unknown: choose one of "
+                             f"{tuple(SIMILARITIES)}")
         self.backbone = backbone
         self.projector = ProjectionHead(feature_dim, proj_hidden_dim or feature_dim, dim,
-                                        proj_layers)
-        self.predictor = PredictionHead(dim, pred_hidden_dim or dim // 4)
+                                        proj_layers, hidden_bn=bn[0], out_bn=bn[1])
+        self.predictor: nn.Module = nn.Identity() if predictor == "none" else \
+            PredictionHead(dim, pred_hidden_dim or dim // 4, hidden_bn=bn[2], out_bn=bn[3])
+        if predictor == "fixed":
+            self.predictor.requires_grad_(False)
         self.dim = dim
         self.stop_gradient = stop_gradient
+        self.similarity = similarity
+        self.symmetric = symmetric
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """f(x) = projector(backbone(x)): ``(B, 3, H, W)`` -> z ``(B, d)``, with graph."""
@@ -77,7 +101,8 @@ class SimSiam(nn.Module):
         """Loss and metrics for ``views = [x1, x2]``, each ``(B, 3, H, W)`` float.
 
         Returns:
-            ``(loss, metrics)``: the float32 scalar loss of paper eq. (4) and a dict of
+            ``(loss, metrics)``: the float32 scalar loss of paper eq. (4) (or its ablated
+            form, see the constructor) and a dict of
             detached tensors: ``collapse_std`` (0-dim: std of l2-normalised z, mean over
             channels; healthy near 1/sqrt(d)) and ``features`` (``(B, c)``: the backbone
             output for x1, detached, for an online probe).
@@ -88,19 +113,21 @@ class SimSiam(nn.Module):
         if len(views) != 2:
             raise ValueError(f"SimSiam takes exactly 2 views, got {len(views)}")
         out = self.forward_views(views[0], views[1])
-        loss = symmetric_negative_cosine(out.p1, out.p2, out.z1, out.z2)
+        loss = siamese_loss(out.p1, out.p2, out.z1, out.z2, self.similarity, self.symmetric)
         return loss, {"collapse_std": collapse_std(out.z1), "features": out.h1.detach()}
 
     def param_groups(self) -> list[dict]:
         """Optimizer groups: ``encoder`` (backbone + projector) and ``predictor``.
 
-        Frozen parameters (the projector's last bias) are left out. The trainer sets each
-        group's lr; ``fix_pred_lr`` keeps the predictor group at the initial lr.
+        Frozen parameters (the projector's last bias, a fixed predictor) are left out, and
+        so is a group with nothing to train. The trainer sets each group's lr;
+        ``fix_pred_lr`` keeps the predictor group at the initial lr.
         """
         enc = [p for m in (self.backbone, self.projector) for p in m.parameters()
                if p.requires_grad]
         pred = [p for p in self.predictor.parameters() if p.requires_grad]
-        return [{"name": "encoder", "params": enc}, {"name": "predictor", "params": pred}]
+        groups = [{"name": "encoder", "params": enc}, {"name": "predictor", "params": pred}]
+        return [g for g in groups if g["params"]]
 
     def on_step_end(self, step: int, total_steps: int) -> None:
         """Nothing to update after a step (no momentum encoder, no queue)."""
