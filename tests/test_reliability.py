@@ -305,3 +305,33 @@ def test_contradictory_run_flags_are_refused(cifar_dir, tmp_path):
     with pytest.raises(ConfigError, match="from 1 to train.epochs = 10"):
         pretrain(cfg, stop_after_epoch=11, progress=False)
     assert not (tmp_path / "r").exists()
+
+
+def test_nonfinite_weights_behind_a_finite_loss_stop_the_run_before_a_save(
+        cifar_dir, tmp_path, monkeypatch, capsys):
+    """A weight that never reaches the output (here the fc-less backbone's unused
+    off-centre taps are simulated by poisoning layer4's first conv after step 7) keeps the
+    loss finite; the check before the save at the end of epoch 2 catches it."""
+    from simsiam.train import trainer
+
+    real_step, calls = trainer.train_step, []
+
+    def step_then_poison(model, optimizer, views, bf16):
+        out = real_step(model, optimizer, views, bf16)
+        calls.append(1)
+        if len(calls) == 7:
+            with torch.no_grad():
+                model.backbone.layer4[0].conv1.weight[0, 0, 0, 0] = float("nan")
+        return out
+
+    monkeypatch.setattr(trainer, "train_step", step_then_poison)
+    (tmp_path / "cfg.yaml").write_text(config_to_yaml(_cfg(cifar_dir, tmp_path / "w")))
+    code = main(["pretrain", "--config", str(tmp_path / "cfg.yaml"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 3
+    assert "hold NaN or infinite values after step 10 (epoch 2)" in err
+    assert "'backbone.layer4.0.conv1.weight'" in err and "(epoch 1, step 5)" in err
+    ckpt = load_checkpoint(tmp_path / "w" / "checkpoints" / "last.pt")
+    assert (ckpt["epoch"], ckpt["step"]) == (1, 5)
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+    assert not (tmp_path / "w" / "backbone.safetensors").exists()

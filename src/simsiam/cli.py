@@ -1,4 +1,4 @@
-"""Command line: ``simsiam pretrain | demo | bench | knn | linear | embed | report | describe``.
+"""Command line: ``simsiam pretrain|demo|bench|knn|linear|embed|report|reproduce|describe``.
 
 Each subcommand is a thin call into the library. Settings come from a YAML preset
 (``--config``) read by OmegaConf; the flags below override single fields.
@@ -333,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--points", type=int, default=2000,
                    help="held-out images in the t-SNE map (0: no map)")
     p.set_defaults(func=cmd_report)
+    from simsiam.reproduce.cli import add_parser as add_reproduce
+
+    add_reproduce(sub)
     p = sub.add_parser("describe", help="parameter counts per part of the model")
     p.add_argument("--config", required=True)
     p.set_defaults(func=cmd_describe)

@@ -22,15 +22,11 @@ from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from simsiam.augment.batched import BatchedSimSiamAugment
-from simsiam.augment.multicrop import BatchedMultiCrop
-from simsiam.augment.views import SimSiamAugment
 from simsiam.config import Config, config_to_dict, config_to_yaml
-from simsiam.data.dataset import EpochShuffleSampler, ImageSet, TwoViewDataset, load_splits
-from simsiam.data.device_loader import BatchedViewLoader
+from simsiam.data.dataset import load_splits
+from simsiam.data.loaders import make_loader
 from simsiam.errors import CollapseError, ConfigError, DataError
 from simsiam.eval.collapse import CollapseGuard, healthy_std
 from simsiam.eval.knn import extract_features, knn_top1
@@ -43,7 +39,12 @@ from simsiam.train.checkpoint import (
     save_backbone,
     save_checkpoint,
 )
-from simsiam.train.interrupt import RunInterrupted, StopSignals, ignore_stop_signals
+from simsiam.train.guards import (
+    nonfinite_loss_error,
+    nonfinite_parameters,
+    nonfinite_parameters_error,
+)
+from simsiam.train.interrupt import RunInterrupted, StopSignals
 from simsiam.train.logger import MetricsLogger
 from simsiam.train.run_dir import (
     check_run_dir,
@@ -88,38 +89,6 @@ def use_bf16(amp: str, device: torch.device) -> bool:
         return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     except AttributeError:
         return False
-
-
-def _worker_init(_: int) -> None:
-    torch.set_num_threads(1)  # workers share the cores with the training step
-    ignore_stop_signals()  # the main process saves a checkpoint, then stops the workers
-
-
-def make_loader(train: ImageSet, cfg: Config, device: torch.device
-                ) -> DataLoader | BatchedViewLoader:
-    """Batches ``(x1, x2, ..., index)`` of views, shuffled per epoch from the seed.
-
-    ``augment.backend``: ``batched`` makes each batch's views on ``device`` from images
-    held there (:class:`BatchedViewLoader`); ``per_image`` uses a DataLoader with
-    ``data.num_workers`` worker processes and torchvision's per-image kernels.
-    Call ``loader.sampler.set_epoch(epoch, start)`` before each epoch. drop_last: every
-    step sees a full batch, so BN statistics and the lr scaling hold.
-    """
-    if cfg.augment.backend == "batched":
-        a, size = cfg.augment, cfg.data.image_size
-        augment = (BatchedMultiCrop(a, size, compile=a.compile) if a.small_crops
-                   else BatchedSimSiamAugment(a, size, compile=a.compile))
-        return BatchedViewLoader(train.images, augment,
-                                 cfg.train.batch_size, cfg.train.seed, device,
-                                 resident_max_bytes=cfg.data.resident_max_mb << 20)
-    dataset = TwoViewDataset(train.images, SimSiamAugment(cfg.augment, cfg.data.image_size),
-                             cfg.train.seed)
-    workers = cfg.data.num_workers
-    return DataLoader(dataset, batch_size=cfg.train.batch_size,
-                      sampler=EpochShuffleSampler(len(train), cfg.train.seed), drop_last=True,
-                      num_workers=workers, persistent_workers=workers > 0,
-                      pin_memory=device.type == "cuda",
-                      worker_init_fn=_worker_init if workers else None)
 
 
 def train_step(model, optimizer: torch.optim.Optimizer, views: list[torch.Tensor],
@@ -269,20 +238,26 @@ def _pretrain(cfg: Config, out: Path, resume: bool, overwrite: bool, progress: b
     clean_steps = torch.zeros((), dtype=torch.long, device=device)  # steps before the first
     first_step = step
 
+    def kept() -> str:
+        return (f"the last good checkpoint, {ckpt_path} (epoch {last_saved[0]}, step "
+                f"{last_saved[1]}), is kept" if last_saved else "no checkpoint was written yet")
+
     def check_finite(epoch: int) -> None:
         if nonfinite.item() == 0:
             return
         bad_step = first_step + int(clean_steps.item()) + 1
         logger.log({"kind": "nonfinite", "step": bad_step, "epoch": epoch})
-        kept = (f"the last good checkpoint, {ckpt_path} (epoch {last_saved[0]}, step "
-                f"{last_saved[1]}), is kept" if last_saved else "no checkpoint was written yet")
-        raise FloatingPointError(
-            f"the loss became NaN or infinite at step {bad_step} (epoch {epoch + 1}); stopped "
-            f"without saving, {kept}. Lower optim.base_lr or check the data, and start a new "
-            "run (another --out, or --overwrite)")
+        raise nonfinite_loss_error(bad_step, epoch, kept())
+
+    def check_parameters(epoch: int) -> None:
+        bad = nonfinite_parameters(model)
+        if bad:
+            logger.log({"kind": "nonfinite", "step": step, "epoch": epoch, "parameters": bad})
+            raise nonfinite_parameters_error(bad, step, epoch, kept())
 
     def save(epoch_done: int, batch_in_epoch: int, partial_sums: dict | None) -> None:
         nonlocal last_saved
+        check_parameters(epoch_done - 1 if batch_in_epoch == 0 else epoch_done)
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "epoch": epoch_done, "step": step, "batch_in_epoch": batch_in_epoch,
                  "config": config_to_dict(cfg), "torch_rng": torch.get_rng_state(),

@@ -1,0 +1,51 @@
+"""Training loaders: the batched device path or the per-image DataLoader path.
+
+``augment.backend`` picks one (SIMSIAM.md section 3 recipe either way); both yield
+``(x1, x2, ..., index)`` batches from an :class:`EpochShuffleSampler`, so runs are
+reproducible and resumable mid-epoch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader
+
+from simsiam.augment.batched import BatchedSimSiamAugment
+from simsiam.augment.multicrop import BatchedMultiCrop
+from simsiam.augment.views import SimSiamAugment
+from simsiam.config import Config
+from simsiam.data.dataset import EpochShuffleSampler, ImageSet, TwoViewDataset
+from simsiam.data.device_loader import BatchedViewLoader
+from simsiam.train.interrupt import ignore_stop_signals
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)  # workers share the cores with the training step
+    ignore_stop_signals()  # the main process saves a checkpoint, then stops the workers
+
+
+def make_loader(train: ImageSet, cfg: Config, device: torch.device
+                ) -> DataLoader | BatchedViewLoader:
+    """Batches ``(x1, x2, ..., index)`` of views, shuffled per epoch from the seed.
+
+    ``augment.backend``: ``batched`` makes each batch's views on ``device`` from images
+    held there (:class:`BatchedViewLoader`); ``per_image`` uses a DataLoader with
+    ``data.num_workers`` worker processes and torchvision's per-image kernels.
+    Call ``loader.sampler.set_epoch(epoch, start)`` before each epoch. drop_last: every
+    step sees a full batch, so BN statistics and the lr scaling hold.
+    """
+    if cfg.augment.backend == "batched":
+        a, size = cfg.augment, cfg.data.image_size
+        augment = (BatchedMultiCrop(a, size, compile=a.compile) if a.small_crops
+                   else BatchedSimSiamAugment(a, size, compile=a.compile))
+        return BatchedViewLoader(train.images, augment,
+                                 cfg.train.batch_size, cfg.train.seed, device,
+                                 resident_max_bytes=cfg.data.resident_max_mb << 20)
+    dataset = TwoViewDataset(train.images, SimSiamAugment(cfg.augment, cfg.data.image_size),
+                             cfg.train.seed)
+    workers = cfg.data.num_workers
+    return DataLoader(dataset, batch_size=cfg.train.batch_size,
+                      sampler=EpochShuffleSampler(len(train), cfg.train.seed), drop_last=True,
+                      num_workers=workers, persistent_workers=workers > 0,
+                      pin_memory=device.type == "cuda",
+                      worker_init_fn=_worker_init if workers else None)

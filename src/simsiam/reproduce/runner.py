@@ -1,0 +1,237 @@
+"""``simsiam reproduce``: run one of the paper's experiments as a grid, then tabulate and
+plot our numbers beside the paper's.
+
+Scales (the preset each row starts from):
+
+- ``cpu``: ``configs/demo-cpu.yaml`` (ImageNet-stem ResNet-18 at 32 px, CIFAR heads, batch
+  128, 10,000 CIFAR-10 training images) for ``Experiment.cpu_epochs`` epochs per row,
+  kNN on 5,000 test images: about 10 minutes per experiment on 2 CPU cores. Only the
+  qualitative results can show at this scale (see REPRODUCTION.md).
+- ``cifar10``: ``configs/cifar10.yaml`` (the paper's Appendix D recipe, 800 epochs).
+- ``imagenet``: ``configs/imagenet.yaml`` (section 3 recipe, 100 epochs); needs ``--data``.
+
+Each row is a normal run directory under ``OUT/EXPERIMENT/<row>``. A row whose directory
+already holds a finished run with the same config is reused, so an interrupted grid
+continues where it stopped. A row that stops on a non-finite loss is reported as
+"diverged" (the paper's "unstable"). Outputs: ``results.json``, ``table.md`` and
+``EXPERIMENT.png`` (loss, collapse metric and kNN accuracy per epoch, one line per row).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from simsiam.config import Config, config_to_yaml, load_config
+from simsiam.errors import ConfigError
+from simsiam.reproduce.experiments import EXPERIMENTS, Experiment, Row
+
+SCALES = ("cpu", "cifar10", "imagenet")
+_PRESET = {"cpu": "demo-cpu", "cifar10": "cifar10", "imagenet": "imagenet"}
+_CPU = {"data.per_class": 1000, "data.test_per_class": 500, "eval.knn_at_start": False,
+        "eval.online_probe": False, "train.log_every": 5}
+
+
+@dataclass
+class RowResult:
+    """What one row measured. Accuracies in percent; ``collapse_std`` is the mean over the
+    last epoch's logged steps, ``collapse_ratio`` that divided by 1/sqrt(d)."""
+
+    label: str
+    paper: str
+    run_dir: str
+    epochs: int
+    steps: int
+    final_loss: float | None
+    collapse_std: float | None
+    collapse_ratio: float | None
+    knn_top1: float | None
+    linear_top1: float | None
+    status: str  # "ok" | "diverged: ..." | "reused"
+
+
+def slug(label: str) -> str:
+    """A directory name for a row label: ``"(a) no predictor"`` -> ``"a-no-predictor"``."""
+    return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
+
+
+def row_config(exp: Experiment, row: Row, scale: str, data: str, out: Path,
+               extra: dict[str, Any] | None = None) -> Config:
+    """The full config of one row: scale preset, then the row's overrides, then ``extra``.
+
+    Raises:
+        ConfigError: unknown scale, or a value the config rejects.
+    """
+    if scale not in SCALES:
+        raise ConfigError(f"--scale {scale!r} is unknown: choose one of {SCALES}")
+    base = load_config(_PRESET[scale], {"data.source": data})
+    epochs = exp.cpu_epochs if scale == "cpu" else base.train.epochs
+    over: dict[str, Any] = dict(_CPU | exp.cpu_overrides) if scale == "cpu" else {}
+    n_epochs = max(1, round(epochs * row.epochs_factor))
+    over |= {"data.source": data, "train.out": str(out / slug(row.label)),
+             "train.epochs": n_epochs,  # kNN after every epoch, or at the end only
+             "eval.knn_every": 1 if exp.knn_every_epoch else n_epochs}
+    return load_config(_PRESET[scale], over | row.overrides | (extra or {}))
+
+
+def _records(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _summarise(row: Row, cfg: Config, status: str, linear: float | None) -> RowResult:
+    run = Path(cfg.train.out)
+    recs = _records(run)
+    steps = [r for r in recs if r.get("kind") == "step"]
+    epochs = [r for r in recs if r.get("kind") == "epoch"]
+    knns = [r for r in recs if r.get("kind") == "knn"]
+    last_epoch = max((r["epoch"] for r in steps), default=None)
+    tail = [r for r in steps if r["epoch"] == last_epoch]
+    std = sum(r["collapse_std"] for r in tail) / len(tail) if tail else None
+    healthy = tail[0]["collapse_healthy"] if tail else None
+    return RowResult(row.label, row.paper, str(run), len(epochs),
+                     steps[-1]["step"] if steps else 0,
+                     epochs[-1]["loss"] if epochs else None, std,
+                     std / healthy if std is not None and healthy else None,
+                     knns[-1]["knn_top1"] if knns else None, linear, status)
+
+
+def _finished(cfg: Config) -> bool:
+    run = Path(cfg.train.out)
+    if not (run / "backbone.safetensors").is_file() or not (run / "config.yaml").is_file():
+        return False
+    return (run / "config.yaml").read_text() == config_to_yaml(cfg)
+
+
+def _linear(cfg: Config, epochs: int) -> float:
+    """Linear probe (BN + Linear on frozen features, the fast protocol) on the test split."""
+    from simsiam.data.dataset import load_splits
+    from simsiam.eval.linear import linear_probe
+    from simsiam.eval.loading import load_backbone_for_eval
+    from simsiam.train.trainer import resolve_device
+
+    backbone, info = load_backbone_for_eval(Path(cfg.train.out) / "backbone.safetensors")
+    train, test = load_splits(cfg.data, cfg.train.seed, progress=False)
+    device = resolve_device(cfg.train.device)
+    res, _ = linear_probe(backbone.to(device), train.images, train.labels, test.images,
+                          test.labels, len(train.classes), info["image_size"],
+                          info["normalize"], device, epochs=epochs, seed=cfg.train.seed)
+    return res.top1
+
+
+def run_experiment(name: str, scale: str = "cpu", data: str = "", out: str | Path = "runs",
+                   overwrite: bool = False, progress: bool = True, linear: bool = True,
+                   linear_epochs: int | None = None,
+                   extra: dict[str, Any] | None = None) -> list[RowResult]:
+    """Run (or reuse) every row of experiment ``name`` and write its table and plot.
+
+    Args:
+        name: a key of :data:`EXPERIMENTS` (fig2, table1, table2, table3, similarity,
+            symmetry, dim).
+        scale: cpu | cifar10 | imagenet (see the module docstring).
+        data: image folder or ``cifar10``.
+        out: the experiment's rows go to ``out/name/<row>``.
+        overwrite: replace row directories that hold a different or unfinished run.
+        linear: also score each finished backbone with the linear probe
+            (``linear_epochs``: 30 at the cpu scale, else 100).
+        extra: overrides applied to every row last (e.g. ``{"train.device": "cpu"}``).
+
+    Returns:
+        One :class:`RowResult` per row run at this scale, in the experiment's order.
+
+    Raises:
+        ConfigError: unknown experiment or scale, a bad override, or a row directory that
+            holds another run while ``overwrite`` is False.
+    """
+    from simsiam.train.trainer import pretrain
+
+    if name not in EXPERIMENTS:
+        raise ConfigError(f"experiment {name!r} is unknown: choose one of {tuple(EXPERIMENTS)}")
+    exp = EXPERIMENTS[name]
+    root = Path(out) / name
+    rows = [r for r in exp.rows if r.cpu or scale != "cpu"]
+    configs = [row_config(exp, r, scale, data, root, extra) for r in rows]  # all checked first
+    lin_epochs = linear_epochs or (30 if scale == "cpu" else 100)
+    results = []
+    for row, cfg in zip(rows, configs, strict=True):
+        status = "reused"
+        if not _finished(cfg):
+            print(f"reproduce {name}: {row.label} -> {cfg.train.out}", flush=True)
+            try:
+                pretrain(cfg, overwrite=overwrite, progress=progress)
+                status = "ok"
+            except FloatingPointError as exc:  # the trainer's non-finite-loss stop
+                status = f"diverged: {str(exc).splitlines()[0]}"
+        lin = _linear(cfg, lin_epochs) if linear and not status.startswith("diverged") else None
+        results.append(_summarise(row, cfg, status, lin))
+        _write(exp, scale, root, results)  # after every row: partial tables survive a stop
+    _plot(exp, root, results)
+    return results
+
+
+def format_table(exp: Experiment, scale: str, results: list[RowResult]) -> str:
+    """A Markdown table: row, the paper's ImageNet linear top-1, our measurements."""
+    def f(v: float | None, fmt: str) -> str:
+        return "-" if v is None else format(v, fmt)
+
+    lines = [f"## {exp.title} ({exp.source}); scale {scale}", "",
+             "| row | paper (ImageNet linear %) | kNN top-1 % | linear top-1 % | final loss "
+             "| collapse std / (1/sqrt d) | epochs | status |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r.label} | {r.paper} | {f(r.knn_top1, '.2f')} | "
+                     f"{f(r.linear_top1, '.2f')} | {f(r.final_loss, '.4f')} | "
+                     f"{f(r.collapse_ratio, '.3f')} | {r.epochs} | {r.status} |")
+    return "\n".join(lines) + "\n"
+
+
+def _write(exp: Experiment, scale: str, root: Path, results: list[RowResult]) -> None:
+    from simsiam.fileio import atomic_write
+
+    root.mkdir(parents=True, exist_ok=True)
+    text = json.dumps({"experiment": exp.name, "scale": scale,
+                       "rows": [asdict(r) for r in results]}, indent=2)
+    atomic_write(root / "results.json", lambda tmp: tmp.write_text(text))
+    table = format_table(exp, scale, results)
+    atomic_write(root / "table.md", lambda tmp: tmp.write_text(table))
+
+
+def _plot(exp: Experiment, root: Path, results: list[RowResult]) -> Path:
+    """Loss, collapse metric and kNN accuracy per epoch for every row (Figure 2's panels)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for r in results:
+        recs = _records(Path(r.run_dir))
+        steps = [x for x in recs if x.get("kind") == "step"]
+        spe = max((x["step"] for x in steps), default=1) / max(r.epochs, 1)
+        x = [s["step"] / spe for s in steps]
+        axes[0].plot(x, [s["loss"] for s in steps], label=r.label)
+        axes[1].plot(x, [s["collapse_std"] for s in steps], label=r.label)
+        knn = [k for k in recs if k.get("kind") == "knn"]
+        axes[2].plot([k["epoch"] for k in knn], [k["knn_top1"] for k in knn], "o-",
+                     label=r.label)
+    if results:
+        healthy = next((s["collapse_healthy"] for s in _records(Path(results[0].run_dir))
+                        if s.get("kind") == "step"), None)
+        if healthy:
+            axes[1].axhline(healthy, color="grey", ls="--", lw=1, label="1/sqrt(d)")
+    for ax, title in zip(axes, ("training loss", "collapse: std of l2-normalised z",
+                                "kNN top-1 (%)"), strict=True):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{exp.title}")
+    fig.tight_layout()
+    path = root / f"{exp.name}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
