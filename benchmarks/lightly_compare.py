@@ -42,7 +42,9 @@ negative cosine with stop-gradient, SGD momentum 0.9, lr 0.06 (batch 128), weigh
 jitter 0.4/0.4/0.4/0.1 p=0.8, grayscale p=0.2, flip p=0.5, no blur), CIFAR-10
 normalisation, the thread count, the warm-up/timed step counts. In ``knn``: the same
 schedule (cosine per step to 0, no warm-up, one lr for all parameters including the
-predictor) and the same kNN evaluator.
+predictor), torchvision's weight init (our side sets ``model.zero_init_residual=false``;
+the official SimSiam init learns slower in so few steps) and the same kNN evaluator.
+``knn --amp fp32`` also runs our side in float32 with contiguous tensors, as lightly's.
 
 What differs (by design: each side as its library is meant to be used):
 
@@ -270,7 +272,7 @@ def _ours_config(spec: dict):
             "train.batch_size": spec["batch"], "train.device": "cpu",
             "train.amp": spec.get("amp", "auto"),
             "train.channels_last": spec.get("channels_last", True),
-            "train.seed": SEED}
+            "train.seed": spec.get("seed", SEED)}
     if spec["mode"] == "speed":
         over["data.test_per_class"] = 1  # only the training images matter here
     else:  # the trainer, with the same optimizer rule as the lightly loop
@@ -279,7 +281,10 @@ def _ours_config(spec: dict):
                  "optim.momentum": MOMENTUM, "optim.weight_decay": WEIGHT_DECAY,
                  "optim.warmup_epochs": 0.0, "optim.fix_pred_lr": False,
                  "optim.schedule": "step", "eval.knn_every": 0, "eval.knn_at_start": False,
-                 "eval.online_probe": False}
+                 "eval.online_probe": False,
+                 # torchvision's init, as lightly's backbone has (the official SimSiam
+                 # zero-initialised residual branches learn slower in 234 steps)
+                 "model.zero_init_residual": False}
     return load_config("demo-cpu", over)
 
 
@@ -458,7 +463,7 @@ def knn(args: argparse.Namespace) -> None:
     out = BENCH / "knn"
     out.mkdir(parents=True, exist_ok=True)
     lpath = out / "lightly_backbone.pt"
-    common = {"batch": args.batch, "threads": args.threads, "seed": SEED, "lr": lr,
+    common = {"batch": args.batch, "threads": args.threads, "seed": args.seed, "lr": lr,
               "epochs": args.epochs, "mode": "train"}
     print(f"knn: {args.epochs} epochs on {args.per_class} images/class, batch {args.batch}, "
           f"lr {lr} cosine per step, {args.threads} threads", flush=True)
@@ -468,7 +473,8 @@ def knn(args: argparse.Namespace) -> None:
                                "out": str(lpath)})
     print(f"  lightly trained: {light['steps']} steps, {light['train_seconds']:.1f} s", flush=True)
     ours = _ours(common | {"data": args.data, "per_class": args.per_class,
-                           "out": str(out / "ours")})
+                           "out": str(out / "ours"), "amp": args.amp,
+                           "channels_last": args.amp != "fp32"})
     print(f"  ours trained: {ours['steps']} steps, {ours['train_seconds']:.1f} s", flush=True)
     acc_l = _knn_eval(str(lpath), args)
     acc_o = _knn_eval(ours["backbone"], args)
@@ -476,7 +482,9 @@ def knn(args: argparse.Namespace) -> None:
     print(f"{'side':8s} {'setting':38s} {'steps':>5s} {'train s':>8s} {'wall s':>7s} "
           f"{'loss':>7s} {'PSS MiB':>8s} {'kNN top1':>8s}")
     setting_l = f"fp32 num_workers={args.workers} proj={args.lightly_proj}L"
-    setting_o = f"{'bf16' if ours['bf16'] else 'fp32'} batched (pretrain)"
+    setting_o = (f"{'bf16 channels_last' if ours['bf16'] else 'fp32 contiguous'} batched "
+                 f"seed {args.seed}")
+    setting_l += f" seed {args.seed}"
     for side, setting, r, acc in (("lightly", setting_l, light, acc_l),
                                   ("ours", setting_o, ours, acc_o)):
         print(f"{side:8s} {setting:38s} {r['steps']:>5d} {r['train_seconds']:>8.1f} "
@@ -510,6 +518,10 @@ def main(argv: list[str] | None = None) -> None:
                            help="images per class in the training set (demo preset: 1000)")
         else:
             s.add_argument("--epochs", type=int, default=3)
+            s.add_argument("--seed", type=int, default=SEED, help="both sides' seed")
+            s.add_argument("--amp", choices=("auto", "fp32"), default="auto",
+                           help="our side: auto (bf16 + channels_last where the CPU has "
+                           "bf16) or fp32 contiguous, as lightly's side runs")
             s.add_argument("--per-class", type=int, default=1000)
             s.add_argument("--workers", type=int, default=None,
                            help="lightly DataLoader workers (default: the fastest in the "

@@ -155,3 +155,10 @@ def test_bad_ablation_values_name_the_field(key, value):
 
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config("demo-cpu", {key: value})
+
+
+def test_zero_init_residual_switch():
+    official, tv = _build(), _build(zero_init_residual=False)
+    assert torch.count_nonzero(official.backbone.layer1[0].bn2.weight) == 0
+    assert torch.equal(tv.backbone.layer1[0].bn2.weight, torch.ones(64))
+    assert _parts(official) == _parts(tv)  # the same modules, only the init differs

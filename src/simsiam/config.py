@@ -85,6 +85,9 @@ class ModelConfig:
 
     backbone: str = "resnet50"
     stem: str = "imagenet"  # "cifar": 3x3 stride-1 first conv, no max-pool
+    # Official SimSiam: each residual branch's last BN starts at 0. False is torchvision's
+    # (and lightly's) default, which learns faster in runs of a few hundred steps.
+    zero_init_residual: bool = True
     proj_layers: int = 3  # 3 on ImageNet, 2 on CIFAR
     proj_hidden_dim: int | None = None  # default: the backbone's feature width c
     dim: int = 2048  # d, the projector's output width

@@ -23,7 +23,8 @@ def build_method(method: str, model: ModelConfig) -> SimSiam:
     if method != "simsiam":
         raise ConfigError(f"method = {method!r} is unknown: choose 'simsiam'")
     c = feature_dim(model.backbone)
-    return SimSiam(build_backbone(model.backbone, model.stem), c, dim=model.dim,
+    backbone = build_backbone(model.backbone, model.stem, model.zero_init_residual)
+    return SimSiam(backbone, c, dim=model.dim,
                    proj_hidden_dim=model.proj_hidden_dim, pred_hidden_dim=model.pred_hidden_dim,
                    proj_layers=model.proj_layers, stop_gradient=model.stop_gradient,
                    predictor=model.predictor,

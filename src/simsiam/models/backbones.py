@@ -30,7 +30,8 @@ def feature_dim(name: str) -> int:
     return _FEATURE_DIMS[name]
 
 
-def torchvision_resnet(name: str, stem: str = "imagenet", num_classes: int = 1000) -> nn.Module:
+def torchvision_resnet(name: str, stem: str = "imagenet", num_classes: int = 1000,
+                       zero_init_residual: bool = True) -> nn.Module:
     """A plain torchvision ResNet (with fc), with the CIFAR stem applied if asked.
 
     This is what an exported backbone loads into: ``model.load_state_dict(sd, strict=False)``
@@ -40,12 +41,15 @@ def torchvision_resnet(name: str, stem: str = "imagenet", num_classes: int = 100
         name: resnet18, resnet34 or resnet50.
         stem: "imagenet" (7x7 stride-2 conv + max-pool) or "cifar" (3x3 stride-1, no pool).
         num_classes: width of the fc layer.
+        zero_init_residual: start each residual branch's last BN weight at 0 (official
+            SimSiam code); False is torchvision's default.
 
     Raises:
         ConfigError: unknown ``name`` or ``stem``.
     """
     feature_dim(name)
-    net = getattr(tvm, name)(weights=None, num_classes=num_classes, zero_init_residual=True)
+    net = getattr(tvm, name)(weights=None, num_classes=num_classes,
+                             zero_init_residual=zero_init_residual)
     if stem == "cifar":
         net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
         nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
@@ -55,17 +59,18 @@ def torchvision_resnet(name: str, stem: str = "imagenet", num_classes: int = 100
     return net
 
 
-def build_backbone(name: str = "resnet50", stem: str = "imagenet") -> nn.Module:
+def build_backbone(name: str = "resnet50", stem: str = "imagenet",
+                   zero_init_residual: bool = True) -> nn.Module:
     """A torchvision ResNet whose ``fc`` is ``nn.Identity``: images -> pool5 features.
 
     Input ``(B, 3, H, W)`` float; output ``(B, c)`` with c = :func:`feature_dim` (512 for
     ResNet-18/34, 2048 for ResNet-50). Built with ``zero_init_residual=True`` as in the
-    official SimSiam code.
+    official SimSiam code unless told otherwise.
 
     Raises:
         ConfigError: unknown ``name`` or ``stem``.
     """
-    net = torchvision_resnet(name, stem)
+    net = torchvision_resnet(name, stem, zero_init_residual=zero_init_residual)
     net.fc = nn.Identity()
     return net
 
