@@ -1,0 +1,108 @@
+"""BYOL: an online network with a predictor regresses an EMA target network's projections.
+
+Source: SIMSIAM.md section 6 (BYOL row); Grill et al. 2020, "Bootstrap Your Own Latent",
+section 3.1 (eq. 2: the loss 2 - 2 cos, symmetrised over the two views) and section 3.3
+(projector and predictor: Linear 4096, BN, ReLU, Linear 256; tau from 0.996 to 1 on a
+cosine schedule).
+
+The online network is backbone + projector + predictor; the target network is a copy of
+backbone + projector taken at construction, never trained, moved after every optimizer
+step by ``xi <- tau xi + (1 - tau) theta`` (:meth:`BYOL.on_step_end`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from simsiam.eval.collapse import collapse_std
+from simsiam.methods.contrastive import byol_loss, check_two_views
+from simsiam.methods.momentum import byol_tau, ema_update, momentum_copy
+from simsiam.models.heads import PredictionHead, ProjectionHead
+
+
+class BYOL(nn.Module):
+    """The BYOL model.
+
+    Args:
+        backbone: images ``(B, 3, H, W)`` -> features ``(B, feature_dim)``.
+        feature_dim: c, the backbone's output width.
+        dim: projection width (256).
+        hidden_dim: hidden width of projector and predictor (4096).
+        base_tau: the target momentum at step 0 (0.996); it rises to 1 by :func:`byol_tau`.
+
+    The projector is Linear(c, hidden, bias=False) BN ReLU Linear(hidden, dim) and the
+    predictor Linear(dim, hidden, bias=False) BN ReLU Linear(hidden, dim) (the shared
+    :class:`ProjectionHead` / :class:`PredictionHead` builders).
+
+    Attributes:
+        target_backbone, target_projector: the target network (``requires_grad=False``).
+
+    Raises:
+        ValueError: base_tau outside [0, 1] or a non-positive width.
+    """
+
+    def __init__(self, backbone: nn.Module, feature_dim: int, dim: int = 256,
+                 hidden_dim: int = 4096, base_tau: float = 0.996) -> None:
+        super().__init__()
+        if not 0.0 <= base_tau <= 1.0:
+            raise ValueError(f"BYOL needs base_tau in [0, 1], got {base_tau}")
+        self.backbone = backbone
+        self.projector = ProjectionHead(feature_dim, hidden_dim, dim, num_layers=2,
+                                        hidden_bn=True, out_bn=False)
+        self.predictor = PredictionHead(dim, hidden_dim, hidden_bn=True, out_bn=False)
+        self.target_backbone = momentum_copy(self.backbone)
+        self.target_projector = momentum_copy(self.projector)
+        self.dim = dim
+        self.base_tau = base_tau
+        self.tau = base_tau  # the momentum of the last target update
+
+    @torch.no_grad()
+    def target(self, x: torch.Tensor) -> torch.Tensor:
+        """The target network's projection of ``x``, ``(B, dim)``, no graph."""
+        return self.target_projector(self.target_backbone(x))
+
+    def forward(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Loss and metrics for ``views = [x1, x2]``, each ``(B, 3, H, W)`` float.
+
+        Returns:
+            ``(loss, metrics)``: the float32 scalar
+            ``byol_loss(p1, z2') + byol_loss(p2, z1')`` (BYOL eq. 2, its L + L~; range
+            [0, 8]) with z' the target projections, and detached ``collapse_std`` (0-dim,
+            of the online projection z1) and ``features`` (``(B, c)``, online backbone
+            output of x1).
+
+        Raises:
+            ValueError: not exactly two views.
+        """
+        check_two_views("BYOL", views)
+        h1 = self.backbone(views[0])
+        z1 = self.projector(h1)
+        z2 = self.projector(self.backbone(views[1]))
+        p1, p2 = self.predictor(z1), self.predictor(z2)
+        t1, t2 = self.target(views[0]), self.target(views[1])
+        loss = byol_loss(p1, t2) + byol_loss(p2, t1)
+        return loss, {"collapse_std": collapse_std(z1), "features": h1.detach()}
+
+    def param_groups(self) -> list[dict]:
+        """Groups ``encoder`` (backbone + projector) and ``predictor``; no target parameter.
+
+        The trainer gives the group named ``predictor`` the fixed initial lr when
+        ``optim.fix_pred_lr`` is on (a SimSiam rule); BYOL's presets switch it off.
+        """
+        enc = [p for m in (self.backbone, self.projector) for p in m.parameters()
+               if p.requires_grad]
+        pred = [p for p in self.predictor.parameters() if p.requires_grad]
+        groups = [{"name": "encoder", "params": enc}, {"name": "predictor", "params": pred}]
+        return [g for g in groups if g["params"]]
+
+    @torch.no_grad()
+    def on_step_end(self, step: int, total_steps: int) -> None:
+        """EMA of the target network with ``tau = byol_tau(step, total_steps, base_tau)``.
+
+        ``step`` is the 0-based index of the step just taken, so the first update uses
+        ``base_tau`` exactly.
+        """
+        self.tau = byol_tau(step, total_steps, self.base_tau)
+        ema_update(self.target_backbone, self.backbone, self.tau)
+        ema_update(self.target_projector, self.projector, self.tau)

@@ -1,0 +1,131 @@
+"""MoCo v2: a query encoder, a momentum key encoder, a queue of negatives, InfoNCE.
+
+Source: SIMSIAM.md section 6 (MoCo v2 row); He et al. 2020 ("Momentum Contrast", section
+3.2 and Algorithm 1) and Chen et al. 2020 ("Improved Baselines with Momentum Contrastive
+Learning": the 2-layer MLP head, T = 0.2). m = 0.999 and a 65,536-key queue on ImageNet;
+m = 0.99 and 4,096 keys on CIFAR.
+
+Order within a training step, as in MoCo's Algorithm 1: the keys of x2 are computed by
+the key encoder under no_grad, the loss of the queries of x1 against [k, queue] is
+back-propagated into the query encoder only, then (``on_step_end``, after the optimizer
+step) the key encoder takes its momentum update and the keys are enqueued. The key
+encoder starts as an exact copy of the query encoder.
+
+Not included: shuffling BN across devices (MoCo's "shuffle BN"); on one device the two
+encoders already see their views in separate forward passes.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from simsiam.eval.collapse import collapse_std
+from simsiam.methods.contrastive import check_two_views, info_nce
+from simsiam.methods.momentum import Queue, ema_update, momentum_copy
+
+
+class MocoHead(nn.Module):
+    """MoCo v2's MLP head: Linear(in, hidden) ReLU Linear(hidden, out), with biases, no BN.
+
+    Raises:
+        ValueError: a non-positive width.
+    """
+
+    def __init__(self, in_dim: int, hidden_dim: int = 2048, out_dim: int = 128) -> None:
+        super().__init__()
+        if min(in_dim, hidden_dim, out_dim) < 1:
+            raise ValueError(f"MocoHead needs positive widths, got in={in_dim} "
+                             f"hidden={hidden_dim} out={out_dim}")
+        self.layers = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True),
+                                    nn.Linear(hidden_dim, out_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class MoCoV2(nn.Module):
+    """The MoCo v2 model.
+
+    Args:
+        backbone: images ``(B, 3, H, W)`` -> features ``(B, feature_dim)`` (query side; the
+            key side is a deep copy).
+        feature_dim: c, the backbone's output width.
+        dim: output width of the head (128).
+        hidden_dim: head hidden width (2048).
+        queue_size: L, number of negatives (4096 on CIFAR, 65536 on ImageNet); must be a
+            multiple of the batch size (checked at the first enqueue).
+        momentum: m of the key encoder's EMA (0.99 on CIFAR, 0.999 on ImageNet).
+        temperature: InfoNCE temperature (0.2).
+
+    Attributes:
+        backbone, head: the query encoder (trained).
+        key_backbone, key_head: the key encoder (``requires_grad=False``, EMA only).
+        queue: :class:`Queue` of l2-normalised keys ``(L, dim)``.
+
+    Raises:
+        ValueError: temperature <= 0, momentum outside [0, 1], or a non-positive size.
+    """
+
+    def __init__(self, backbone: nn.Module, feature_dim: int, dim: int = 128,
+                 hidden_dim: int = 2048, queue_size: int = 65536, momentum: float = 0.999,
+                 temperature: float = 0.2) -> None:
+        super().__init__()
+        if temperature <= 0 or not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"MoCoV2 needs a temperature > 0 and a momentum in [0, 1], got "
+                             f"temperature={temperature} momentum={momentum}")
+        self.backbone = backbone
+        self.head = MocoHead(feature_dim, hidden_dim, dim)
+        self.key_backbone = momentum_copy(self.backbone)
+        self.key_head = momentum_copy(self.head)
+        self.queue = Queue(queue_size, dim)
+        self.dim = dim
+        self.momentum = momentum
+        self.temperature = temperature
+        self._pending_keys: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def keys(self, x: torch.Tensor) -> torch.Tensor:
+        """Keys of ``x``: the key encoder's l2-normalised output ``(B, dim)``, no graph."""
+        k = self.key_head(self.key_backbone(x))
+        return nn.functional.normalize(k.float(), dim=1)
+
+    def forward(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Loss and metrics for ``views = [x1, x2]`` (queries from x1, keys from x2).
+
+        The keys are kept and enqueued by :meth:`on_step_end` (after the optimizer step),
+        so the queue read by this loss holds only keys of earlier batches.
+
+        Returns:
+            ``(loss, metrics)``: the float32 InfoNCE scalar and detached ``collapse_std``
+            (0-dim, of the query head output q) and ``features`` (``(B, c)``, query
+            backbone output of x1).
+
+        Raises:
+            ValueError: not exactly two views.
+        """
+        check_two_views("MoCo v2", views)
+        if self.training:
+            self.queue.check_batch(views[0].shape[0])
+        h1 = self.backbone(views[0])
+        q = self.head(h1)
+        k = self.keys(views[1])
+        loss = info_nce(q, k, self.queue.keys, self.temperature)
+        if self.training:
+            self._pending_keys = k
+        return loss, {"collapse_std": collapse_std(q), "features": h1.detach()}
+
+    def param_groups(self) -> list[dict]:
+        """One group, ``encoder`` (query backbone + head); the key encoder is not trained."""
+        params = [p for m in (self.backbone, self.head) for p in m.parameters()
+                  if p.requires_grad]
+        return [{"name": "encoder", "params": params}]
+
+    @torch.no_grad()
+    def on_step_end(self, step: int, total_steps: int) -> None:
+        """Momentum update of the key encoder, then enqueue the last training batch's keys."""
+        ema_update(self.key_backbone, self.backbone, self.momentum)
+        ema_update(self.key_head, self.head, self.momentum)
+        if self._pending_keys is not None:
+            self.queue.enqueue(self._pending_keys)
+            self._pending_keys = None

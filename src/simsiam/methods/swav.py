@@ -1,0 +1,146 @@
+"""SwAV: online clustering; codes from Sinkhorn-Knopp, predicted from the other views.
+
+Source: SIMSIAM.md section 6 (SwAV row); Caron et al. 2020, "Unsupervised Learning of
+Visual Features by Contrasting Cluster Assignments": section 3.1 (prototypes, swapped
+prediction with T = 0.1, codes by 3 Sinkhorn iterations with epsilon = 0.05 computed
+without gradient), section 3.2 (multi-crop: codes from the large crops only, predicted
+from every crop), Appendix A (prototypes l2-normalised at each step, frozen during the
+first epoch; 3,000 prototypes on ImageNet). The optional feature queue is not included.
+
+Views of one size pass through the encoder together, so BN statistics are shared by
+the large views and by the small views (as in SwAV), not per view.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from simsiam.eval.collapse import collapse_std
+from simsiam.methods.contrastive import sinkhorn, swav_loss
+from simsiam.models.heads import ProjectionHead
+
+
+class SwAV(nn.Module):
+    """The SwAV model.
+
+    Args:
+        backbone: images ``(B, 3, H, W)`` -> features ``(B, feature_dim)`` at any H, W
+            (a ResNet with global pooling: large and small crops both work).
+        feature_dim: c, the backbone's output width.
+        dim: d, the projection width (128).
+        hidden_dim: projector hidden width (2048).
+        num_prototypes: K (3000 on ImageNet).
+        temperature: T of the swapped prediction (0.1).
+        epsilon, sinkhorn_iterations: Sinkhorn's entropy weight (0.05) and rounds (3).
+        large_views: how many leading views are large crops that get codes (2).
+        freeze_prototypes_steps: the prototypes get a zero gradient for this many
+            optimizer steps (SwAV: one epoch's worth of steps); 0 trains them from the start.
+
+    The projector is Linear(c, hidden, bias=False) BN ReLU Linear(hidden, d); its output is
+    l2-normalised and scored against the prototypes ``Linear(d, K, bias=False)``, whose
+    rows are l2-normalised in place (no_grad) at the start of every forward pass.
+
+    Raises:
+        ValueError: T, epsilon or a size that is not positive, or freeze steps < 0.
+    """
+
+    def __init__(self, backbone: nn.Module, feature_dim: int, dim: int = 128,
+                 hidden_dim: int = 2048, num_prototypes: int = 3000, temperature: float = 0.1,
+                 epsilon: float = 0.05, sinkhorn_iterations: int = 3, large_views: int = 2,
+                 freeze_prototypes_steps: int = 0) -> None:
+        super().__init__()
+        if min(temperature, epsilon) <= 0 or min(num_prototypes, sinkhorn_iterations,
+                                                 large_views) < 1 or freeze_prototypes_steps < 0:
+            raise ValueError(f"SwAV needs temperature, epsilon > 0, num_prototypes, "
+                             f"sinkhorn_iterations, large_views >= 1 and "
+                             f"freeze_prototypes_steps >= 0, got temperature={temperature} "
+                             f"epsilon={epsilon} num_prototypes={num_prototypes} "
+                             f"sinkhorn_iterations={sinkhorn_iterations} "
+                             f"large_views={large_views} "
+                             f"freeze_prototypes_steps={freeze_prototypes_steps}")
+        self.backbone = backbone
+        self.projector = ProjectionHead(feature_dim, hidden_dim, dim, num_layers=2,
+                                        hidden_bn=True, out_bn=False)
+        self.prototypes = nn.Linear(dim, num_prototypes, bias=False)
+        self.dim = dim
+        self.temperature, self.epsilon = temperature, epsilon
+        self.sinkhorn_iterations = sinkhorn_iterations
+        self.large_views = large_views
+        self.freeze_prototypes_steps = freeze_prototypes_steps
+        # 1.0 when the prototypes learn, 0.0 while frozen; a buffer so a resumed run keeps
+        # it and the forward pass never reads a Python flag that needs a host sync.
+        self.register_buffer("prototype_grad_scale",
+                             torch.tensor(0.0 if freeze_prototypes_steps > 0 else 1.0))
+
+    @torch.no_grad()
+    def normalize_prototypes(self) -> None:
+        """l2-normalise each prototype (row of ``prototypes.weight``) in place."""
+        w = self.prototypes.weight
+        w.copy_(F.normalize(w.float(), dim=1).to(w.dtype))
+
+    def encode(self, views: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Projections of every view, ``(B, d)`` each, and the backbone output of view 1.
+
+        Consecutive views of one shape share a forward pass (concatenated on the batch).
+        """
+        zs: list[torch.Tensor] = []
+        h_first: torch.Tensor | None = None
+        start = 0
+        while start < len(views):
+            end = start + 1
+            while end < len(views) and views[end].shape == views[start].shape:
+                end += 1
+            h = self.backbone(torch.cat(views[start:end]))
+            if h_first is None:
+                h_first = h[: views[0].shape[0]]
+            zs.extend(self.projector(h).chunk(end - start))
+            start = end
+        assert h_first is not None
+        return zs, h_first
+
+    def forward(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Loss and metrics for ``views``: ``large_views`` large crops, then any small ones.
+
+        Every view is ``(B, 3, H_v, W_v)`` float with one B; sizes may differ between views.
+
+        Returns:
+            ``(loss, metrics)``: the float32 swapped-prediction scalar
+            (:func:`swav_loss`) and detached ``collapse_std`` (0-dim, of the projection of
+            view 1) and ``features`` (``(B, c)``, backbone output of view 1).
+
+        Raises:
+            ValueError: fewer than ``large_views + ...`` views (at least max(2, large_views))
+                or views with different batch sizes.
+        """
+        if len(views) < max(2, self.large_views) or \
+                any(v.shape[0] != views[0].shape[0] for v in views):
+            raise ValueError(f"SwAV takes at least {max(2, self.large_views)} views (the first "
+                             f"{self.large_views} large) of one batch size, got shapes "
+                             f"{[tuple(v.shape) for v in views]}")
+        self.normalize_prototypes()
+        zs, h1 = self.encode(views)
+        g = self.prototype_grad_scale
+        w = self.prototypes.weight
+        # Value w; gradient g * dL/dw (zero while the prototypes are frozen).
+        w_eff = w * g + w.detach() * (1 - g)
+        with torch.autocast(device_type=w.device.type, enabled=False):
+            scores = [F.normalize(z.float(), dim=1) @ w_eff.float().T for z in zs]
+        codes = [sinkhorn(s.detach(), self.epsilon, self.sinkhorn_iterations)
+                 for s in scores[: self.large_views]]
+        loss = swav_loss(scores, codes, self.temperature)
+        return loss, {"collapse_std": collapse_std(zs[0]), "features": h1.detach()}
+
+    def param_groups(self) -> list[dict]:
+        """Groups ``encoder`` (backbone + projector) and ``prototypes``, trainable only."""
+        enc = [p for m in (self.backbone, self.projector) for p in m.parameters()
+               if p.requires_grad]
+        protos = [p for p in self.prototypes.parameters() if p.requires_grad]
+        groups = [{"name": "encoder", "params": enc}, {"name": "prototypes", "params": protos}]
+        return [g for g in groups if g["params"]]
+
+    @torch.no_grad()
+    def on_step_end(self, step: int, total_steps: int) -> None:
+        """Unfreeze the prototypes once ``step + 1 >= freeze_prototypes_steps`` steps are done."""
+        self.prototype_grad_scale.fill_(1.0 if step + 1 >= self.freeze_prototypes_steps else 0.0)
