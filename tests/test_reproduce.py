@@ -89,3 +89,18 @@ def test_runner_writes_measured_table_and_plot_then_reuses_rows(cifar_dir, tmp_p
     with pytest.raises(ConfigError, match="overwrite"):
         run_experiment("similarity", "cpu", str(cifar_dir), out, progress=False,
                        linear=False, extra=TINY | {"train.epochs": 3})
+
+
+def test_a_row_that_stops_on_a_nonfinite_loss_is_reported_as_diverged(tmp_path, monkeypatch):
+    from simsiam.train import trainer
+
+    def diverge(cfg, **_):
+        raise FloatingPointError("the loss became NaN or infinite at step 3 (epoch 1); ...")
+
+    monkeypatch.setattr(trainer, "pretrain", diverge)
+    res = run_experiment("similarity", "cpu", "x", tmp_path, progress=False)
+    assert [r.status for r in res] == ["diverged: the loss became NaN or infinite at step 3 "
+                                       "(epoch 1); ..."] * 2
+    assert all(r.linear_top1 is None and r.knn_top1 is None for r in res)
+    assert "| cosine | 68.1 | - | - | - | - | 0 | diverged:" in (
+        tmp_path / "similarity" / "table.md").read_text()
