@@ -145,8 +145,8 @@ def test_byol_target_gets_no_gradient_and_moves_only_by_the_ema_rule():
     for p, old, new in zip(model.target_projector.parameters(), target_before,
                            model.projector.parameters(), strict=True):
         assert torch.equal(p, old * 0.996 + new.detach() * (1 - 0.996))
-    model.on_step_end(99, 100)
-    assert model.tau == byol_tau(99, 100, 0.996)
+    model.on_step_end(99, 100)  # the last of 100 steps: the schedule's end
+    assert model.tau == byol_tau(99, 99, 0.996) == 1.0
 
 
 def test_byol_loss_is_symmetric_sum():

@@ -116,7 +116,8 @@ def run_bench(cfg: Config, train_images, warmup: int = 3, windows: int = 5,
         b.to(device, non_blocking=True)
 
     torch.manual_seed(cfg.train.seed)
-    model = build_method(cfg.method, cfg.model).to(device).to(memory_format=fmt)
+    model = build_method(cfg.method, cfg.model, cfg.data.image_size).to(device).to(
+        memory_format=fmt)
     opt = torch.optim.SGD(model.param_groups(), lr=0.01, momentum=0.9,
                           weight_decay=cfg.optim.weight_decay, fused=True)
     step_model = torch.compile(model) if cfg.train.compile else model

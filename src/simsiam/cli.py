@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from simsiam.config import Config, load_config
+from simsiam.config import METHODS, Config, load_config
 from simsiam.errors import CollapseError, ConfigError, DataWarning, SimSiamError
 from simsiam.train.interrupt import RunInterrupted
 
@@ -34,7 +34,8 @@ def _parse_set(items: list[str]) -> dict:
 
 
 def _overrides(args: argparse.Namespace) -> dict:
-    flags = {"data.source": args.data, "train.out": args.out, "train.epochs": args.epochs,
+    flags = {"method": args.method, "data.source": args.data, "train.out": args.out,
+             "train.epochs": args.epochs,
              "train.batch_size": args.batch_size, "data.per_class": args.per_class,
              "train.device": args.device, "train.seed": args.seed,
              "eval.stop_on_collapse": True if args.stop_on_collapse else None,
@@ -48,6 +49,9 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", choices=METHODS, help="simsiam (default) or a comparison "
+                   "method; its published settings (configs/methods/METHOD.yaml) replace "
+                   "the preset's SimSiam heads, --set still wins")
     p.add_argument("--data", help="image folder (class subfolders) or cifar10 / cifar100")
     p.add_argument("--out", help="run directory (default from the config)")
     p.add_argument("--epochs", type=int)
@@ -253,10 +257,9 @@ def cmd_describe(args: argparse.Namespace) -> int:
     from simsiam.methods import build_method
     from simsiam.models.backbones import count_parameters
 
-    cfg: Config = load_config(args.config)
-    model = build_method(cfg.method, cfg.model)
-    parts = {"backbone": model.backbone, "projector": model.projector,
-             "predictor": model.predictor}
+    cfg: Config = load_config(args.config, {"method": args.method} if args.method else {})
+    model = build_method(cfg.method, cfg.model, cfg.data.image_size)
+    parts = {name: m for name, m in model.named_children() if count_parameters(m, False)}
     print(f"{cfg.method}: {cfg.model.backbone} ({cfg.model.stem} stem), projector "
           f"{cfg.model.proj_layers} layers -> d={cfg.model.dim}")
     for name, module in parts.items():
@@ -338,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_reproduce(sub)
     p = sub.add_parser("describe", help="parameter counts per part of the model")
     p.add_argument("--config", required=True)
+    p.add_argument("--method", choices=METHODS, help="default: the config's (simsiam)")
     p.set_defaults(func=cmd_describe)
     return parser
 

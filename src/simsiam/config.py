@@ -21,8 +21,8 @@ from simsiam.errors import ConfigError
 
 BACKBONES = ("resnet18", "resnet34", "resnet50")
 STEMS = ("imagenet", "cifar")
-METHODS = ("simsiam",)
-MULTI_CROP_METHODS: tuple[str, ...] = ()  # methods that take more than two views (SwAV)
+METHODS = ("simsiam", "simclr", "mocov2", "byol", "swav")
+MULTI_CROP_METHODS: tuple[str, ...] = ("swav",)  # methods that take more than two views
 DEVICES = ("auto", "cpu", "cuda")
 NORMALIZE = ("auto", "cifar10", "imagenet")
 SCHEDULES = ("epoch", "step")
@@ -101,6 +101,14 @@ class ModelConfig:
     pred_out_bn: bool = False  # Table 3: BN on the predictor's output (unstable with all on)
     similarity: str = "cosine"  # section 4.5: "cosine" | "cross_entropy" (softmax over d)
     symmetric: bool = True  # section 4.6: False uses only D(p1, stopgrad(z2))
+    # The comparison methods (SIMSIAM.md section 6); null = the method's published value.
+    temperature: float | None = None  # SimCLR 0.5 (CIFAR), MoCo v2 0.2, SwAV 0.1
+    ema_momentum: float | None = None  # MoCo v2 key encoder 0.99 (CIFAR) / 0.999; BYOL 0.996
+    queue_size: int | None = None  # MoCo v2 negatives: 4096 (CIFAR) / 65536 (ImageNet)
+    num_prototypes: int = 3000  # SwAV K
+    sinkhorn_epsilon: float = 0.05  # SwAV
+    sinkhorn_iterations: int = 3  # SwAV
+    freeze_prototypes_epochs: float = 1.0  # SwAV: prototypes frozen for the first epoch
 
 
 @dataclass
@@ -202,6 +210,10 @@ def resolve_config_path(path: str | Path) -> Path:
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
     """Read a YAML preset, apply dotted-key overrides, validate, and return a Config.
 
+    For a method other than SimSiam (``method`` in the file or the overrides), the
+    method's published settings ``configs/methods/METHOD.yaml`` are merged over the file
+    (they replace the preset's SimSiam heads) and the overrides are applied last.
+
     Args:
         path: a YAML file whose keys are a subset of :class:`Config`, or the name of a
             shipped preset (see :func:`resolve_config_path`); None for defaults.
@@ -226,6 +238,10 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             schema = OmegaConf.merge(schema, loaded)
         except OmegaConfBaseException as exc:
             raise _wrap(exc, where) from exc
+    method = (overrides or {}).get("method", schema.get("method"))
+    overlay = PRESET_DIR / "methods" / f"{method}.yaml"
+    if method != "simsiam" and overlay.is_file():  # the method's published settings
+        schema = OmegaConf.merge(schema, OmegaConf.load(overlay))
     for key, value in (overrides or {}).items():
         try:
             OmegaConf.update(schema, key, value, merge=True, force_add=False)
@@ -236,6 +252,19 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         cfg.optim.warmup_epochs = float(auto_warmup_epochs(cfg.train.batch_size))
     validate(cfg, where)
     return cfg
+
+
+def small_images(image_size: int) -> bool:
+    """Whether the CIFAR-scale defaults of the comparison methods apply (views <= 64 px)."""
+    return image_size <= 64
+
+
+def resolved_queue_size(m: ModelConfig, image_size: int) -> int:
+    """MoCo v2's queue length: ``model.queue_size``, else 4,096 on CIFAR-size views and
+    65,536 on ImageNet-size ones (SIMSIAM.md section 6)."""
+    if m.queue_size is not None:
+        return m.queue_size
+    return 4096 if small_images(image_size) else 65536
 
 
 def auto_warmup_epochs(batch_size: int) -> int:
@@ -308,6 +337,22 @@ def validate(cfg: Config, where: str = "config") -> None:
       f"choose one of {PREDICTORS}")
     n(m.similarity in SIMILARITIES, where, "model.similarity", m.similarity,
       f"choose one of {SIMILARITIES}")
+    n(m.temperature is None or m.temperature > 0, where, "model.temperature", m.temperature,
+      "use a positive temperature or null")
+    n(m.ema_momentum is None or 0 <= m.ema_momentum <= 1, where, "model.ema_momentum",
+      m.ema_momentum, "use a value in [0, 1] or null")
+    for key in ("queue_size", "num_prototypes", "sinkhorn_iterations"):
+        v = getattr(m, key)
+        n(v is None or v >= 1, where, f"model.{key}", v, "use a positive integer")
+    n(m.sinkhorn_epsilon > 0, where, "model.sinkhorn_epsilon", m.sinkhorn_epsilon,
+      "use a positive value such as 0.05")
+    n(m.freeze_prototypes_epochs >= 0, where, "model.freeze_prototypes_epochs",
+      m.freeze_prototypes_epochs, "use 0 or more epochs")
+    if cfg.method == "mocov2":
+        q = resolved_queue_size(m, d.image_size)
+        n(q % t.batch_size == 0, where, "model.queue_size", q,
+          f"the MoCo queue must be a multiple of train.batch_size ({t.batch_size}): use e.g. "
+          f"{max(1, q // t.batch_size) * t.batch_size}")
     n(m.proj_layers in (1, 2, 3), where, "model.proj_layers", m.proj_layers, "use 1, 2 or 3")
     n(m.dim > 0, where, "model.dim", m.dim, "use a positive width such as 2048")
     for key in ("proj_hidden_dim", "pred_hidden_dim"):

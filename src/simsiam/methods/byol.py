@@ -98,11 +98,11 @@ class BYOL(nn.Module):
 
     @torch.no_grad()
     def on_step_end(self, step: int, total_steps: int) -> None:
-        """EMA of the target network with ``tau = byol_tau(step, total_steps, base_tau)``.
+        """EMA of the target network with ``tau = byol_tau(step, total_steps - 1, base_tau)``.
 
-        ``step`` is the 0-based index of the step just taken, so the first update uses
-        ``base_tau`` exactly.
+        ``step`` is the 0-based index of the step just taken (0 .. total_steps - 1), so the
+        first update uses ``base_tau`` exactly and the last one 1.0.
         """
-        self.tau = byol_tau(step, total_steps, self.base_tau)
+        self.tau = byol_tau(step, max(total_steps - 1, 1), self.base_tau)
         ema_update(self.target_backbone, self.backbone, self.tau)
         ema_update(self.target_projector, self.projector, self.tau)

@@ -158,7 +158,7 @@ def _pretrain(cfg: Config, out: Path, resume: bool, overwrite: bool, progress: b
     total_steps = steps_per_epoch * epochs
 
     torch.manual_seed(cfg.train.seed)
-    model = build_method(cfg.method, cfg.model).to(device)
+    model = build_method(cfg.method, cfg.model, cfg.data.image_size, steps_per_epoch).to(device)
     memory_format = torch.channels_last if cfg.train.channels_last else torch.preserve_format
     model = model.to(memory_format=memory_format)
     peak_lr = scaled_lr(cfg.optim.base_lr, bs)
@@ -296,9 +296,10 @@ def _pretrain(cfg: Config, out: Path, resume: bool, overwrite: bool, progress: b
             for i, (*views, idx) in enumerate(loader, start=first):
                 lr = cosine_lr(peak_lr, epoch, i, steps_per_epoch, epochs,
                                cfg.optim.warmup_epochs, cfg.optim.schedule == "step")
-                for group in optimizer.param_groups:
+                for group in optimizer.param_groups:  # fix_pred_lr: SimSiam's Table 1c
                     group["lr"] = (predictor_lr(peak_lr, lr, cfg.optim.fix_pred_lr)
-                                   if group.get("name") == "predictor" else lr)
+                                   if group.get("name") == "predictor"
+                                   and cfg.method == "simsiam" else lr)
                 views = [v.to(device, non_blocking=True, memory_format=memory_format)
                          for v in views]
                 loss, metrics = train_step(step_model, optimizer, views, use_amp)
@@ -320,7 +321,9 @@ def _pretrain(cfg: Config, out: Path, resume: bool, overwrite: bool, progress: b
                 if step % cfg.train.log_every == 0 or i == steps_per_epoch - 1:
                     check_finite(epoch)
                     record = {"kind": "step", "step": step, "epoch": epoch, "loss": loss.item(),
-                              "lr": lr, "lr_predictor": optimizer.param_groups[-1]["lr"],
+                              "lr": lr, "lr_predictor": next(
+                                  (g["lr"] for g in optimizer.param_groups
+                                   if g.get("name") == "predictor"), lr),
                               "collapse_std": metrics["collapse_std"].item(),
                               "collapse_healthy": healthy,
                               "pairs_per_s": (seen - seen_at_start) / (time.perf_counter() - t0)}
