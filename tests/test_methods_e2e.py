@@ -85,3 +85,12 @@ def test_moco_queue_must_be_a_multiple_of_the_batch():
                                           r"train\.batch_size \(384\)"):
         load_config("cifar10", {"data.source": "x", "method": "mocov2",
                                 "train.batch_size": 384})
+
+
+def test_a_runs_saved_config_loads_verbatim(tmp_path):
+    from simsiam.config import config_to_yaml
+
+    cfg = load_config("cifar10", {"data.source": "x", "method": "byol", "model.dim": 512})
+    (tmp_path / "config.yaml").write_text(config_to_yaml(cfg))
+    again = load_config(tmp_path / "config.yaml")
+    assert again == cfg and again.model.dim == 512 and again.model.proj_hidden_dim == 4096

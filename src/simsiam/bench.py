@@ -16,7 +16,6 @@ the achieved fraction of the chip's peak dense bf16 FLOP/s (MFU) for known chips
 
 from __future__ import annotations
 
-import resource
 import statistics
 import time
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import torch
 from simsiam.config import Config
 from simsiam.data.dataset import ImageSet
 from simsiam.methods import build_method
+from simsiam.train.resources import peak_memory_mib
 from simsiam.train.trainer import make_loader, resolve_device, train_step, use_bf16
 
 # Dense bf16 tensor-core peak, FLOP/s (vendor data sheets), matched on the device name.
@@ -65,13 +65,6 @@ def _rates(step, batch: int, device: torch.device, warmup: int, windows: int,
         _sync(device)
         rates.append(batch * steps_per_window / (time.perf_counter() - t0))
     return statistics.median(rates), min(rates), max(rates)
-
-
-def peak_memory_mib(device: torch.device) -> float:
-    """Peak CUDA memory allocated, or this process's peak resident set, in MiB."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def peak_flops(device: torch.device) -> tuple[str, float | None]:

@@ -210,9 +210,10 @@ def resolve_config_path(path: str | Path) -> Path:
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
     """Read a YAML preset, apply dotted-key overrides, validate, and return a Config.
 
-    For a method other than SimSiam (``method`` in the file or the overrides), the
-    method's published settings ``configs/methods/METHOD.yaml`` are merged over the file
-    (they replace the preset's SimSiam heads) and the overrides are applied last.
+    When the overrides switch the file's method to another (``--method byol`` on a
+    SimSiam preset), that method's published settings ``configs/methods/METHOD.yaml`` are
+    merged over the file (they replace the preset's SimSiam heads), then the overrides.
+    A file that names its method itself (a run's ``config.yaml``) is read as it is.
 
     Args:
         path: a YAML file whose keys are a subset of :class:`Config`, or the name of a
@@ -238,10 +239,10 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             schema = OmegaConf.merge(schema, loaded)
         except OmegaConfBaseException as exc:
             raise _wrap(exc, where) from exc
-    method = (overrides or {}).get("method", schema.get("method"))
+    method = (overrides or {}).get("method")
     overlay = PRESET_DIR / "methods" / f"{method}.yaml"
-    if method != "simsiam" and overlay.is_file():  # the method's published settings
-        schema = OmegaConf.merge(schema, OmegaConf.load(overlay))
+    if method not in (None, schema.get("method")) and overlay.is_file():
+        schema = OmegaConf.merge(schema, OmegaConf.load(overlay))  # the method's settings
     for key, value in (overrides or {}).items():
         try:
             OmegaConf.update(schema, key, value, merge=True, force_add=False)

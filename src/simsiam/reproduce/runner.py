@@ -224,6 +224,7 @@ def _plot(exp: Experiment, root: Path, results: list[RowResult]) -> Path:
                         if s.get("kind") == "step"), None)
         if healthy:
             axes[1].axhline(healthy, color="grey", ls="--", lw=1, label="1/sqrt(d)")
+    axes[1].set_ylim(bottom=0.0)  # collapse means 0
     for ax, title in zip(axes, ("training loss", "collapse: std of l2-normalised z",
                                 "kNN top-1 (%)"), strict=True):
         ax.set_title(title)

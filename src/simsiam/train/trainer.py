@@ -46,6 +46,7 @@ from simsiam.train.guards import (
 )
 from simsiam.train.interrupt import RunInterrupted, StopSignals
 from simsiam.train.logger import MetricsLogger
+from simsiam.train.resources import peak_memory_mib
 from simsiam.train.run_dir import (
     check_run_dir,
     clear_run_dir,
@@ -350,7 +351,8 @@ def _pretrain(cfg: Config, out: Path, resume: bool, overwrite: bool, progress: b
             mean_loss = (loss_sum / steps_per_epoch).item()
             result.epoch_loss[epoch + 1] = mean_loss
             epoch_record = {"kind": "epoch", "step": step, "epoch": epoch + 1, "loss": mean_loss,
-                            "seconds": time.perf_counter() - t0}
+                            "seconds": time.perf_counter() - t0,
+                            "peak_mem_mib": peak_memory_mib(device)}
             if probe is not None:  # on the augmented views of the training images
                 epoch_record["online_probe_train_top1"] = 100.0 * probe_hits.item() / seen
             logger.log(epoch_record)
