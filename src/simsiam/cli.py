@@ -1,4 +1,4 @@
-"""Command line: ``simsiam pretrain|demo|bench|knn|linear|embed|report|reproduce|describe``.
+"""Command line: ``simsiam pretrain|demo|bench|knn|linear|embed|report|reproduce|compare|...``.
 
 Each subcommand is a thin call into the library. Settings come from a YAML preset
 (``--config``) read by OmegaConf; the flags below override single fields.
@@ -336,9 +336,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--points", type=int, default=2000,
                    help="held-out images in the t-SNE map (0: no map)")
     p.set_defaults(func=cmd_report)
+    from simsiam.reproduce.cli import add_compare_parser
     from simsiam.reproduce.cli import add_parser as add_reproduce
 
     add_reproduce(sub)
+    add_compare_parser(sub)
     p = sub.add_parser("describe", help="parameter counts per part of the model")
     p.add_argument("--config", required=True)
     p.add_argument("--method", choices=METHODS, help="default: the config's (simsiam)")

@@ -1,4 +1,4 @@
-"""``simsiam reproduce EXPERIMENT [--scale cpu|cifar10|imagenet] [--data DIR] [--out DIR]``."""
+"""``simsiam reproduce EXPERIMENT ...`` and ``simsiam compare --methods ... --budget N ...``."""
 
 from __future__ import annotations
 
@@ -16,12 +16,10 @@ SHARED_CIFAR_DIR = Path("..") / "shared" / "data" / "cifar10-jpeg"
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from simsiam.reproduce.runner import format_table, run_experiment
 
-    data = args.data
-    if data is None:
-        if args.scale == "imagenet":
-            raise ConfigError("--scale imagenet needs --data: an ImageNet folder with train/ "
-                              "and val/ inside")
-        data = str(SHARED_CIFAR_DIR) if SHARED_CIFAR_DIR.is_dir() else "cifar10"
+    if args.data is None and args.scale == "imagenet":
+        raise ConfigError("--scale imagenet needs --data: an ImageNet folder with train/ and "
+                          "val/ inside")
+    data = _default_data(args.data)
     extra = {"train.device": args.device} if args.device else {}
     results = run_experiment(args.experiment, args.scale, data, args.out,
                              overwrite=args.overwrite, progress=not args.no_progress,
@@ -30,6 +28,50 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     print(format_table(EXPERIMENTS[args.experiment], args.scale, results))
     print(f"reproduce: table {root / 'table.md'}, plot {root / (args.experiment + '.png')}")
     return 0
+
+
+def _default_data(data: str | None) -> str:
+    if data is not None:
+        return data
+    return str(SHARED_CIFAR_DIR) if SHARED_CIFAR_DIR.is_dir() else "cifar10"
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from simsiam.reproduce.compare import format_compare, run_compare
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    extra = {"train.device": args.device} if args.device else {}
+    rows = run_compare(methods, args.budget, args.scale, _default_data(args.data), args.out,
+                       overwrite=args.overwrite, progress=not args.no_progress,
+                       linear=not args.no_linear, extra=extra)
+    print(format_compare(rows, args.scale, args.budget))
+    out = Path(args.out)
+    print(f"compare: table {out / 'compare.md'}, plot {out / 'compare.png'}")
+    return 0
+
+
+def add_compare_parser(sub) -> None:
+    """Register the ``compare`` subcommand."""
+    from simsiam.config import METHODS
+    from simsiam.reproduce.compare import COMPARE_SCALES
+
+    p = sub.add_parser("compare", help="train several methods under the same budget and "
+                       "tabulate them side by side")
+    p.add_argument("--methods", default=",".join(METHODS),
+                   help=f"comma-separated, from {', '.join(METHODS)} (default: all)")
+    p.add_argument("--budget", type=int, required=True, help="epochs for every method")
+    p.add_argument("--scale", choices=COMPARE_SCALES, default="cpu",
+                   help="cpu: the demo preset on 10,000 images; cifar10: the paper's CIFAR "
+                   "preset (GPU)")
+    p.add_argument("--data", help="image folder or cifar10 (default: ../shared/data/"
+                   "cifar10-jpeg when present, else torchvision's CIFAR-10)")
+    p.add_argument("--out", default="runs/compare", help="one run directory per method")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace method directories holding another or unfinished run")
+    p.add_argument("--no-linear", action="store_true", help="skip the linear probe")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_compare)
 
 
 def add_parser(sub) -> None:

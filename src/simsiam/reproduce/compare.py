@@ -1,0 +1,159 @@
+"""``simsiam compare``: SimSiam and the systems it is compared with, under one budget.
+
+Source: SIMSIAM.md section 6 (the paper's claim: SimSiam is SimCLR without negatives, BYOL
+without the momentum encoder, SwAV without online clustering; the seed's comparison
+table). Everything but the method is held equal: the scale's preset (backbone, views,
+data, batch, optimizer, epochs), then each method's published settings
+(``configs/methods/METHOD.yaml``). Each method trains in its own process (so its peak
+memory is its own) into ``OUT/METHOD``; a finished run with the same config is reused.
+Outputs: ``OUT/compare.md`` (method, negatives, momentum encoder, queue, batch, kNN and
+linear top-1, training time, peak memory), ``OUT/compare.json`` and ``OUT/compare.png``
+(kNN accuracy per epoch for every method).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from simsiam.config import METHODS, Config, config_to_yaml, load_config
+from simsiam.errors import ConfigError, SimSiamError
+from simsiam.reproduce.runner import _CPU, _PRESET, _finished, _linear, _records
+
+COMPARE_SCALES = ("cpu", "cifar10")
+
+
+@dataclass
+class CompareRow:
+    """One method's measurements: accuracies in percent, time in seconds (the training
+    epochs only, kNN evaluations excluded), memory in MiB (CUDA: peak allocated; CPU:
+    peak resident set of the training process)."""
+
+    method: str
+    negatives: bool
+    momentum_encoder: bool
+    queue: bool
+    batch_size: int
+    knn_top1: float | None
+    linear_top1: float | None
+    train_seconds: float
+    peak_mem_mib: float | None
+    run_dir: str
+    status: str
+
+
+def method_config(method: str, budget: int, scale: str, data: str, out: Path,
+                  extra: dict[str, Any] | None = None) -> Config:
+    """The config of one method's run: the scale preset, ``--method``, the budget.
+
+    Raises:
+        ConfigError: unknown method or scale, a bad budget or override.
+    """
+    if scale not in COMPARE_SCALES:
+        raise ConfigError(f"--scale {scale!r} is unknown: choose one of {COMPARE_SCALES}")
+    if method not in METHODS:
+        raise ConfigError(f"--methods: {method!r} is unknown: choose from {METHODS}")
+    if budget < 1:
+        raise ConfigError(f"--budget {budget}: use a positive number of epochs")
+    over: dict[str, Any] = dict(_CPU) if scale == "cpu" else {}
+    over |= {"method": method, "data.source": data, "train.out": str(out / method),
+             "train.epochs": budget, "eval.knn_every": 1, "eval.online_probe": False}
+    return load_config(_PRESET[scale], over | (extra or {}))
+
+
+def _train(cfg: Config, root: Path, overwrite: bool, progress: bool) -> None:
+    """Train in a new process from the resolved config (it names its method, so it
+    loads verbatim)."""
+    cfg_path = root / "configs" / f"{cfg.method}.yaml"
+    cfg_path.parent.mkdir(parents=True, exist_ok=True)
+    cfg_path.write_text(config_to_yaml(cfg))
+    cmd = [sys.executable, "-m", "simsiam", "pretrain", "--config", str(cfg_path)]
+    cmd += ["--overwrite"] if overwrite else []
+    cmd += [] if progress else ["--no-progress"]
+    code = subprocess.run(cmd).returncode
+    if code != 0:
+        raise SimSiamError(f"compare: {cfg.method} stopped with exit code {code} (its "
+                           f"message is above); command: {' '.join(cmd)}")
+
+
+def run_compare(methods: list[str], budget: int, scale: str = "cpu", data: str = "",
+                out: str | Path = "runs/compare", overwrite: bool = False,
+                progress: bool = True, linear: bool = True, linear_epochs: int | None = None,
+                extra: dict[str, Any] | None = None) -> list[CompareRow]:
+    """Train (or reuse) every method, then write the table, JSON and plot.
+
+    Raises:
+        ConfigError: a bad method, scale, budget or override (before anything runs), or a
+            run directory holding another run while ``overwrite`` is False.
+        SimSiamError: a method's training failed.
+    """
+    from simsiam.methods import TRAITS
+
+    root = Path(out)
+    configs = [method_config(m, budget, scale, data, root, extra) for m in methods]
+    rows = []
+    for cfg in configs:
+        status = "reused"
+        if not _finished(cfg):
+            print(f"compare: {cfg.method} -> {cfg.train.out}", flush=True)
+            _train(cfg, root, overwrite, progress)
+            status = "ok"
+        recs = _records(Path(cfg.train.out))
+        epochs = [r for r in recs if r.get("kind") == "epoch"]
+        knn = [r for r in recs if r.get("kind") == "knn"]
+        mem = [r["peak_mem_mib"] for r in epochs if "peak_mem_mib" in r]
+        lin = _linear(cfg, linear_epochs or (30 if scale == "cpu" else 100)) if linear else None
+        neg, mom, queue = TRAITS[cfg.method]
+        rows.append(CompareRow(cfg.method, neg, mom, queue, cfg.train.batch_size,
+                               knn[-1]["knn_top1"] if knn else None, lin,
+                               sum(r["seconds"] for r in epochs), max(mem) if mem else None,
+                               cfg.train.out, status))
+    _write(root, scale, budget, rows)
+    return rows
+
+
+def format_compare(rows: list[CompareRow], scale: str, budget: int) -> str:
+    """The comparison as a Markdown table (the seed's columns)."""
+    def yn(v: bool) -> str:
+        return "yes" if v else "no"
+
+    def f(v: float | None, fmt: str) -> str:
+        return "-" if v is None else format(v, fmt)
+
+    lines = [f"## Methods side by side: {budget} epochs, scale {scale}", "",
+             "| method | negatives | momentum encoder | memory bank / queue | batch | kNN top-1 % "
+             "| linear top-1 % | train time | peak memory MiB |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r.method} | {yn(r.negatives)} | {yn(r.momentum_encoder)} | "
+                     f"{yn(r.queue)} | {r.batch_size} | {f(r.knn_top1, '.2f')} | "
+                     f"{f(r.linear_top1, '.2f')} | {r.train_seconds / 60:.1f} min | "
+                     f"{f(r.peak_mem_mib, '.0f')} |")
+    return "\n".join(lines) + "\n"
+
+
+def _write(root: Path, scale: str, budget: int, rows: list[CompareRow]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "compare.json").write_text(json.dumps(
+        {"scale": scale, "budget": budget, "rows": [asdict(r) for r in rows]}, indent=2))
+    (root / "compare.md").write_text(format_compare(rows, scale, budget))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in rows:
+        knn = [k for k in _records(Path(r.run_dir)) if k.get("kind") == "knn"]
+        ax.plot([k["epoch"] for k in knn], [k["knn_top1"] for k in knn], "o-", label=r.method)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("kNN top-1 (%)")
+    ax.set_title(f"kNN accuracy per epoch ({scale} scale)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(root / "compare.png", dpi=110)
+    plt.close(fig)

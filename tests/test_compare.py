@@ -1,0 +1,54 @@
+"""``simsiam compare``: every method under one budget, each in its own process; the table
+holds the measured values of each run and the method's traits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from simsiam.errors import ConfigError
+from simsiam.reproduce.compare import format_compare, method_config, run_compare
+
+# 16 px in float32 (bf16 convolutions on 1x1 maps are wrong on this CPU: BENCHMARKS.md)
+TINY = {"data.per_class": 12, "data.test_per_class": 4, "train.batch_size": 24,
+        "data.image_size": 16, "train.amp": "fp32", "train.log_every": 1,
+        "train.device": "cpu", "optim.warmup_epochs": 0}
+
+
+def test_method_configs_differ_only_by_the_method(tmp_path):
+    base = method_config("simsiam", 3, "cpu", "x", tmp_path)
+    byol = method_config("byol", 3, "cpu", "x", tmp_path)
+    assert (byol.model.dim, byol.model.proj_hidden_dim) == (256, 4096)
+    for section in ("data", "optim", "train"):
+        a, b = vars(getattr(base, section)), vars(getattr(byol, section))
+        assert {k for k in a if a[k] != b[k]} <= {"out"}, section
+    with pytest.raises(ConfigError, match="budget"):
+        method_config("simsiam", 0, "cpu", "x", tmp_path)
+    with pytest.raises(ConfigError, match="unknown"):
+        method_config("dino", 3, "cpu", "x", tmp_path)
+
+
+@pytest.mark.slow
+def test_compare_two_methods_on_real_images(cifar_dir, tmp_path):
+    out = tmp_path / "cmp"
+    rows = run_compare(["simsiam", "simclr"], 2, "cpu", str(cifar_dir), out, progress=False,
+                       linear_epochs=2, extra=TINY)
+    assert [(r.method, r.negatives, r.momentum_encoder, r.queue) for r in rows] == [
+        ("simsiam", False, False, False), ("simclr", True, False, False)]
+    for r in rows:
+        recs = [json.loads(x) for x in (Path(r.run_dir) / "metrics.jsonl").open()]
+        epochs = [x for x in recs if x["kind"] == "epoch"]
+        assert len(epochs) == 2 and r.batch_size == 24 and r.status == "ok"
+        assert r.knn_top1 == [x for x in recs if x["kind"] == "knn"][-1]["knn_top1"]
+        assert r.train_seconds == pytest.approx(sum(x["seconds"] for x in epochs))
+        assert r.peak_mem_mib == max(x["peak_mem_mib"] for x in epochs) > 100
+        assert 0 <= r.linear_top1 <= 100
+    table = (out / "compare.md").read_text()
+    assert table == format_compare(rows, "cpu", 2)
+    assert "| simclr | yes | no | no | 24 |" in table
+    assert (out / "compare.png").stat().st_size > 10_000
+    again = run_compare(["simsiam", "simclr"], 2, "cpu", str(cifar_dir), out, progress=False,
+                        linear=False, extra=TINY)
+    assert [r.status for r in again] == ["reused", "reused"]
