@@ -50,6 +50,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_grid_flags(p: argparse.ArgumentParser, out: str, out_help: str) -> None:
+    p.add_argument("--data", help="image folder or cifar10 (default: ../shared/data/"
+                   "cifar10-jpeg when present, else torchvision's CIFAR-10)")
+    p.add_argument("--out", default=out, help=out_help)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace run directories holding another or unfinished run")
+    p.add_argument("--no-linear", action="store_true", help="skip the linear probe per run")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
 def add_compare_parser(sub) -> None:
     """Register the ``compare`` subcommand."""
     from simsiam.config import METHODS
@@ -63,14 +74,7 @@ def add_compare_parser(sub) -> None:
     p.add_argument("--scale", choices=COMPARE_SCALES, default="cpu",
                    help="cpu: the demo preset on 10,000 images; cifar10: the paper's CIFAR "
                    "preset (GPU)")
-    p.add_argument("--data", help="image folder or cifar10 (default: ../shared/data/"
-                   "cifar10-jpeg when present, else torchvision's CIFAR-10)")
-    p.add_argument("--out", default="runs/compare", help="one run directory per method")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace method directories holding another or unfinished run")
-    p.add_argument("--no-linear", action="store_true", help="skip the linear probe")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_grid_flags(p, "runs/compare", "one run directory per method")
     p.set_defaults(func=cmd_compare)
 
 
@@ -84,12 +88,5 @@ def add_parser(sub) -> None:
     p.add_argument("--scale", choices=SCALES, default="cpu",
                    help="cpu: ~10 min per experiment on 2 cores (default); cifar10: the "
                    "paper's CIFAR recipe; imagenet: the paper's ImageNet recipe")
-    p.add_argument("--data", help="image folder or cifar10 (default: ../shared/data/"
-                   "cifar10-jpeg when present, else torchvision's CIFAR-10)")
-    p.add_argument("--out", default="runs/reproduce", help="rows go to OUT/EXPERIMENT/<row>")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace row directories holding another or unfinished run")
-    p.add_argument("--no-linear", action="store_true", help="skip the linear probe per row")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_grid_flags(p, "runs/reproduce", "rows go to OUT/EXPERIMENT/<row>")
     p.set_defaults(func=cmd_reproduce)

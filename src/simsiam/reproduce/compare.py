@@ -22,7 +22,7 @@ from typing import Any
 
 from simsiam.config import METHODS, Config, config_to_yaml, load_config
 from simsiam.errors import ConfigError, SimSiamError
-from simsiam.reproduce.runner import _CPU, _PRESET, _finished, _linear, _records
+from simsiam.reproduce.runner import _CPU, _PRESET, _finished, _linear, _records, fmt
 
 COMPARE_SCALES = ("cpu", "cifar10")
 
@@ -121,9 +121,7 @@ def format_compare(rows: list[CompareRow], scale: str, budget: int) -> str:
     def yn(v: bool) -> str:
         return "yes" if v else "no"
 
-    def f(v: float | None, fmt: str) -> str:
-        return "-" if v is None else format(v, fmt)
-
+    f = fmt
     lines = [f"## Methods side by side: {budget} epochs, scale {scale}", "",
              "| method | negatives | momentum encoder | memory bank / queue | batch | kNN top-1 % "
              "| linear top-1 % | train time | peak memory MiB |",

@@ -174,11 +174,14 @@ def run_experiment(name: str, scale: str = "cpu", data: str = "", out: str | Pat
     return results
 
 
+def fmt(v: float | None, spec: str) -> str:
+    """``format(v, spec)``, or "-" for a value not measured."""
+    return "-" if v is None else format(v, spec)
+
+
 def format_table(exp: Experiment, scale: str, results: list[RowResult]) -> str:
     """A Markdown table: row, the paper's ImageNet linear top-1, our measurements."""
-    def f(v: float | None, fmt: str) -> str:
-        return "-" if v is None else format(v, fmt)
-
+    f = fmt
     lines = [f"## {exp.title} ({exp.source}); scale {scale}", "",
              "| row | paper (ImageNet linear %) | kNN top-1 % | linear top-1 % | final loss "
              "| collapse std / (1/sqrt d) | epochs | status |",
