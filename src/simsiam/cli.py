@@ -98,7 +98,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     data = args.data or (str(SHARED_CIFAR_DIR) if SHARED_CIFAR_DIR.is_dir() else "cifar10")
     overrides = _overrides(args) | {"data.source": data, "eval.knn_at_start": True}
     cfg = load_config(args.config or "demo-cpu", overrides)
-    print(f"demo: SimSiam {cfg.model.backbone} ({cfg.model.stem} stem) on '{data}', "
+    print(f"demo: {cfg.method} {cfg.model.backbone} ({cfg.model.stem} stem) on '{data}', "
           f"{cfg.train.epochs} epochs, batch {cfg.train.batch_size}, {cfg.data.image_size} px, "
           f"{cfg.data.per_class} training images per class", flush=True)
     res = pretrain(cfg, resume=args.resume, overwrite=args.overwrite,
