@@ -134,8 +134,9 @@ def test_cli_pretrain_and_knn(cifar_dir, tmp_path, capsys):
 def collapse_cfg(cifar_dir, out, stop_gradient):
     # A fast route to collapse without stop-gradient (paper Fig. 2): high lr and weight
     # decay at 16 px. Measured: the metric falls to about 0.35/sqrt(d) by step 60 without
-    # stop-gradient and stays at 0.96-1.01/sqrt(d) with it.
-    return tiny_cfg(cifar_dir, out, **{
+    # stop-gradient and stays at 0.96-1.01/sqrt(d) with it. float32: under bf16 on this CPU
+    # layer4's first conv (1x1 input at 16 px) gets NaN weight gradients (BENCHMARKS.md).
+    return tiny_cfg(cifar_dir, out, **{"train.amp": "fp32",
         "model.stop_gradient": stop_gradient, "train.log_every": 1, "train.epochs": 16,
         "eval.knn_every": 0, "eval.knn_at_start": False, "optim.base_lr": 3.2,
         "optim.weight_decay": 1e-2, "data.image_size": 16, "eval.collapse_ratio": 0.6,
