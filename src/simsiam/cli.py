@@ -7,8 +7,10 @@ Each subcommand is a thin call into the library. Settings come from a YAML prese
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -73,12 +75,19 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
                    help="override any config key, e.g. --set optim.base_lr=0.4 (repeatable)")
 
 
+def _is_main() -> bool:
+    """Rank 0 of a torchrun launch, or a single process: the one that prints results."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from simsiam.train.trainer import pretrain
 
     cfg = load_config(args.config, _overrides(args))
     res = pretrain(cfg, resume=args.resume, overwrite=args.overwrite,
                    progress=not args.no_progress, stop_after_epoch=args.stop_after_epoch)
+    if not _is_main():
+        return 0
     if res.backbone_path is None:
         print(f"pretrain: stopped after epoch {res.epochs} of {cfg.train.epochs} "
               f"(--stop-after-epoch), {res.steps} steps; continue with --resume --out "
@@ -134,18 +143,32 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextmanager
+def _processes(args: argparse.Namespace):
+    """The evaluation commands' process group: under torchrun every process extracts the
+    features of its shard of the images (see :mod:`simsiam.distributed`)."""
+    from simsiam.distributed import setup_distributed
+
+    ctx = setup_distributed(args.device)
+    try:
+        yield ctx
+    finally:
+        ctx.close()
+
+
 def cmd_knn(args: argparse.Namespace) -> int:
     from simsiam.eval.knn import knn_evaluate
-    from simsiam.train.trainer import resolve_device
 
-    backbone, info = _load_for_eval(args)
-    train, test = _eval_data(args, info)
-    device = resolve_device(args.device)
-    acc = knn_evaluate(backbone.to(device), train.images, train.labels, test.images,
-                       test.labels, len(train.classes), info["image_size"], info["normalize"],
-                       device, args.k, args.t)
-    print(f"knn: top1={acc:.2f}% k={min(args.k, len(train))} T={args.t} bank={len(train)} "
-          f"queries={len(test)}")
+    with _processes(args) as ctx:
+        backbone, info = _load_for_eval(args)
+        train, test = ctx.main_first(lambda: _eval_data(args, info))
+        device = ctx.device
+        acc = knn_evaluate(backbone.to(device), train.images, train.labels, test.images,
+                           test.labels, len(train.classes), info["image_size"],
+                           info["normalize"], device, args.k, args.t)
+    if _is_main():
+        print(f"knn: top1={acc:.2f}% k={min(args.k, len(train))} T={args.t} "
+              f"bank={len(train)} queries={len(test)}")
     return 0
 
 
@@ -181,9 +204,7 @@ def cmd_linear(args: argparse.Namespace) -> int:
 
     from safetensors.torch import save_file
 
-    from simsiam.eval.linear import PROTOCOLS, augmented_probe, linear_probe
     from simsiam.train.checkpoint import atomic_write
-    from simsiam.train.trainer import resolve_device
 
     ckpt = Path(args.checkpoint)
     out = Path(args.out) if args.out else (
@@ -191,24 +212,13 @@ def cmd_linear(args: argparse.Namespace) -> int:
     if (out / "linear.json").exists() and not args.overwrite:
         raise ConfigError(f"'{out}' already holds a linear-probe result; pass --overwrite "
                           "or another --out")
-    backbone, info = _load_for_eval(args)
-    train, test = _eval_data(args, info)
-    device = resolve_device(args.device)
-    data = (backbone.to(device), train.images, train.labels, test.images, test.labels,
-            len(train.classes), info["image_size"], info["normalize"])
-    if args.protocol == "fast":
-        batch = min(args.batch_size or 256, len(train))
-        base_lr = 0.1 if args.lr is None else args.lr
-        res, clf = linear_probe(*data, device, args.epochs or 100, batch, base_lr)
-        optimizer = "sgd"
-    else:
-        if args.lr is not None:
-            raise ConfigError(f"--lr is for the fast protocol; --protocol {args.protocol} uses "
-                              "the paper's lr")
-        spec = PROTOCOLS[args.protocol]
-        batch, base_lr, optimizer = (min(args.batch_size or spec["batch_size"], len(train)),
-                                     spec["base_lr"], spec["optimizer"])
-        res, clf = augmented_probe(*data, args.protocol, device, args.epochs, batch)
+    with _processes(args) as ctx:
+        backbone, info = _load_for_eval(args)
+        train, test = ctx.main_first(lambda: _eval_data(args, info))
+        res, clf, batch, base_lr, optimizer = _run_probe(args, backbone, info, train, test,
+                                                         ctx.device)
+    if not _is_main():
+        return 0
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in clf.state_dict().items()}
     atomic_write(out / "classifier.safetensors",
@@ -226,21 +236,44 @@ def cmd_linear(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_probe(args: argparse.Namespace, backbone, info: dict, train, test, device):
+    """The probe ``args.protocol`` asks for: (result, classifier, batch, base lr, optimizer).
+
+    Under torchrun the features are extracted shard by shard and gathered; every process
+    then fits the same classifier on them (rank 0 writes it)."""
+    from simsiam.eval.linear import PROTOCOLS, augmented_probe, linear_probe
+
+    data = (backbone.to(device), train.images, train.labels, test.images, test.labels,
+            len(train.classes), info["image_size"], info["normalize"])
+    if args.protocol == "fast":
+        batch = min(args.batch_size or 256, len(train))
+        base_lr = 0.1 if args.lr is None else args.lr
+        res, clf = linear_probe(*data, device, args.epochs or 100, batch, base_lr)
+        return res, clf, batch, base_lr, "sgd"
+    if args.lr is not None:
+        raise ConfigError(f"--lr is for the fast protocol; --protocol {args.protocol} uses "
+                          "the paper's lr")
+    spec = PROTOCOLS[args.protocol]
+    batch = min(args.batch_size or spec["batch_size"], len(train))
+    res, clf = augmented_probe(*data, args.protocol, device, args.epochs, batch)
+    return res, clf, batch, spec["base_lr"], spec["optimizer"]
+
+
 def cmd_embed(args: argparse.Namespace) -> int:
     """Backbone features of every image (train and held-out) to .npz or .csv."""
     from simsiam.eval.embed import export_embeddings
-    from simsiam.train.trainer import resolve_device
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise ConfigError(f"'{out}' already exists; pass --overwrite or another --out")
-    backbone, info = _load_for_eval(args)
-    train, test = _eval_data(args, info, need_test=False)
-    sets = {"train": train} | ({"test": test} if test is not None else {})
-    device = resolve_device(args.device)
-    n, dim = export_embeddings(backbone.to(device), sets, out, info["image_size"],
-                               info["normalize"], device)
-    print(f"embed: {n} images x {dim} features -> {out}")
+    with _processes(args) as ctx:
+        backbone, info = _load_for_eval(args)
+        train, test = ctx.main_first(lambda: _eval_data(args, info, need_test=False))
+        sets = {"train": train} | ({"test": test} if test is not None else {})
+        n, dim = export_embeddings(backbone.to(ctx.device), sets, out, info["image_size"],
+                                   info["normalize"], ctx.device)
+    if _is_main():
+        print(f"embed: {n} images x {dim} features -> {out}")
     return 0
 
 

@@ -25,9 +25,11 @@ from simsiam.data.dataset import EpochShuffleSampler
 _VIEW_STREAM = 0x5EED_B47C
 
 
-def batch_seed(seed: int, epoch: int, batch: int) -> int:
-    """A 63-bit seed for the views of batch ``batch`` of ``epoch``."""
-    state = np.random.SeedSequence([seed, epoch, batch, _VIEW_STREAM]).generate_state(2, np.uint64)
+def batch_seed(seed: int, epoch: int, batch: int, rank: int | None = None) -> int:
+    """A 63-bit seed for the views of batch ``batch`` of ``epoch`` (on process ``rank`` of
+    a data-parallel run; ``None`` alone, which keeps single-process runs' views)."""
+    entropy = [seed, epoch, batch, _VIEW_STREAM] + ([] if rank is None else [rank])
+    state = np.random.SeedSequence(entropy).generate_state(2, np.uint64)
     return int(state[0] >> np.uint64(1))
 
 
@@ -40,10 +42,15 @@ class BatchedViewLoader:
         images: ``(N, H, W, 3)`` uint8, e.g. a memory map of the decoded cache.
         augment: the batched view recipe: anything with ``views(images, g) -> list`` (the
             two SimSiam views, or :class:`~simsiam.augment.multicrop.BatchedMultiCrop`).
-        batch_size: images per batch.
+        batch_size: images per batch on this process (the global batch / world size).
         seed: the run's seed (shuffle and views).
         device: where views are made and returned.
         resident_max_bytes: copy the whole array to ``device`` if it is at most this big.
+        rank, world_size: data parallelism (see :class:`EpochShuffleSampler`): this
+            process's slice of each global batch. Its views come from a generator seeded
+            with the rank too, so the processes draw independent views (the per-image
+            DataLoader path draws each image's views from the image's index instead, the
+            same views as one process).
 
     Use ``loader.sampler.set_epoch(epoch, start)`` before iterating, as with the
     DataLoader path.
@@ -51,9 +58,11 @@ class BatchedViewLoader:
 
     def __init__(self, images: np.ndarray, augment: BatchedSimSiamAugment | BatchedMultiCrop,
                  batch_size: int, seed: int, device: torch.device,
-                 resident_max_bytes: int = 4 << 30) -> None:
+                 resident_max_bytes: int = 4 << 30, rank: int = 0, world_size: int = 1) -> None:
         self.augment, self.batch_size, self.seed, self.device = augment, batch_size, seed, device
-        self.sampler = EpochShuffleSampler(len(images), seed)
+        self.sampler = EpochShuffleSampler(len(images), seed, batch_size * world_size, rank,
+                                           world_size)
+        self.rank = rank if world_size > 1 else None
         self.resident = images.nbytes <= resident_max_bytes
         if self.resident:  # (N, 3, H, W) uint8 on the device, once
             host = torch.from_numpy(np.array(images))  # a writable copy of the memory map
@@ -77,9 +86,10 @@ class BatchedViewLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         epoch, start, bs = self.sampler.epoch, self.sampler.start, self.batch_size
         order = torch.tensor([i for _, i in self.sampler], dtype=torch.int64)
-        first = start // bs  # batches of this epoch already done (resume)
+        first = start // (bs * self.sampler.world_size)  # steps of this epoch already done
         for b in range(len(order) // bs):
             idx = order[b * bs:(b + 1) * bs]
             imgs = self._gather(idx)
-            g = torch.Generator(self.device).manual_seed(batch_seed(self.seed, epoch, first + b))
+            g = torch.Generator(self.device).manual_seed(batch_seed(self.seed, epoch, first + b,
+                                                                      self.rank))
             yield (*self.augment.views(imgs, g), idx)

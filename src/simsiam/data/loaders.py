@@ -24,8 +24,8 @@ def _worker_init(_: int) -> None:
     ignore_stop_signals()  # the main process saves a checkpoint, then stops the workers
 
 
-def make_loader(train: ImageSet, cfg: Config, device: torch.device
-                ) -> DataLoader | BatchedViewLoader:
+def make_loader(train: ImageSet, cfg: Config, device: torch.device, rank: int = 0,
+                world_size: int = 1) -> DataLoader | BatchedViewLoader:
     """Batches ``(x1, x2, ..., index)`` of views, shuffled per epoch from the seed.
 
     ``augment.backend``: ``batched`` makes each batch's views on ``device`` from images
@@ -33,19 +33,26 @@ def make_loader(train: ImageSet, cfg: Config, device: torch.device
     ``data.num_workers`` worker processes and torchvision's per-image kernels.
     Call ``loader.sampler.set_epoch(epoch, start)`` before each epoch. drop_last: every
     step sees a full batch, so BN statistics and the lr scaling hold.
+
+    With ``world_size`` > 1 each batch is process ``rank``'s slice of the global batch
+    ``train.batch_size`` (see :class:`EpochShuffleSampler`), ``batch_size / world_size``
+    images.
     """
+    per_device = cfg.train.batch_size // world_size
     if cfg.augment.backend == "batched":
         a, size = cfg.augment, cfg.data.image_size
         augment = (BatchedMultiCrop(a, size, compile=a.compile) if a.small_crops
                    else BatchedSimSiamAugment(a, size, compile=a.compile))
         return BatchedViewLoader(train.images, augment,
-                                 cfg.train.batch_size, cfg.train.seed, device,
-                                 resident_max_bytes=cfg.data.resident_max_mb << 20)
+                                 per_device, cfg.train.seed, device,
+                                 resident_max_bytes=cfg.data.resident_max_mb << 20,
+                                 rank=rank, world_size=world_size)
     dataset = TwoViewDataset(train.images, SimSiamAugment(cfg.augment, cfg.data.image_size),
                              cfg.train.seed)
     workers = cfg.data.num_workers
-    return DataLoader(dataset, batch_size=cfg.train.batch_size,
-                      sampler=EpochShuffleSampler(len(train), cfg.train.seed), drop_last=True,
+    sampler = EpochShuffleSampler(len(train), cfg.train.seed, cfg.train.batch_size, rank,
+                                  world_size)
+    return DataLoader(dataset, batch_size=per_device, sampler=sampler, drop_last=True,
                       num_workers=workers, persistent_workers=workers > 0,
                       pin_memory=device.type == "cuda",
                       worker_init_fn=_worker_init if workers else None)

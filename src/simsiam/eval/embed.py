@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from simsiam.data.dataset import ImageSet
+from simsiam.distributed import rank
 from simsiam.errors import ConfigError
 from simsiam.eval.knn import extract_features
 from simsiam.train.checkpoint import atomic_write
@@ -65,5 +66,6 @@ def export_embeddings(backbone: nn.Module, sets: dict[str, ImageSet], out: str |
                 for i in range(len(y)):
                     w.writerow([paths[i], splits[i], int(y[i]), classes[y[i]]] +
                                [f"{v:.7g}" for v in x[i]])
-    atomic_write(out, write)
+    if rank() == 0:  # under torchrun every process extracted its shard; rank 0 writes
+        atomic_write(out, write)
     return len(y), x.shape[1]

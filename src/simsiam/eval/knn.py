@@ -4,6 +4,12 @@ Source: SIMSIAM.md section 4 (InstDisc-style monitor): l2-normalised pool5 featu
 the training images form the bank; each test image takes its k = 200 most similar bank
 entries by cosine similarity, each votes for its class with weight exp(sim / T), T = 0.1
 on CIFAR; the top-1 accuracy is reported in percent.
+
+Under data parallelism (``torchrun``) every process extracts the features of its
+contiguous shard of the images; the shards are gathered (padding dropped) so every
+process holds the whole bank in the original order, and each process classifies its
+shard of the queries; the correct counts are summed, so every image counts exactly once
+and the accuracy equals the single-process one.
 """
 
 from __future__ import annotations
@@ -14,12 +20,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from simsiam.augment.views import eval_transform
+from simsiam.distributed.ops import all_reduce_sum, gather_shards, shard_bounds, world_size
 
 
 @torch.no_grad()
 def extract_features(backbone: nn.Module, images: np.ndarray, image_size: int, normalize: str,
                      device: torch.device | str = "cpu", batch_size: int = 512,
-                     channels_last: bool = False, l2_normalize: bool = True) -> torch.Tensor:
+                     channels_last: bool = False, l2_normalize: bool = True,
+                     distributed: bool | None = None) -> torch.Tensor:
     """Backbone features of every image (l2-normalised unless told not to), in eval mode.
 
     Args:
@@ -28,10 +36,25 @@ def extract_features(backbone: nn.Module, images: np.ndarray, image_size: int, n
         images: ``(N, H, W, 3)`` uint8.
         image_size: side fed to the backbone (see :func:`eval_transform`).
         normalize: auto|cifar10|imagenet.
+        distributed: split the work over the processes of a data-parallel run and gather
+            (``None``: when a process group of more than one process exists). Every
+            process must call this with the same images.
 
     Returns:
-        ``(N, c)`` float32 on ``device``; unit l2 norm per row when ``l2_normalize``.
+        ``(N, c)`` float32 on ``device``, in the order of ``images``, on every process;
+        unit l2 norm per row when ``l2_normalize``.
     """
+    if distributed is None:
+        distributed = world_size() > 1
+    if distributed:
+        lo, hi = shard_bounds(len(images))
+        local = extract_features(backbone, images[lo:hi], image_size, normalize, device,
+                                 batch_size, channels_last, l2_normalize, distributed=False)
+        if local.shape[0] == 0:  # an empty shard still needs the width to pad
+            width = extract_features(backbone, images[:1], image_size, normalize, device, 1,
+                                     channels_last, l2_normalize, distributed=False).shape[1]
+            local = torch.zeros(0, width, device=torch.device(device))
+        return gather_shards(local, len(images))
     was_training = backbone.training
     backbone.eval()
     feats = []
@@ -66,6 +89,8 @@ def knn_predict(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.Te
         ``(M, C)`` float32 scores; ``argmax(dim=1)`` is the prediction.
     """
     k = min(k, bank.shape[0])
+    if queries.shape[0] == 0:
+        return torch.zeros(0, num_classes, device=queries.device)
     bank, queries = F.normalize(bank.float(), dim=1), F.normalize(queries.float(), dim=1)
     out = []
     for start in range(0, queries.shape[0], chunk):
@@ -80,10 +105,23 @@ def knn_predict(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.Te
 
 def knn_top1(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.Tensor,
              query_labels: torch.Tensor, num_classes: int, k: int = 200,
-             temperature: float = 0.1) -> float:
-    """Top-1 accuracy in percent (0-100) of :func:`knn_predict` on labelled queries."""
-    pred = knn_predict(bank, bank_labels, queries, num_classes, k, temperature).argmax(dim=1)
-    return 100.0 * (pred == query_labels.to(pred.device)).float().mean().item()
+             temperature: float = 0.1, distributed: bool | None = None) -> float:
+    """Top-1 accuracy in percent (0-100) of :func:`knn_predict` on labelled queries.
+
+    ``distributed`` (``None``: when a process group of more than one process exists):
+    every process holds the whole bank and all queries and classifies its shard of the
+    queries; the correct counts are summed over processes, so each query counts once.
+    """
+    if distributed is None:
+        distributed = world_size() > 1
+    m = queries.shape[0]
+    lo, hi = shard_bounds(m) if distributed else (0, m)
+    pred = knn_predict(bank, bank_labels, queries[lo:hi], num_classes, k,
+                       temperature).argmax(dim=1)
+    correct = (pred == query_labels[lo:hi].to(pred.device)).sum()
+    if distributed:
+        correct = all_reduce_sum(correct)
+    return 100.0 * int(correct) / m if m else float("nan")
 
 
 def knn_evaluate(backbone: nn.Module, train_images: np.ndarray, train_labels: np.ndarray,

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from simsiam.distributed.ops import global_logsumexp, world_size
+
 
 def check_two_views(method: str, views: list[torch.Tensor]) -> None:
     """Raise ValueError unless ``views`` holds exactly two tensors."""
@@ -133,7 +135,8 @@ def byol_loss(p: torch.Tensor, z: torch.Tensor, eps: float = 1e-8) -> torch.Tens
 
 
 @torch.no_grad()
-def sinkhorn(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3) -> torch.Tensor:
+def sinkhorn(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3,
+             distributed: bool = False) -> torch.Tensor:
     """SwAV's soft codes by Sinkhorn-Knopp (SwAV section 3.1 and Appendix A.1), no gradient.
 
     Starts from ``exp(scores / epsilon)`` (held as its logarithm, so no entry underflows
@@ -148,6 +151,9 @@ def sinkhorn(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3) -
             float dtype; computed in float32 with autocast off.
         epsilon: the entropy weight (0.05 in SwAV); smaller gives sharper codes.
         iterations: rounds of (column, row) rescaling, >= 1.
+        distributed: the batch is split over the processes of a data-parallel run; the
+            sums over samples (and B) then run over the global batch, as in SwAV's
+            distributed Sinkhorn, so each process gets its rows of the global codes.
 
     Returns:
         Codes Q ``(B, K)``, float32, non-negative, rows summing to 1, no graph.
@@ -161,13 +167,16 @@ def sinkhorn(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3) -
         raise ValueError(f"sinkhorn needs epsilon > 0 and iterations >= 1, got "
                          f"epsilon={epsilon} iterations={iterations}")
     b, k = scores.shape
+    lse = global_logsumexp if distributed else torch.logsumexp
+    if distributed:
+        b = b * world_size()  # the global batch (every process holds the same b)
     with torch.autocast(device_type=scores.device.type, enabled=False):
         # In log space, so a small epsilon cannot underflow a whole column to 0 (NaN).
         log_q = scores.float() / epsilon
-        log_q = log_q - torch.logsumexp(log_q.flatten(), dim=0)  # total mass 1
+        log_q = log_q - lse(log_q.flatten(), dim=0)  # total mass 1
         log_k, log_b = math.log(k), math.log(b)
         for _ in range(iterations):
-            log_q = log_q - torch.logsumexp(log_q, dim=0, keepdim=True) - log_k  # prototype: 1/K
+            log_q = log_q - lse(log_q, dim=0, keepdim=True) - log_k  # prototype: 1/K
             log_q = log_q - torch.logsumexp(log_q, dim=1, keepdim=True) - log_b  # sample: 1/B
         return torch.exp(log_q + log_b)
 

@@ -12,7 +12,9 @@ step) the key encoder takes its momentum update and the keys are enqueued. The k
 encoder starts as an exact copy of the query encoder.
 
 Not included: shuffling BN across devices (MoCo's "shuffle BN"); on one device the two
-encoders already see their views in separate forward passes.
+encoders already see their views in separate forward passes. Under data parallelism
+BatchNorm is synchronised over the global batch (as in MoCo v3) and every process
+enqueues the keys of the whole global batch, so the queues stay identical.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from simsiam.distributed.ops import gather_no_grad, world_size
 from simsiam.eval.collapse import collapse_std
 from simsiam.methods.contrastive import check_two_views, info_nce
 from simsiam.methods.momentum import Queue, ema_update, momentum_copy
@@ -106,7 +109,7 @@ class MoCoV2(nn.Module):
         """
         check_two_views("MoCo v2", views)
         if self.training:
-            self.queue.check_batch(views[0].shape[0])
+            self.queue.check_batch(views[0].shape[0] * world_size())  # the global batch
         h1 = self.backbone(views[0])
         q = self.head(h1)
         k = self.keys(views[1])
@@ -126,6 +129,6 @@ class MoCoV2(nn.Module):
         """Momentum update of the key encoder, then enqueue the last training batch's keys."""
         ema_update(self.key_backbone, self.backbone, self.momentum)
         ema_update(self.key_head, self.head, self.momentum)
-        if self._pending_keys is not None:
-            self.queue.enqueue(self._pending_keys)
+        if self._pending_keys is not None:  # every process enqueues the global batch's keys
+            self.queue.enqueue(gather_no_grad(self._pending_keys))
             self._pending_keys = None

@@ -3,7 +3,9 @@
 Source: SIMSIAM.md section 6 (SimCLR row); Chen et al. 2020, "A Simple Framework for
 Contrastive Learning of Visual Representations", section 2.1 and Appendix B.9 (CIFAR:
 temperature 0.5). The two views pass through the encoder in two separate forward passes,
-as in :class:`~simsiam.methods.simsiam.SimSiam`.
+as in :class:`~simsiam.methods.simsiam.SimSiam`. Under data parallelism every process's
+anchors take the views of all processes as candidates (gathered with gradient), so the
+mean over processes is the loss of the global batch.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from simsiam.distributed.ops import gather_with_grad, rank, world_size
 from simsiam.eval.collapse import collapse_std
 from simsiam.methods.contrastive import check_two_views, nt_xent
 from simsiam.models.heads import ProjectionHead
@@ -59,7 +62,12 @@ class SimCLR(nn.Module):
         h1 = self.backbone(views[0])
         z1 = self.projector(h1)
         z2 = self.projector(self.backbone(views[1]))
-        loss = nt_xent(z1, z2, self.temperature)
+        if world_size() > 1:  # negatives from the whole global batch, gradient through all
+            loss = nt_xent(z1, z2, self.temperature,
+                           gathered=(gather_with_grad(z1), gather_with_grad(z2)),
+                           offset=rank() * z1.shape[0])
+        else:
+            loss = nt_xent(z1, z2, self.temperature)
         return loss, {"collapse_std": collapse_std(z1), "features": h1.detach()}
 
     def param_groups(self) -> list[dict]:

@@ -8,7 +8,9 @@ from every crop), Appendix A (prototypes l2-normalised at each step, frozen duri
 first epoch; 3,000 prototypes on ImageNet). The optional feature queue is not included.
 
 Views of one size pass through the encoder together, so BN statistics are shared by
-the large views and by the small views (as in SwAV), not per view.
+the large views and by the small views (as in SwAV), not per view. Under data
+parallelism the codes come from Sinkhorn over the global batch (SwAV's distributed
+Sinkhorn) and BatchNorm is synchronised.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from simsiam.distributed.ops import world_size
 from simsiam.eval.collapse import collapse_std
 from simsiam.methods.contrastive import sinkhorn, swav_loss
 from simsiam.models.heads import ProjectionHead
@@ -127,7 +130,8 @@ class SwAV(nn.Module):
         w_eff = w * g + w.detach() * (1 - g)
         with torch.autocast(device_type=w.device.type, enabled=False):
             scores = [F.normalize(z.float(), dim=1) @ w_eff.float().T for z in zs]
-        codes = [sinkhorn(s.detach(), self.epsilon, self.sinkhorn_iterations)
+        codes = [sinkhorn(s.detach(), self.epsilon, self.sinkhorn_iterations,
+                          distributed=world_size() > 1)
                  for s in scores[: self.large_views]]
         loss = swav_loss(scores, codes, self.temperature)
         return loss, {"collapse_std": collapse_std(zs[0]), "features": h1.detach()}

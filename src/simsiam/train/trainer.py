@@ -9,6 +9,14 @@ Run directory layout: ``config.yaml``, ``metrics.jsonl``, ``tb/``, ``checkpoints
 
 Faults: a NaN/inf loss stops the run before anything is saved after it; SIGINT/SIGTERM
 save a checkpoint at the next step boundary and stop; checkpoints are written atomically.
+
+Data parallelism: under ``torchrun`` (see :mod:`simsiam.distributed`) the method is
+wrapped in DistributedDataParallel with every BatchNorm synchronised; ``train.batch_size``
+is the global batch, split evenly over the processes, so the steps per epoch, the lr
+(scaled by the global batch) and the schedule (in global steps) are those of one process
+with the whole batch. Rank 0 alone logs, writes checkpoints and exports; every process
+resumes from the same checkpoint; a stop signal on any process stops all of them at the
+same step.
 """
 
 from __future__ import annotations
@@ -27,7 +35,15 @@ from tqdm import tqdm
 from simsiam.config import Config, config_to_dict, config_to_yaml
 from simsiam.data.dataset import load_splits
 from simsiam.data.loaders import make_loader
-from simsiam.errors import CollapseError, ConfigError, DataError
+from simsiam.distributed import (
+    DistContext,
+    all_reduce_sum,
+    batch_plan,
+    convert_sync_batchnorm,
+    setup_distributed,
+)
+from simsiam.distributed.context import resolve_device  # noqa: F401 (the CLI imports it here)
+from simsiam.errors import CollapseError, ConfigError
 from simsiam.eval.collapse import CollapseGuard, healthy_std
 from simsiam.eval.knn import extract_features, knn_top1
 from simsiam.eval.linear import LinearClassifier, topk_accuracy
@@ -53,7 +69,7 @@ from simsiam.train.run_dir import (
     resume_config,
     truncate_metrics,
 )
-from simsiam.train.schedule import cosine_lr, predictor_lr, scaled_lr
+from simsiam.train.schedule import cosine_lr, predictor_lr
 
 
 @dataclass
@@ -68,16 +84,6 @@ class RunResult:
     epoch_loss: dict[int, float] = field(default_factory=dict)
     test_images: int = 0
     backbone_path: Path | None = None
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu. Raises ConfigError for cuda without one."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device = 'cuda' but no CUDA device is available; use "
-                          "--device cpu or auto")
-    return torch.device(name)
 
 
 def use_bf16(amp: str, device: torch.device) -> bool:
@@ -107,8 +113,30 @@ def train_step(model, optimizer: torch.optim.Optimizer, views: list[torch.Tensor
     return loss.detach(), metrics
 
 
-def _interrupted(logger: MetricsLogger, signum: int, epoch: int, batch: int, per_epoch: int,
-                 step: int, out: Path) -> None:
+class _NoLogger:
+    """The metrics logger of processes other than rank 0: records go nowhere."""
+
+    def log(self, record: dict) -> None:  # noqa: D102
+        pass
+
+    def close(self) -> None:  # noqa: D102
+        pass
+
+
+def _epoch_sums(base_seen: int, seen: int, loss_sum: torch.Tensor, probe_hits: torch.Tensor,
+                world: int) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """Global sums over the epoch so far: images, the loss (each step's loss averaged over
+    the processes, summed over steps) and online-probe hits. ``base_seen`` counts the
+    images before a mid-epoch resume (whose loss sum every process continues and whose
+    probe hits rank 0 continues); ``seen`` this process's images since."""
+    if world == 1:
+        return base_seen + seen, loss_sum, probe_hits
+    sums = all_reduce_sum(torch.stack([loss_sum.float(), probe_hits.float()]))
+    return base_seen + seen * world, sums[0] / world, sums[1]
+
+
+def _interrupted(logger: MetricsLogger | _NoLogger, signum: int, epoch: int, batch: int,
+                 per_epoch: int, step: int, out: Path) -> None:
     name = signal.Signals(signum).name
     logger.log({"kind": "interrupted", "signal": name, "step": step, "epoch": epoch,
                 "batch_in_epoch": batch})
@@ -140,39 +168,62 @@ def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False,
     if stop_after_epoch is not None and not 1 <= stop_after_epoch <= cfg.train.epochs:
         raise ConfigError(f"--stop-after-epoch {stop_after_epoch}: use an epoch from 1 to "
                           f"train.epochs = {cfg.train.epochs}")
-    check_run_dir(out, resume, overwrite)
-    with StopSignals() as stop:
-        return _pretrain(cfg, out, resume, overwrite, progress, stop_after_epoch, stop)
+    ctx = setup_distributed(cfg.train.device)
+    try:
+        check_run_dir(out, resume, overwrite)
+        ctx.barrier()  # every process has checked before rank 0 writes anything
+        with StopSignals() as stop:
+            return _pretrain(cfg, out, resume, overwrite, progress and ctx.is_main,
+                             stop_after_epoch, stop, ctx)
+    finally:
+        ctx.close()
+
+
+def _ddp(module: torch.nn.Module, ctx: DistContext) -> torch.nn.Module:
+    """``module`` in DistributedDataParallel (gradients averaged over the processes).
+
+    Weights and buffers are broadcast from rank 0 once, not at every step: SyncBatchNorm's
+    running statistics, the MoCo queue and the EMA targets are computed identically on
+    every process.
+    """
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=ids, forward_sync_buffers=False,
+                                   gradient_as_bucket_view=True)
 
 
 def _pretrain(cfg: Config, out: Path, resume: bool, overwrite: bool, progress: bool,
-              stop_after_epoch: int | None, stop: StopSignals) -> RunResult:
+              stop_after_epoch: int | None, stop: StopSignals, ctx: DistContext) -> RunResult:
     if resume:
         cfg = resume_config(cfg, out)
-    device = resolve_device(cfg.train.device)
-    train, test = load_splits(cfg.data, cfg.train.seed, progress=progress)
-    bs, epochs = cfg.train.batch_size, cfg.train.epochs
-    if len(train) < bs:
-        raise DataError(f"the training set has {len(train)} images, fewer than train.batch_size "
-                        f"= {bs}, so no step would run; lower --batch-size or add images")
-    steps_per_epoch = len(train) // bs
+    device = ctx.device
+    train, test = ctx.main_first(lambda: load_splits(cfg.data, cfg.train.seed,
+                                                     progress=progress))
+    plan = batch_plan(len(train), cfg.train.batch_size, ctx.world_size, cfg.optim.base_lr)
+    bs, epochs = plan.global_batch, cfg.train.epochs
+    steps_per_epoch = plan.steps_per_epoch
     total_steps = steps_per_epoch * epochs
 
     torch.manual_seed(cfg.train.seed)
-    model = build_method(cfg.method, cfg.model, cfg.data.image_size, steps_per_epoch).to(device)
+    model = build_method(cfg.method, cfg.model, cfg.data.image_size, steps_per_epoch)
+    if ctx.distributed:  # never for a single process
+        model = convert_sync_batchnorm(model, device.type)
+    model = model.to(device)
     memory_format = torch.channels_last if cfg.train.channels_last else torch.preserve_format
     model = model.to(memory_format=memory_format)
-    peak_lr = scaled_lr(cfg.optim.base_lr, bs)
+    peak_lr = plan.peak_lr
     # fused: one kernel for the whole update (CPU and CUDA), the same SGD rule.
     optimizer = torch.optim.SGD(model.param_groups(), lr=peak_lr, momentum=cfg.optim.momentum,
                                 weight_decay=cfg.optim.weight_decay, fused=True)
-    step_model = torch.compile(model) if cfg.train.compile else model
     # Online probe (labels for evaluation only): features are detached, its optimizer owns
     # only its own parameters, so no gradient reaches the encoder.
     probe = probe_opt = None
     labels = torch.as_tensor(train.labels, device=device)
     if cfg.eval.online_probe:
         probe = LinearClassifier(feature_dim(cfg.model.backbone), len(train.classes)).to(device)
+        if ctx.distributed:
+            probe = convert_sync_batchnorm(probe, device.type)
         probe_opt = torch.optim.SGD(probe.parameters(), lr=cfg.eval.probe_lr, momentum=0.9)
     result = RunResult(out, 0, 0, test_images=len(test) if test is not None else 0)
     start_epoch, step, start_batch, partial = 0, 0, 0, None
@@ -196,15 +247,27 @@ def _pretrain(cfg: Config, out: Path, resume: bool, overwrite: bool, progress: b
         result.knn = {int(k): v for k, v in state.get("knn", {}).items()}
         result.epoch_loss = {int(k): v for k, v in state.get("epoch_loss", {}).items()}
         result.probe = {int(k): v for k, v in state.get("probe_top1", {}).items()}
-        truncate_metrics(out, step)
-    else:  # everything is checked and built: only now replace a previous run
+        if ctx.is_main:
+            truncate_metrics(out, step)
+    elif ctx.is_main:  # everything is checked and built: only now replace a previous run
         clear_run_dir(out)
         text = config_to_yaml(cfg)
         atomic_write(out / "config.yaml", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    ctx.barrier()
+    # Loaded state first, then DDP (which broadcasts rank 0's weights to all processes).
+    step_module = _ddp(model, ctx) if ctx.distributed else model
+    probe_step = _ddp(probe, ctx) if ctx.distributed and probe is not None else probe
+    step_model = torch.compile(step_module) if cfg.train.compile else step_module
     last_saved = (start_epoch, step) if resume else None
-    logger = MetricsLogger(out, purge_step=step + 1 if resume else None)
+    logger = (MetricsLogger(out, purge_step=step + 1 if resume else None) if ctx.is_main
+              else _NoLogger())
+    logger.log({"kind": "setup", "step": step, "world_size": ctx.world_size,
+                "global_batch": bs, "per_device_batch": plan.per_device,
+                "steps_per_epoch": steps_per_epoch, "peak_lr": peak_lr,
+                "backend": ctx.backend or "none", "sync_bn": ctx.distributed,
+                "device": str(device)})
     use_amp = use_bf16(cfg.train.amp, device)
-    loader = make_loader(train, cfg, device)
+    loader = make_loader(train, cfg, device, ctx.rank, ctx.world_size)
 
     def knn_monitor(epoch: int) -> None:
         if test is None:
@@ -244,7 +307,7 @@ def _pretrain(cfg: Config, out: Path, resume: bool, overwrite: bool, progress: b
                 f"{last_saved[1]}), is kept" if last_saved else "no checkpoint was written yet")
 
     def check_finite(epoch: int) -> None:
-        if nonfinite.item() == 0:
+        if all_reduce_sum(nonfinite).item() == 0:  # any process's NaN stops all of them
             return
         bad_step = first_step + int(clean_steps.item()) + 1
         logger.log({"kind": "nonfinite", "step": bad_step, "epoch": epoch})
@@ -259,6 +322,10 @@ def _pretrain(cfg: Config, out: Path, resume: bool, overwrite: bool, progress: b
     def save(epoch_done: int, batch_in_epoch: int, partial_sums: dict | None) -> None:
         nonlocal last_saved
         check_parameters(epoch_done - 1 if batch_in_epoch == 0 else epoch_done)
+        last_saved = (epoch_done, step)
+        if not ctx.is_main:  # rank 0 writes; the others wait until the file is complete
+            ctx.barrier()
+            return
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "epoch": epoch_done, "step": step, "batch_in_epoch": batch_in_epoch,
                  "config": config_to_dict(cfg), "torch_rng": torch.get_rng_state(),
@@ -272,7 +339,7 @@ def _pretrain(cfg: Config, out: Path, resume: bool, overwrite: bool, progress: b
         if probe is not None:
             state |= {"probe": probe.state_dict(), "probe_optimizer": probe_opt.state_dict()}
         save_checkpoint(state, ckpt_path)
-        last_saved = (epoch_done, step)
+        ctx.barrier()
 
     if cfg.eval.knn_at_start and start_epoch == 0 and step == 0:
         knn_monitor(0)
@@ -284,14 +351,16 @@ def _pretrain(cfg: Config, out: Path, resume: bool, overwrite: bool, progress: b
             first = start_batch if epoch == start_epoch else 0  # > 0: resuming mid-epoch
             loader.sampler.set_epoch(epoch, start=first * bs)
             model.train()
-            t0, seen = time.perf_counter(), 0
+            # This process's sums (see _epoch_sums for the global ones).
+            t0, seen, base_seen = time.perf_counter(), 0, 0
             loss_sum = torch.zeros((), device=device)
             probe_hits = torch.zeros((), device=device)
             if first and partial is not None:
-                seen = int(partial["seen"])
+                base_seen = int(partial["seen"])
                 loss_sum = partial["loss_sum"].to(device)
-                probe_hits = partial["probe_hits"].to(device)
-            seen_at_start = seen
+                if ctx.is_main:
+                    probe_hits = partial["probe_hits"].to(device)
+
             bar = tqdm(total=steps_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{epochs}",
                        unit="step", disable=not progress, dynamic_ncols=True, mininterval=1.0)
             for i, (*views, idx) in enumerate(loader, start=first):
@@ -306,7 +375,7 @@ def _pretrain(cfg: Config, out: Path, resume: bool, overwrite: bool, progress: b
                 loss, metrics = train_step(step_model, optimizer, views, use_amp)
                 if probe is not None:
                     y = labels[idx.to(device)]
-                    logits = probe(metrics["features"].float())
+                    logits = probe_step(metrics["features"].float())
                     probe_loss = torch.nn.functional.cross_entropy(logits, y)
                     probe_opt.zero_grad(set_to_none=True)
                     probe_loss.backward()
@@ -321,13 +390,17 @@ def _pretrain(cfg: Config, out: Path, resume: bool, overwrite: bool, progress: b
                 bar.update(1)
                 if step % cfg.train.log_every == 0 or i == steps_per_epoch - 1:
                     check_finite(epoch)
-                    record = {"kind": "step", "step": step, "epoch": epoch, "loss": loss.item(),
+                    # Means over the processes, so every process takes the same decisions.
+                    shown = all_reduce_sum(torch.stack(
+                        [loss.float(), metrics["collapse_std"].float()])) / ctx.world_size
+                    record = {"kind": "step", "step": step, "epoch": epoch,
+                              "loss": shown[0].item(),
                               "lr": lr, "lr_predictor": next(
                                   (g["lr"] for g in optimizer.param_groups
                                    if g.get("name") == "predictor"), lr),
-                              "collapse_std": metrics["collapse_std"].item(),
+                              "collapse_std": shown[1].item(),
                               "collapse_healthy": healthy,
-                              "pairs_per_s": (seen - seen_at_start) / (time.perf_counter() - t0)}
+                              "pairs_per_s": seen * ctx.world_size / (time.perf_counter() - t0)}
                     logger.log(record)
                     bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.4f}",
                                     std=f"{record['collapse_std']:.4f}/{healthy:.4f}")
@@ -341,31 +414,39 @@ def _pretrain(cfg: Config, out: Path, resume: bool, overwrite: bool, progress: b
                             kept = (f"the last checkpoint ({ckpt_path}, epoch {last_saved[0]})"
                                     " is kept" if last_saved else "no checkpoint was written yet")
                             raise CollapseError(f"{msg}. Stopped (--stop-on-collapse); {kept}")
-                if stop.signum is not None and i + 1 < steps_per_epoch:
+                stopping = ctx.any_flag(stop.signum is not None)  # all processes stop together
+                if stopping and i + 1 < steps_per_epoch:
                     check_finite(epoch)
-                    save(epoch, i + 1, {"seen": seen, "loss_sum": loss_sum.cpu(),
-                                        "probe_hits": probe_hits.cpu()})
-                    _interrupted(logger, stop.signum, epoch, i + 1, steps_per_epoch, step, out)
+                    seen_g, loss_g, hits_g = _epoch_sums(base_seen, seen, loss_sum, probe_hits,
+                                                         ctx.world_size)
+                    save(epoch, i + 1, {"seen": seen_g, "loss_sum": loss_g.cpu(),
+                                        "probe_hits": hits_g.cpu()})
+                    _interrupted(logger, stop.signum or signal.SIGTERM, epoch, i + 1,
+                                 steps_per_epoch, step, out)
             bar.close()
             check_finite(epoch)
-            mean_loss = (loss_sum / steps_per_epoch).item()
+            seen_g, loss_g, hits_g = _epoch_sums(base_seen, seen, loss_sum, probe_hits,
+                                                 ctx.world_size)
+            mean_loss = (loss_g / steps_per_epoch).item()
             result.epoch_loss[epoch + 1] = mean_loss
             epoch_record = {"kind": "epoch", "step": step, "epoch": epoch + 1, "loss": mean_loss,
                             "seconds": time.perf_counter() - t0,
                             "peak_mem_mib": peak_memory_mib(device)}
             if probe is not None:  # on the augmented views of the training images
-                epoch_record["online_probe_train_top1"] = 100.0 * probe_hits.item() / seen
+                epoch_record["online_probe_train_top1"] = 100.0 * hits_g.item() / seen_g
             logger.log(epoch_record)
             last = epoch + 1 == epochs
             due = cfg.eval.knn_every and ((epoch + 1) % cfg.eval.knn_every == 0 or last)
-            if due and (stop.signum is None or last):  # stopping: save first, no kNN
+            stopping = ctx.any_flag(stop.signum is not None)
+            if due and (not stopping or last):  # stopping: save first, no kNN
                 knn_monitor(epoch + 1)
             save(epoch + 1, 0, None)
-            if cfg.train.save_every and (epoch + 1) % cfg.train.save_every == 0:
+            if cfg.train.save_every and (epoch + 1) % cfg.train.save_every == 0 and ctx.is_main:
                 keep = ckpt_path.with_name(f"epoch_{epoch + 1:04d}.pt")
                 atomic_write(keep, lambda tmp: shutil.copyfile(ckpt_path, tmp))
-            if stop.signum is not None and not last:
-                _interrupted(logger, stop.signum, epoch + 1, 0, steps_per_epoch, step, out)
+            if stopping and not last:
+                _interrupted(logger, stop.signum or signal.SIGTERM, epoch + 1, 0,
+                             steps_per_epoch, step, out)
             if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and not last:
                 result.epochs, result.steps = epoch + 1, step
                 return result
@@ -373,9 +454,11 @@ def _pretrain(cfg: Config, out: Path, resume: bool, overwrite: bool, progress: b
         logger.close()
     result.epochs, result.steps = epochs, step
     result.backbone_path = out / "backbone.safetensors"
-    save_backbone(backbone_state_dict(model.backbone), result.backbone_path,
-                  {"format": "torchvision", "arch": cfg.model.backbone, "stem": cfg.model.stem,
-                   "image_size": str(cfg.data.image_size), "normalize": cfg.augment.normalize,
-                   "seed": str(cfg.train.seed),
-                   "config": OmegaConf.to_yaml(OmegaConf.structured(cfg))})
+    if ctx.is_main:
+        save_backbone(backbone_state_dict(model.backbone), result.backbone_path,
+                      {"format": "torchvision", "arch": cfg.model.backbone,
+                       "stem": cfg.model.stem, "image_size": str(cfg.data.image_size),
+                       "normalize": cfg.augment.normalize, "seed": str(cfg.train.seed),
+                       "config": OmegaConf.to_yaml(OmegaConf.structured(cfg))})
+    ctx.barrier()
     return result

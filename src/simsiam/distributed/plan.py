@@ -1,0 +1,64 @@
+"""Global-batch arithmetic for data-parallel runs.
+
+Source: SIMSIAM.md section 3 (lr = base_lr x batch / 256, batch 512 over 8 GPUs in the
+paper). ``train.batch_size`` is the global batch, summed over all processes, as in the
+official recipe (``--batch-size 512`` on 8 GPUs is 64 per GPU), so one config gives the
+same optimisation on 1 GPU or many: the same steps per epoch, the same lr schedule in
+global steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from simsiam.errors import ConfigError, DataError
+from simsiam.train.schedule import scaled_lr
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """How one epoch is split over the processes.
+
+    Attributes:
+        global_batch: images per optimizer step, all processes together.
+        per_device: images per step on each process (``global_batch / world_size``).
+        world_size: number of processes.
+        steps_per_epoch: ``n_images // global_batch`` (drop_last: every step is full).
+        peak_lr: ``base_lr * global_batch / 256``.
+    """
+
+    global_batch: int
+    per_device: int
+    world_size: int
+    steps_per_epoch: int
+    peak_lr: float
+
+
+def batch_plan(n_images: int, global_batch: int, world_size: int, base_lr: float) -> BatchPlan:
+    """The step and lr arithmetic of an epoch of ``n_images`` at ``global_batch`` on
+    ``world_size`` processes.
+
+    Example: 1,000 images, global batch 128 (32 per device x 4), base lr 0.05 -> 7 steps
+    per epoch (the last 104 images wait for the next epoch's shuffle), peak lr 0.025.
+
+    Raises:
+        ConfigError: the global batch is not a multiple of the world size (names both and
+            the nearest multiples).
+        DataError: fewer images than one global batch.
+    """
+    if world_size < 1 or global_batch < 1:
+        raise ConfigError(f"need world_size >= 1 and train.batch_size >= 1, got {world_size} "
+                          f"and {global_batch}")
+    if global_batch % world_size:
+        lo = global_batch // world_size * world_size
+        near = " or ".join(str(b) for b in (lo, lo + world_size) if b > 0)
+        raise ConfigError(
+            f"train.batch_size = {global_batch} is the global batch (all {world_size} "
+            f"processes together) and must be a multiple of the world size {world_size}: "
+            f"use {near}")
+    if n_images < global_batch:
+        raise DataError(f"the training set has {n_images} images, fewer than train.batch_size "
+                        f"= {global_batch}, so no step would run; lower --batch-size or add "
+                        "images")
+    return BatchPlan(global_batch, global_batch // world_size, world_size,
+                     n_images // global_batch, scaled_lr(base_lr, global_batch))
