@@ -241,6 +241,7 @@ def single_process_steps() -> dict:
     return out
 
 
+@pytest.mark.slow
 def test_two_process_ddp_with_syncbn_equals_one_process_on_the_global_batch(
         tmp_path, single_process_steps):
     ranks = _spawn("ddp_steps", tmp_path)
@@ -264,6 +265,7 @@ def test_two_process_ddp_with_syncbn_equals_one_process_on_the_global_batch(
         assert moved > 1e-3, (method, moved)  # the steps changed the weights by far more
 
 
+@pytest.mark.slow
 def test_without_syncbn_the_two_processes_differ_from_one(tmp_path, single_process_steps):
     """The control: plain BatchNorm takes per-process statistics, so it is not the same."""
     ranks = _spawn("ddp_steps_plain_bn", tmp_path)
@@ -273,6 +275,7 @@ def test_without_syncbn_the_two_processes_differ_from_one(tmp_path, single_proce
     assert diff > 1e-3
 
 
+@pytest.mark.slow
 def test_distributed_knn_over_two_processes_equals_one_process_exactly(tmp_path):
     ranks = _spawn("knn", tmp_path)
     backbone, bank, queries, bank_labels, query_labels = _knn_data()
@@ -324,8 +327,8 @@ def test_torchrun_two_processes_train_like_one_and_resume_exactly(cifar_dir, tmp
                 "optim.base_lr=0.05", "optim.warmup_epochs=0", "augment.backend=per_image",
                 "train.amp=fp32", "train.log_every=1", "eval.knn_every=1",
                 "eval.knn_at_start=false", "eval.knn_k=20"]
-        args = ["pretrain", "--config", "demo-cpu", "--data", str(cifar_dir), "--per-class", "8", "--epochs", "2",
-                "--batch-size", "16", "--device", "cpu", "--no-progress",
+        args = ["pretrain", "--config", "demo-cpu", "--data", str(cifar_dir), "--per-class",
+                "8", "--epochs", "2", "--batch-size", "16", "--device", "cpu", "--no-progress",
                 "--out", str(tmp_path / out), *extra]
         for s in sets:
             args += ["--set", s]
