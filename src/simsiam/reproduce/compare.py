@@ -22,6 +22,7 @@ from typing import Any
 
 from simsiam.config import METHODS, Config, config_to_yaml, load_config
 from simsiam.errors import ConfigError, SimSiamError
+from simsiam.fileio import atomic_write
 from simsiam.reproduce.runner import _CPU, _PRESET, _finished, _linear, _records, fmt
 
 COMPARE_SCALES = ("cpu", "cifar10")
@@ -70,7 +71,8 @@ def _train(cfg: Config, root: Path, overwrite: bool, progress: bool) -> None:
     loads verbatim)."""
     cfg_path = root / "configs" / f"{cfg.method}.yaml"
     cfg_path.parent.mkdir(parents=True, exist_ok=True)
-    cfg_path.write_text(config_to_yaml(cfg))
+    text = config_to_yaml(cfg)
+    atomic_write(cfg_path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     cmd = [sys.executable, "-m", "simsiam", "pretrain", "--config", str(cfg_path)]
     cmd += ["--overwrite"] if overwrite else []
     cmd += [] if progress else ["--no-progress"]
@@ -141,9 +143,11 @@ def _write(root: Path, scale: str, budget: int, rows: list[CompareRow]) -> None:
     import matplotlib.pyplot as plt
 
     root.mkdir(parents=True, exist_ok=True)
-    (root / "compare.json").write_text(json.dumps(
-        {"scale": scale, "budget": budget, "rows": [asdict(r) for r in rows]}, indent=2))
-    (root / "compare.md").write_text(format_compare(rows, scale, budget))
+    text = json.dumps({"scale": scale, "budget": budget, "rows": [asdict(r) for r in rows]},
+                      indent=2)
+    atomic_write(root / "compare.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    table = format_compare(rows, scale, budget)
+    atomic_write(root / "compare.md", lambda tmp: tmp.write_text(table, encoding="utf-8"))
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in rows:
         knn = [k for k in _records(Path(r.run_dir)) if k.get("kind") == "knn"]
@@ -153,5 +157,5 @@ def _write(root: Path, scale: str, budget: int, rows: list[CompareRow]) -> None:
     ax.set_title(f"kNN accuracy per epoch ({scale} scale)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(root / "compare.png", dpi=110)
+    atomic_write(root / "compare.png", lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
