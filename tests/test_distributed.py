@@ -139,8 +139,9 @@ def _rank_main(rank: int, world: int, port: int, task: str, out: str) -> None:
     torch.set_num_threads(1)
     if any(name == "lo" for _, name in socket.if_nameindex()):
         os.environ["GLOO_SOCKET_IFNAME"] = "lo"  # loopback only
+    timeout = timedelta(seconds=WAIT_S if task == "main_first" else 60)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=world, timeout=timedelta(seconds=60))
+                            world_size=world, timeout=timeout)
     try:
         result = TASKS[task](rank, world)
         torch.save(result, Path(out) / f"{task}-{rank}.pt")
@@ -225,11 +226,30 @@ def _knn(rank: int, world: int) -> dict:
     kw = dict(image_size=32, normalize="cifar10", batch_size=16)
     fb = extract_features(backbone, bank, **kw)
     fq = extract_features(backbone, queries, **kw)
-    return {"bank": fb, "queries": fq,
+    one = extract_features(backbone, bank[:1], **kw)  # rank 1's shard is empty
+    return {"bank": fb, "queries": fq, "one": one,
             "top1": knn_top1(fb, bank_labels, fq, query_labels, 4, k=10, temperature=0.1)}
 
 
-TASKS = {"ddp_steps": _ddp_steps, "ddp_steps_plain_bn": _ddp_steps_plain_bn, "knn": _knn}
+WAIT_S = 3  # the collectives' timeout in the main_first task; rank 0 works for longer
+
+
+def _main_first(rank: int, world: int) -> dict:
+    """Rank 0 decodes a cache for longer than the group's timeout; the others wait."""
+    ctx = setup_distributed("cpu")
+    got = ctx.main_first(lambda: time.sleep(2 * WAIT_S) if ctx.is_main else None)
+    timed_out = False
+    try:  # the control: a plain barrier with rank 0 late times out
+        if ctx.is_main:
+            time.sleep(2 * WAIT_S)
+        dist.barrier()
+    except RuntimeError:
+        timed_out = True
+    return {"got": got, "plain_barrier_timed_out": timed_out}
+
+
+TASKS = {"ddp_steps": _ddp_steps, "ddp_steps_plain_bn": _ddp_steps_plain_bn, "knn": _knn,
+         "main_first": _main_first}
 
 
 @pytest.fixture(scope="module")
@@ -284,6 +304,8 @@ def test_distributed_knn_over_two_processes_equals_one_process_exactly(tmp_path)
     fq = extract_features(backbone, queries, **kw)
     top1 = knn_top1(fb, bank_labels, fq, query_labels, 4, k=10, temperature=0.1)
     for r in ranks:
+        assert r["one"].shape == (1, fb.shape[1]) and torch.allclose(r["one"], fb[:1],
+                                                                     atol=1e-5)
         assert r["bank"].shape == fb.shape and r["queries"].shape == fq.shape
         assert torch.allclose(r["bank"], fb, atol=1e-5) and torch.allclose(r["queries"], fq,
                                                                              atol=1e-5)
@@ -344,7 +366,8 @@ def test_torchrun_two_processes_train_like_one_and_resume_exactly(cifar_dir, tmp
     setup = [r for r in two if r["kind"] == "setup"]
     assert setup == [{"kind": "setup", "step": 0, "world_size": 2, "global_batch": 16,
                       "per_device_batch": 8, "steps_per_epoch": 5, "peak_lr": 0.05 * 16 / 256,
-                      "backend": "gloo", "sync_bn": True, "device": "cpu"}]
+                      "backend": "gloo", "sync_bn": True, "device": "cpu",
+                      "bf16": False}]
     steps_one = [r for r in one if r["kind"] == "step"]
     steps_two = [r for r in two if r["kind"] == "step"]
     assert [r["step"] for r in steps_two] == list(range(1, 11))  # logged once, not per rank
@@ -369,3 +392,12 @@ def test_torchrun_two_processes_train_like_one_and_resume_exactly(cifar_dir, tmp
            "--no-progress", "--k", "20"]
     alone, shared = _launch(knn, None, tmp_path), _launch(knn, 2, tmp_path)
     assert shared.count("knn: top1=") == 1 and shared.strip() == alone.strip()
+
+
+@pytest.mark.slow
+def test_the_other_processes_wait_for_rank_0_longer_than_the_collective_timeout(tmp_path):
+    """Rank 0 decoding a large folder into the cache (main_first) outlasts the process
+    group's timeout; the others wait on a group with a 24-hour one instead of failing."""
+    ranks = _spawn("main_first", tmp_path)
+    assert [r["got"] for r in ranks] == [None, None]
+    assert ranks[1]["plain_barrier_timed_out"]  # what would have happened before

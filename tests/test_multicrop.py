@@ -72,3 +72,19 @@ def test_loader_yields_all_views_then_indices():
 def test_bad_multi_crop_settings_are_rejected_naming_the_field(over, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         load_config("demo-cpu", over)
+
+
+def test_auto_amp_takes_float32_on_cpu_when_small_crops_reach_a_1x1_strided_conv():
+    """SwAV's 14 px small crops of 32 px images with the ImageNet stem give layer4's
+    stride-2 conv a 1x1 input, where PyTorch's CPU bf16 kernel returns garbage weight
+    gradients (BENCHMARKS.md); the compare run of SwAV went NaN at step 3 that way."""
+    from simsiam.train.trainer import smallest_strided_input, use_bf16
+
+    assert small_crop_size(32, None) == 14
+    assert [smallest_strided_input("imagenet", s) for s in (14, 16, 17, 32, 224)] == \
+        [1, 1, 2, 2, 14]
+    assert [smallest_strided_input("cifar", s) for s in (4, 8, 14, 32)] == [1, 2, 4, 8]
+    cpu = torch.device("cpu")
+    assert not use_bf16("auto", cpu, "imagenet", 14)
+    assert use_bf16("bf16", cpu, "imagenet", 14)  # asked for explicitly: the guards watch
+    assert use_bf16("auto", torch.device("cuda"), "imagenet", 14)  # GPU kernels are fine

@@ -114,7 +114,7 @@ def run_bench(cfg: Config, train_images, warmup: int = 3, windows: int = 5,
     opt = torch.optim.SGD(model.param_groups(), lr=0.01, momentum=0.9,
                           weight_decay=cfg.optim.weight_decay, fused=True)
     step_model = torch.compile(model) if cfg.train.compile else model
-    bf16 = use_bf16(cfg.train.amp, device)
+    bf16 = use_bf16(cfg.train.amp, device, cfg.model.stem, cfg.data.image_size)
     s = cfg.data.image_size
     x1 = torch.randn(bs, 3, s, s, device=device).contiguous(memory_format=fmt)
     x2 = torch.randn(bs, 3, s, s, device=device).contiguous(memory_format=fmt)

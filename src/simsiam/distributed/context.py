@@ -20,6 +20,7 @@ import torch.distributed as dist
 from simsiam.errors import ConfigError
 
 T = TypeVar("T")
+WAIT_TIMEOUT = timedelta(hours=24)  # rank 0 alone decoding a large folder (main_first)
 
 
 def world_size() -> int:
@@ -44,6 +45,9 @@ class DistContext:
             :meth:`close` (False when the caller had already initialised one).
         control_group: a gloo group for host-side flags (stop signals), so checking
             them never waits on the GPU stream; the default group on CPU.
+        wait_group: a gloo group whose barrier waits up to ``WAIT_TIMEOUT`` for rank 0
+            (decoding a large image folder into the cache can take longer than the
+            collectives' timeout).
     """
 
     rank: int = 0
@@ -53,6 +57,7 @@ class DistContext:
     backend: str | None = None
     owns_group: bool = False
     control_group: Any = None
+    wait_group: Any = None
 
     @property
     def distributed(self) -> bool:
@@ -82,7 +87,8 @@ class DistContext:
         such as the decoded images, the others then read them."""
         if self.is_main:
             result = fn()
-        self.barrier()
+        if self.distributed:
+            dist.barrier(group=self.wait_group)
         if not self.is_main:
             result = fn()
         return result
@@ -139,7 +145,8 @@ def setup_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistCo
         local = int(os.environ.get("LOCAL_RANK", r))
         dev = resolve_device(device, local, w > 1)
         control = (dist.new_group(backend="gloo") if dist.get_backend() == "nccl" else None)
-        return DistContext(r, w, local, dev, dist.get_backend(), False, control)
+        wait = dist.new_group(backend="gloo", timeout=WAIT_TIMEOUT)
+        return DistContext(r, w, local, dev, dist.get_backend(), False, control, wait)
     env_world = int(os.environ.get("WORLD_SIZE", "1"))
     if env_world <= 1:
         return DistContext(device=resolve_device(device, 0, False))
@@ -155,5 +162,6 @@ def setup_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistCo
     kw = {"device_id": dev} if backend == "nccl" else {}
     dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s), **kw)
     control = dist.new_group(backend="gloo") if backend == "nccl" else None
+    wait = dist.new_group(backend="gloo", timeout=WAIT_TIMEOUT)
     return DistContext(dist.get_rank(), dist.get_world_size(), local, dev, backend, True,
-                       control)
+                       control, wait)

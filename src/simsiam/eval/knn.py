@@ -46,15 +46,13 @@ def extract_features(backbone: nn.Module, images: np.ndarray, image_size: int, n
     """
     if distributed is None:
         distributed = world_size() > 1
-    if distributed:
+    if distributed and len(images) > 0:
         lo, hi = shard_bounds(len(images))
-        local = extract_features(backbone, images[lo:hi], image_size, normalize, device,
-                                 batch_size, channels_last, l2_normalize, distributed=False)
-        if local.shape[0] == 0:  # an empty shard still needs the width to pad
-            width = extract_features(backbone, images[:1], image_size, normalize, device, 1,
-                                     channels_last, l2_normalize, distributed=False).shape[1]
-            local = torch.zeros(0, width, device=torch.device(device))
-        return gather_shards(local, len(images))
+        # An empty shard (more processes than images per shard) still needs the width.
+        part = images[lo:hi] if hi > lo else images[:1]
+        local = extract_features(backbone, part, image_size, normalize, device, batch_size,
+                                 channels_last, l2_normalize, distributed=False)
+        return gather_shards(local[: hi - lo], len(images))
     was_training = backbone.training
     backbone.eval()
     feats = []

@@ -211,7 +211,8 @@ def augmented_probe(backbone: nn.Module, train_images: np.ndarray, train_labels:
                                        grayscale_prob=0.0, blur_prob=0.0,
                                        normalize=normalize), image_size)
     torch.manual_seed(seed)
-    dim = extract_features(backbone, train_images[:2], image_size, normalize, device).shape[1]
+    dim = extract_features(backbone, train_images[:2], image_size, normalize, device,
+                           distributed=False).shape[1]
     clf = LinearClassifier(dim, num_classes, batchnorm=False).to(device)
     peak = spec["base_lr"] * batch_size / 256
     opt = (LARS(clf.parameters(), lr=peak) if spec["optimizer"] == "lars"

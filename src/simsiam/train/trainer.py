@@ -32,6 +32,7 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
+from simsiam.augment.multicrop import small_crop_size
 from simsiam.config import Config, config_to_dict, config_to_yaml
 from simsiam.data.dataset import load_splits
 from simsiam.data.loaders import make_loader
@@ -86,12 +87,36 @@ class RunResult:
     backbone_path: Path | None = None
 
 
-def use_bf16(amp: str, device: torch.device) -> bool:
-    """Whether to run the forward pass under bfloat16 autocast (see ``train.amp``)."""
+def smallest_strided_input(stem: str, side: int) -> int:
+    """Side of the smallest input any stride-2 convolution of a torchvision ResNet sees for
+    ``side`` px views: the stem's conv1 (ImageNet stem, then the max-pool) and the first
+    convolutions of layer2, layer3 and layer4 (each halves, rounding up)."""
+    sides = []
+    if stem != "cifar":
+        sides.append(side)
+        side = -(-side // 2)  # conv1, stride 2
+        side = -(-side // 2)  # max-pool, stride 2
+    for _ in range(3):  # layer2, layer3, layer4
+        sides.append(side)
+        side = -(-side // 2)
+    return min(sides)
+
+
+def use_bf16(amp: str, device: torch.device, stem: str = "cifar",
+             min_side: int | None = None) -> bool:
+    """Whether to run the forward pass under bfloat16 autocast (see ``train.amp``).
+
+    ``auto``: on CUDA; on CPUs with native bf16, unless a stride-2 convolution would see
+    a 1x1 input (the smallest views, ``min_side`` px, with ``stem``): PyTorch's CPU bf16
+    kernel gives garbage weight gradients there (BENCHMARKS.md, "bf16 convolution on
+    1x1 inputs"), so those runs take float32.
+    """
     if amp != "auto":
         return amp == "bf16"
     if device.type == "cuda":
         return True
+    if min_side is not None and smallest_strided_input(stem, min_side) < 2:
+        return False
     try:  # native bf16 on this CPU; emulated bf16 would be slower than float32
         return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     except AttributeError:
@@ -239,8 +264,9 @@ def _pretrain(cfg: Config, out: Path, resume: bool, overwrite: bool, progress: b
                               "epochs; nothing to resume. To train longer, start a new run "
                               "with another --out and more --epochs")
         torch.set_rng_state(state["torch_rng"])
-        if device.type == "cuda" and "cuda_rng" in state:
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        if device.type == "cuda" and "cuda_rng" in state:  # rank 0's device's (older: a list)
+            rng = state["cuda_rng"]
+            torch.cuda.set_rng_state(rng[0] if isinstance(rng, (list, tuple)) else rng, device)
         if probe is not None and "probe" in state:
             probe.load_state_dict(state["probe"])
             probe_opt.load_state_dict(state["probe_optimizer"])
@@ -261,12 +287,14 @@ def _pretrain(cfg: Config, out: Path, resume: bool, overwrite: bool, progress: b
     last_saved = (start_epoch, step) if resume else None
     logger = (MetricsLogger(out, purge_step=step + 1 if resume else None) if ctx.is_main
               else _NoLogger())
+    use_amp = use_bf16(cfg.train.amp, device, cfg.model.stem, min(
+        cfg.data.image_size, small_crop_size(cfg.data.image_size, cfg.augment.small_size)
+        if cfg.augment.small_crops else cfg.data.image_size))
     logger.log({"kind": "setup", "step": step, "world_size": ctx.world_size,
                 "global_batch": bs, "per_device_batch": plan.per_device,
                 "steps_per_epoch": steps_per_epoch, "peak_lr": peak_lr,
                 "backend": ctx.backend or "none", "sync_bn": ctx.distributed,
-                "device": str(device)})
-    use_amp = use_bf16(cfg.train.amp, device)
+                "device": str(device), "bf16": use_amp})
     loader = make_loader(train, cfg, device, ctx.rank, ctx.world_size)
 
     def knn_monitor(epoch: int) -> None:
@@ -335,7 +363,7 @@ def _pretrain(cfg: Config, out: Path, resume: bool, overwrite: bool, progress: b
         if partial_sums is not None:
             state["partial"] = partial_sums
         if device.type == "cuda":
-            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+            state["cuda_rng"] = torch.cuda.get_rng_state(device)
         if probe is not None:
             state |= {"probe": probe.state_dict(), "probe_optimizer": probe_opt.state_dict()}
         save_checkpoint(state, ckpt_path)
