@@ -8,7 +8,9 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+import simsiam.methods.swav as swav_module
 from simsiam.methods.byol import BYOL
 from simsiam.methods.mocov2 import MoCoV2
 from simsiam.methods.momentum import byol_tau
@@ -187,3 +189,50 @@ def test_swav_prototypes_frozen_for_the_first_steps():
     loss.backward()
     assert model.prototypes.weight.grad.abs().sum() > 0
     assert model.state_dict()["prototype_grad_scale"] == 1.0
+
+
+def test_swav_queue_fills_from_its_start_step_and_then_joins_sinkhorn(monkeypatch):
+    """Queue of 16 rows, batch 8, filling from step 1: steps 1 and 2 fill it (no effect on
+    the codes), from step 3 its rows take part in Sinkhorn and the batch keeps its codes."""
+    from simsiam.methods.contrastive import sinkhorn
+
+    model = make("swav", queue_length=16, queue_start_steps=1)
+    assert model.queue.shape == (2, 16, 32) and int(model.queue_rows) == 0
+    opt = torch.optim.SGD(model.param_groups(), lr=0.05, momentum=0.9)
+    batches = [views(2, 8, seed=s) for s in range(5)]
+    pushed = []
+    for step in range(3):
+        if step >= 1:  # the projections that this step will push (before its update)
+            with torch.no_grad():
+                zs, _ = model.encode(batches[step])
+            pushed.append([F.normalize(z.float(), dim=1) for z in zs])
+        model.train()
+        sgd_step(model, opt, batches[step], step)
+        assert int(model.queue_rows) == [0, B, 2 * B][step]
+    for i in range(2):  # newest first: step 2's rows, then step 1's
+        want = torch.cat([pushed[1][i], pushed[0][i]])
+        assert torch.allclose(model.queue[i], want, atol=1e-5)
+
+    # Step 3 uses the full queue: the codes are Sinkhorn over [queue; batch], batch rows.
+    captured, queue_before = [], model.queue[0].clone()
+    real = swav_module.sinkhorn
+    monkeypatch.setattr(swav_module, "sinkhorn",
+                        lambda s, *a, **k: captured.append(s) or real(s, *a, **k))
+    model(batches[3])
+    assert [c.shape[0] for c in captured] == [3 * B, 3 * B]  # 16 queue rows, 8 batch rows
+    w = F.normalize(model.prototypes.weight.detach().float(), dim=1)
+    assert torch.allclose(captured[0][:2 * B], queue_before @ w.T, atol=1e-5)
+    with_queue = sinkhorn(captured[0])[-B:]
+    alone = sinkhorn(captured[0][-B:])
+    assert not torch.allclose(with_queue, alone, atol=1e-3)  # the queue changes the codes
+
+    # Resume: a fresh model loading the state uses the queue at once.
+    resumed = make("swav", queue_length=16, queue_start_steps=1)
+    resumed.load_state_dict(model.state_dict())
+    assert resumed._queue_state() == (True, 2 * B)
+
+
+def test_swav_without_a_queue_keeps_its_state_dict_and_rejects_bad_lengths():
+    assert not any(k.startswith("queue") for k in make("swav").state_dict())
+    with pytest.raises(ValueError, match="queue length"):
+        make("swav", queue_length=-1)

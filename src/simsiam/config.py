@@ -109,6 +109,8 @@ class ModelConfig:
     sinkhorn_epsilon: float = 0.05  # SwAV
     sinkhorn_iterations: int = 3  # SwAV
     freeze_prototypes_epochs: float = 1.0  # SwAV: prototypes frozen for the first epoch
+    swav_queue_size: int = 0  # SwAV feature queue rows (0: none; 3840 at small batch)
+    swav_queue_start_epochs: float = 15.0  # SwAV: the queue fills from this epoch on
 
 
 @dataclass
@@ -349,6 +351,10 @@ def validate(cfg: Config, where: str = "config") -> None:
       "use a positive value such as 0.05")
     n(m.freeze_prototypes_epochs >= 0, where, "model.freeze_prototypes_epochs",
       m.freeze_prototypes_epochs, "use 0 or more epochs")
+    n(m.swav_queue_size >= 0, where, "model.swav_queue_size", m.swav_queue_size,
+      "use 0 (no queue) or a number of rows such as 3840")
+    n(m.swav_queue_start_epochs >= 0, where, "model.swav_queue_start_epochs",
+      m.swav_queue_start_epochs, "use 0 or more epochs")
     if cfg.method == "mocov2":
         q = resolved_queue_size(m, d.image_size)
         n(q % t.batch_size == 0, where, "model.queue_size", q,

@@ -75,7 +75,9 @@ def build_method(method: str, model: ModelConfig, image_size: int = 224,
                 num_prototypes=model.num_prototypes,
                 temperature=t if t is not None else 0.1, epsilon=model.sinkhorn_epsilon,
                 sinkhorn_iterations=model.sinkhorn_iterations, large_views=2,
-                freeze_prototypes_steps=round(model.freeze_prototypes_epochs * steps_per_epoch))
+                freeze_prototypes_steps=round(model.freeze_prototypes_epochs * steps_per_epoch),
+                queue_length=model.swav_queue_size,
+                queue_start_steps=round(model.swav_queue_start_epochs * steps_per_epoch))
 
 
 __all__ = ["BYOL", "METHODS", "MoCoV2", "SimCLR", "SimSiam", "SimSiamOutput", "SwAV",

@@ -5,7 +5,8 @@ Visual Features by Contrasting Cluster Assignments": section 3.1 (prototypes, sw
 prediction with T = 0.1, codes by 3 Sinkhorn iterations with epsilon = 0.05 computed
 without gradient), section 3.2 (multi-crop: codes from the large crops only, predicted
 from every crop), Appendix A (prototypes l2-normalised at each step, frozen during the
-first epoch; 3,000 prototypes on ImageNet). The optional feature queue is not included.
+first epoch; 3,000 prototypes on ImageNet; the feature queue for small batches, with
+3,840 rows from epoch 15 on ImageNet).
 
 Views of one size pass through the encoder together, so BN statistics are shared by
 the large views and by the small views (as in SwAV), not per view. Under data
@@ -40,19 +41,33 @@ class SwAV(nn.Module):
         large_views: how many leading views are large crops that get codes (2).
         freeze_prototypes_steps: the prototypes get a zero gradient for this many
             optimizer steps (SwAV: one epoch's worth of steps); 0 trains them from the start.
+        queue_length: rows of the optional feature queue over all processes (0: none;
+            SwAV uses 3,840 at small batches). Each process keeps ``queue_length /
+            world_size`` rows per large view: the l2-normalised projections of its
+            latest batches, newest first. Once full, they join the batch in Sinkhorn (the
+            codes are those of the batch's rows), so the equal-partition constraint acts on
+            more samples than one small batch holds.
+        queue_start_steps: the queue starts filling after this many optimizer steps (SwAV:
+            15 epochs' worth on ImageNet) and is used from the step it is full.
 
     The projector is Linear(c, hidden, bias=False) BN ReLU Linear(hidden, d); its output is
     l2-normalised and scored against the prototypes ``Linear(d, K, bias=False)``, whose
     rows are l2-normalised in place (no_grad) at the start of every forward pass.
 
     Raises:
-        ValueError: T, epsilon or a size that is not positive, or freeze steps < 0.
+        ValueError: T, epsilon or a size that is not positive, freeze or queue steps < 0,
+            or a queue length that the number of processes does not divide.
+
+    Attributes:
+        queue: ``(large_views, L, d)`` float32 buffer (only with a queue), rows newest first;
+            ``queue_rows`` counts the filled rows and ``queue_filling`` is 1 once filling.
     """
 
     def __init__(self, backbone: nn.Module, feature_dim: int, dim: int = 128,
                  hidden_dim: int = 2048, num_prototypes: int = 3000, temperature: float = 0.1,
                  epsilon: float = 0.05, sinkhorn_iterations: int = 3, large_views: int = 2,
-                 freeze_prototypes_steps: int = 0) -> None:
+                 freeze_prototypes_steps: int = 0, queue_length: int = 0,
+                 queue_start_steps: int = 0) -> None:
         super().__init__()
         if min(temperature, epsilon) <= 0 or min(num_prototypes, sinkhorn_iterations,
                                                  large_views) < 1 or freeze_prototypes_steps < 0:
@@ -76,6 +91,21 @@ class SwAV(nn.Module):
         # it and the forward pass never reads a Python flag that needs a host sync.
         self.register_buffer("prototype_grad_scale",
                              torch.tensor(0.0 if freeze_prototypes_steps > 0 else 1.0))
+        if queue_length < 0 or queue_start_steps < 0 or queue_length % world_size():
+            raise ValueError(f"SwAV needs a queue length >= 0 that the {world_size()} "
+                             f"process(es) divide and queue start steps >= 0, got "
+                             f"queue_length={queue_length} queue_start_steps={queue_start_steps}")
+        self.queue_length = queue_length // world_size()  # rows on this process
+        self.queue_start_steps = queue_start_steps
+        self._queue_host: tuple[bool, int] | None = None  # (filling, rows) without a sync
+        if self.queue_length:
+            self.register_buffer("queue", torch.zeros(large_views, self.queue_length, dim))
+            self.register_buffer("queue_rows", torch.zeros((), dtype=torch.long))
+            self.register_buffer("queue_filling",
+                                 torch.tensor(1 if queue_start_steps == 0 else 0))
+            # a loaded state (resume) replaces the buffers: read them again once
+            self.register_load_state_dict_post_hook(
+                lambda module, _keys: setattr(module, "_queue_host", None))
 
     @torch.no_grad()
     def normalize_prototypes(self) -> None:
@@ -130,11 +160,44 @@ class SwAV(nn.Module):
         w_eff = w * g + w.detach() * (1 - g)
         with torch.autocast(device_type=w.device.type, enabled=False):
             scores = [F.normalize(z.float(), dim=1) @ w_eff.float().T for z in zs]
-        codes = [sinkhorn(s.detach(), self.epsilon, self.sinkhorn_iterations,
-                          distributed=world_size() > 1)
-                 for s in scores[: self.large_views]]
+        filling, rows = self._queue_state()
+        use_queue = self.queue_length > 0 and rows == self.queue_length
+        codes = []
+        for i, s in enumerate(scores[: self.large_views]):
+            s = s.detach()
+            if use_queue:  # the queue's rows join the batch's; keep the batch's codes
+                with torch.autocast(device_type=w.device.type, enabled=False):
+                    s = torch.cat([self.queue[i] @ w.detach().float().T, s])
+            q = sinkhorn(s, self.epsilon, self.sinkhorn_iterations,
+                         distributed=world_size() > 1)
+            codes.append(q[-zs[i].shape[0]:])
         loss = swav_loss(scores, codes, self.temperature)
+        if self.training and self.queue_length and filling:
+            self._enqueue([F.normalize(z.detach().float(), dim=1)
+                           for z in zs[: self.large_views]])
         return loss, {"collapse_std": collapse_std(zs[0]), "features": h1.detach()}
+
+    def _queue_state(self) -> tuple[bool, int]:
+        """(filling, filled rows) of the queue, read from the buffers once after a load."""
+        if not self.queue_length:
+            return False, 0
+        if self._queue_host is None:
+            self._queue_host = (bool(self.queue_filling.item()), int(self.queue_rows.item()))
+        return self._queue_host
+
+    @torch.no_grad()
+    def _enqueue(self, new: list[torch.Tensor]) -> None:
+        """Put each large view's ``(B, d)`` rows in front of its queue; the oldest drop off."""
+        length, b = self.queue_length, new[0].shape[0]
+        for i, rows in enumerate(new):
+            if b >= length:
+                self.queue[i].copy_(rows[:length])
+            else:
+                self.queue[i, b:] = self.queue[i, :-b].clone()
+                self.queue[i, :b] = rows
+        filled = min(length, self._queue_state()[1] + b)
+        self.queue_rows.fill_(filled)
+        self._queue_host = (True, filled)
 
     def param_groups(self) -> list[dict]:
         """Groups ``encoder`` (backbone + projector) and ``prototypes``, trainable only."""
@@ -146,5 +209,11 @@ class SwAV(nn.Module):
 
     @torch.no_grad()
     def on_step_end(self, step: int, total_steps: int) -> None:
-        """Unfreeze the prototypes once ``step + 1 >= freeze_prototypes_steps`` steps are done."""
+        """Unfreeze the prototypes once ``step + 1 >= freeze_prototypes_steps`` steps are done;
+        start filling the queue once ``step + 1 >= queue_start_steps``."""
         self.prototype_grad_scale.fill_(1.0 if step + 1 >= self.freeze_prototypes_steps else 0.0)
+        if self.queue_length and step + 1 >= self.queue_start_steps:
+            filling, rows = self._queue_state()
+            if not filling:
+                self.queue_filling.fill_(1)
+                self._queue_host = (True, rows)
