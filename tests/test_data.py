@@ -104,7 +104,7 @@ def test_loader_with_worker_processes_equals_in_process(tmp_path):
 
     from simsiam.config import load_config
     from simsiam.data import ImageSet
-    from simsiam.train.trainer import make_loader
+    from simsiam.data.loaders import make_loader
 
     rng = np.random.default_rng(0)
     images = ImageSet(rng.integers(0, 255, (24, 16, 16, 3), dtype=np.uint8),

@@ -30,7 +30,7 @@ from simsiam.errors import ConfigError, DataError
 from simsiam.eval.knn import extract_features, knn_top1
 from simsiam.methods import build_method
 from simsiam.models.backbones import build_backbone
-from simsiam.train.trainer import train_step
+from simsiam.train.step import train_step
 
 METHODS = ("simsiam", "simclr", "mocov2", "byol", "swav")
 TIMEOUT_S = 240  # the whole two-process run; each collective also times out after 60 s

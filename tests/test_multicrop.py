@@ -78,7 +78,7 @@ def test_auto_amp_takes_float32_on_cpu_when_small_crops_reach_a_1x1_strided_conv
     """SwAV's 14 px small crops of 32 px images with the ImageNet stem give layer4's
     stride-2 conv a 1x1 input, where PyTorch's CPU bf16 kernel returns garbage weight
     gradients (BENCHMARKS.md); the compare run of SwAV went NaN at step 3 that way."""
-    from simsiam.train.trainer import smallest_strided_input, use_bf16
+    from simsiam.train.step import smallest_strided_input, use_bf16
 
     assert small_crop_size(32, None) == 14
     assert [smallest_strided_input("imagenet", s) for s in (14, 16, 17, 32, 224)] == \

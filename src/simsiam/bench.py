@@ -25,9 +25,11 @@ import torch
 
 from simsiam.config import Config
 from simsiam.data.dataset import ImageSet
+from simsiam.data.loaders import make_loader
+from simsiam.distributed.context import resolve_device
 from simsiam.methods import build_method
 from simsiam.train.resources import peak_memory_mib
-from simsiam.train.trainer import make_loader, resolve_device, train_step, use_bf16
+from simsiam.train.step import train_step, use_bf16
 
 # Dense bf16 tensor-core peak, FLOP/s (vendor data sheets), matched on the device name.
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12,

@@ -28,6 +28,12 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+def launched_as_main() -> bool:
+    """Rank 0 of a torchrun launch (its ``RANK`` variable), or a single process: the one
+    that prints results. Readable before and after the process group exists."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def rank() -> int:
     """This process's rank in the default group; 0 when none is initialised."""
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0

@@ -111,9 +111,9 @@ def _finished(cfg: Config) -> bool:
 def _linear(cfg: Config, epochs: int) -> float:
     """Linear probe (BN + Linear on frozen features, the fast protocol) on the test split."""
     from simsiam.data.dataset import load_splits
+    from simsiam.distributed.context import resolve_device
     from simsiam.eval.linear import linear_probe
     from simsiam.eval.loading import load_backbone_for_eval
-    from simsiam.train.trainer import resolve_device
 
     backbone, info = load_backbone_for_eval(Path(cfg.train.out) / "backbone.safetensors")
     train, test = load_splits(cfg.data, cfg.train.seed, progress=False)

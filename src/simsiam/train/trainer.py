@@ -43,7 +43,7 @@ from simsiam.distributed import (
     convert_sync_batchnorm,
     setup_distributed,
 )
-from simsiam.distributed.context import resolve_device  # noqa: F401 (the CLI imports it here)
+from simsiam.distributed.ddp import wrap_ddp
 from simsiam.errors import CollapseError, ConfigError
 from simsiam.eval.collapse import CollapseGuard, healthy_std
 from simsiam.eval.knn import extract_features, knn_top1
@@ -71,6 +71,7 @@ from simsiam.train.run_dir import (
     truncate_metrics,
 )
 from simsiam.train.schedule import cosine_lr, predictor_lr
+from simsiam.train.step import train_step, use_bf16
 
 
 @dataclass
@@ -85,57 +86,6 @@ class RunResult:
     epoch_loss: dict[int, float] = field(default_factory=dict)
     test_images: int = 0
     backbone_path: Path | None = None
-
-
-def smallest_strided_input(stem: str, side: int) -> int:
-    """Side of the smallest input any stride-2 convolution of a torchvision ResNet sees for
-    ``side`` px views: the stem's conv1 (ImageNet stem, then the max-pool) and the first
-    convolutions of layer2, layer3 and layer4 (each halves, rounding up)."""
-    sides = []
-    if stem != "cifar":
-        sides.append(side)
-        side = -(-side // 2)  # conv1, stride 2
-        side = -(-side // 2)  # max-pool, stride 2
-    for _ in range(3):  # layer2, layer3, layer4
-        sides.append(side)
-        side = -(-side // 2)
-    return min(sides)
-
-
-def use_bf16(amp: str, device: torch.device, stem: str = "cifar",
-             min_side: int | None = None) -> bool:
-    """Whether to run the forward pass under bfloat16 autocast (see ``train.amp``).
-
-    ``auto``: on CUDA; on CPUs with native bf16, unless a stride-2 convolution would see
-    a 1x1 input (the smallest views, ``min_side`` px, with ``stem``): PyTorch's CPU bf16
-    kernel gives garbage weight gradients there (BENCHMARKS.md, "bf16 convolution on
-    1x1 inputs"), so those runs take float32.
-    """
-    if amp != "auto":
-        return amp == "bf16"
-    if device.type == "cuda":
-        return True
-    if min_side is not None and smallest_strided_input(stem, min_side) < 2:
-        return False
-    try:  # native bf16 on this CPU; emulated bf16 would be slower than float32
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except AttributeError:
-        return False
-
-
-def train_step(model, optimizer: torch.optim.Optimizer, views: list[torch.Tensor],
-               bf16: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """One SGD step of ``model`` (a method: ``views -> (loss, metrics)``).
-
-    The forward pass runs under bfloat16 autocast when ``bf16``; the method computes its
-    loss in float32. Returns the detached loss and the method's metrics (no host sync).
-    """
-    with torch.autocast(views[0].device.type, dtype=torch.bfloat16, enabled=bf16):
-        loss, metrics = model(views)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss.detach(), metrics
 
 
 class _NoLogger:
@@ -204,20 +154,6 @@ def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False,
         ctx.close()
 
 
-def _ddp(module: torch.nn.Module, ctx: DistContext) -> torch.nn.Module:
-    """``module`` in DistributedDataParallel (gradients averaged over the processes).
-
-    Weights and buffers are broadcast from rank 0 once, not at every step: SyncBatchNorm's
-    running statistics, the MoCo queue and the EMA targets are computed identically on
-    every process.
-    """
-    from torch.nn.parallel import DistributedDataParallel
-
-    ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-    return DistributedDataParallel(module, device_ids=ids, forward_sync_buffers=False,
-                                   gradient_as_bucket_view=True)
-
-
 def _pretrain(cfg: Config, out: Path, resume: bool, overwrite: bool, progress: bool,
               stop_after_epoch: int | None, stop: StopSignals, ctx: DistContext) -> RunResult:
     if resume:
@@ -281,8 +217,8 @@ def _pretrain(cfg: Config, out: Path, resume: bool, overwrite: bool, progress: b
         atomic_write(out / "config.yaml", lambda tmp: tmp.write_text(text, encoding="utf-8"))
     ctx.barrier()
     # Loaded state first, then DDP (which broadcasts rank 0's weights to all processes).
-    step_module = _ddp(model, ctx) if ctx.distributed else model
-    probe_step = _ddp(probe, ctx) if ctx.distributed and probe is not None else probe
+    step_module = wrap_ddp(model, ctx) if ctx.distributed else model
+    probe_step = wrap_ddp(probe, ctx) if ctx.distributed and probe is not None else probe
     step_model = torch.compile(step_module) if cfg.train.compile else step_module
     last_saved = (start_epoch, step) if resume else None
     logger = (MetricsLogger(out, purge_step=step + 1 if resume else None) if ctx.is_main

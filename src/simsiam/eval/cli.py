@@ -1,0 +1,194 @@
+"""The evaluation subcommands: ``simsiam knn``, ``simsiam linear`` and ``simsiam embed``.
+
+Each loads a checkpoint or exported backbone, the images (the run's held-out split), and
+runs one protocol of :mod:`simsiam.eval`. Under ``torchrun`` every process extracts its
+shard of the features (:mod:`simsiam.distributed`); rank 0 prints and writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+from contextlib import contextmanager
+from pathlib import Path
+
+from simsiam.config import load_config
+from simsiam.distributed.context import launched_as_main
+from simsiam.errors import ConfigError, SimSiamError
+
+
+@contextmanager
+def _processes(args: argparse.Namespace):
+    """The evaluation commands' process group: under torchrun every process extracts the
+    features of its shard of the images (see :mod:`simsiam.distributed`)."""
+    from simsiam.distributed import setup_distributed
+
+    ctx = setup_distributed(args.device)
+    try:
+        yield ctx
+    finally:
+        ctx.close()
+
+
+def cmd_knn(args: argparse.Namespace) -> int:
+    from simsiam.eval.knn import knn_evaluate
+
+    with _processes(args) as ctx:
+        backbone, info = _load_for_eval(args)
+        train, test = ctx.main_first(lambda: _eval_data(args, info))
+        device = ctx.device
+        acc = knn_evaluate(backbone.to(device), train.images, train.labels, test.images,
+                           test.labels, len(train.classes), info["image_size"],
+                           info["normalize"], device, args.k, args.t)
+    if launched_as_main():
+        print(f"knn: top1={acc:.2f}% k={min(args.k, len(train))} T={args.t} "
+              f"bank={len(train)} queries={len(test)}")
+    return 0
+
+
+def _load_for_eval(args: argparse.Namespace):
+    """The backbone and its input settings; --image-size/--normalize win over the file's."""
+    from simsiam.eval.loading import load_backbone_for_eval
+
+    backbone, info = load_backbone_for_eval(args.checkpoint)
+    if args.image_size is not None:
+        info["image_size"] = args.image_size
+    if args.normalize is not None:
+        info["normalize"] = args.normalize
+    return backbone, info
+
+
+def _eval_data(args: argparse.Namespace, info: dict, need_test: bool = True):
+    from simsiam.data.dataset import load_splits
+
+    cfg = load_config(None, {"data.source": args.data, "data.image_size": info["image_size"],
+                             "data.per_class": args.per_class,
+                             "data.test_per_class": args.test_per_class})
+    # Same held-out split as pretraining (folders without test/ split by the run's seed).
+    seed = args.seed if args.seed is not None else info["seed"]
+    train, test = load_splits(cfg.data, seed, progress=not args.no_progress)
+    if test is None and need_test:
+        raise SimSiamError(f"'{args.data}' has no held-out images to evaluate on")
+    return train, test
+
+
+def cmd_linear(args: argparse.Namespace) -> int:
+    """Linear probe (fast protocol) on a frozen backbone; writes classifier and JSON."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from simsiam.train.checkpoint import atomic_write
+
+    ckpt = Path(args.checkpoint)
+    out = Path(args.out) if args.out else (
+        ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent) / "linear"
+    if (out / "linear.json").exists() and not args.overwrite:
+        raise ConfigError(f"'{out}' already holds a linear-probe result; pass --overwrite "
+                          "or another --out")
+    with _processes(args) as ctx:
+        backbone, info = _load_for_eval(args)
+        train, test = ctx.main_first(lambda: _eval_data(args, info))
+        res, clf, batch, base_lr, optimizer = _run_probe(args, backbone, info, train, test,
+                                                         ctx.device)
+    if not launched_as_main():
+        return 0
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in clf.state_dict().items()}
+    atomic_write(out / "classifier.safetensors",
+                 lambda tmp: save_file(state, str(tmp), metadata={"classes": json.dumps(
+                     train.classes)}))
+    record = {"protocol": args.protocol, "checkpoint": str(ckpt), "data": args.data,
+              "top1": res.top1, "top5": res.top5, "train_images": res.train_images,
+              "test_images": res.test_images, "epochs": res.epochs,
+              "batch_size": batch, "optimizer": optimizer, "base_lr": base_lr,
+              "lr": base_lr * batch / 256, "arch": info["arch"],
+              "stem": info["stem"]}
+    text = json.dumps(record, indent=2)
+    atomic_write(out / "linear.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    print(f"linear top1={res.top1:.2f} top5={res.top5:.2f}")
+    return 0
+
+
+def _run_probe(args: argparse.Namespace, backbone, info: dict, train, test, device):
+    """The probe ``args.protocol`` asks for: (result, classifier, batch, base lr, optimizer).
+
+    Under torchrun the features are extracted shard by shard and gathered; every process
+    then fits the same classifier on them (rank 0 writes it)."""
+    from simsiam.eval.linear import PROTOCOLS, augmented_probe, linear_probe
+
+    data = (backbone.to(device), train.images, train.labels, test.images, test.labels,
+            len(train.classes), info["image_size"], info["normalize"])
+    if args.protocol == "fast":
+        batch = min(args.batch_size or 256, len(train))
+        base_lr = 0.1 if args.lr is None else args.lr
+        res, clf = linear_probe(*data, device, args.epochs or 100, batch, base_lr)
+        return res, clf, batch, base_lr, "sgd"
+    if args.lr is not None:
+        raise ConfigError(f"--lr is for the fast protocol; --protocol {args.protocol} uses "
+                          "the paper's lr")
+    spec = PROTOCOLS[args.protocol]
+    batch = min(args.batch_size or spec["batch_size"], len(train))
+    res, clf = augmented_probe(*data, args.protocol, device, args.epochs, batch)
+    return res, clf, batch, spec["base_lr"], spec["optimizer"]
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    """Backbone features of every image (train and held-out) to .npz or .csv."""
+    from simsiam.eval.embed import export_embeddings
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise ConfigError(f"'{out}' already exists; pass --overwrite or another --out")
+    with _processes(args) as ctx:
+        backbone, info = _load_for_eval(args)
+        train, test = ctx.main_first(lambda: _eval_data(args, info, need_test=False))
+        sets = {"train": train} | ({"test": test} if test is not None else {})
+        n, dim = export_embeddings(backbone.to(ctx.device), sets, out, info["image_size"],
+                                   info["normalize"], ctx.device)
+    if launched_as_main():
+        print(f"embed: {n} images x {dim} features -> {out}")
+    return 0
+
+
+def _add_eval_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="RUN/checkpoints/last.pt, "
+                   "RUN/backbone.safetensors, a torchvision or an official SimSiam checkpoint")
+    p.add_argument("--data", required=True, help="image folder (with train/ and test/, or "
+                   "split by the run's seed), or cifar10 / cifar100")
+    p.add_argument("--per-class", type=int, help="at most N training images per class")
+    p.add_argument("--test-per-class", type=int, help="at most N held-out images per class")
+    p.add_argument("--seed", type=int, help="seed of the held-out split for folders without "
+                   "test/ (default: the run's seed)")
+    p.add_argument("--image-size", type=int, help="input side in pixels (default: the run's; "
+                   "for files without simsiam metadata 32 for a 3x3 stem, else 224)")
+    p.add_argument("--normalize", choices=("auto", "cifar10", "imagenet"),
+                   help="input normalisation (default: the run's, as for --image-size)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def add_eval_parsers(sub) -> None:
+    """Register ``knn``, ``linear`` and ``embed`` on the ``simsiam`` subparsers."""
+    p = sub.add_parser("knn", help="kNN top-1 of a checkpoint or exported backbone")
+    _add_eval_flags(p)
+    p.add_argument("--k", type=int, default=200)
+    p.add_argument("--t", type=float, default=0.1, help="temperature T")
+    p.set_defaults(func=cmd_knn)
+    p = sub.add_parser("linear", help="linear probe on a frozen backbone")
+    _add_eval_flags(p)
+    p.add_argument("--protocol", choices=("fast", "paper", "cifar"), default="fast",
+                   help="fast: cached features, BN + Linear (default); paper: LARS, base lr "
+                   "0.1, batch 4096, 90 epochs; cifar: SGD lr 30, batch 256, 100 epochs "
+                   "(both on augmented images through the frozen backbone)")
+    p.add_argument("--epochs", type=int, help="default: the protocol's (fast: 100)")
+    p.add_argument("--batch-size", type=int, help="default: the protocol's (fast: 256)")
+    p.add_argument("--lr", type=float, help="fast protocol only: base lr x batch/256 "
+                   "(default 0.1)")
+    p.add_argument("--out", help="result folder (default: RUN/linear)")
+    p.add_argument("--overwrite", action="store_true", help="replace a result in --out")
+    p.set_defaults(func=cmd_linear)
+    p = sub.add_parser("embed", help="backbone features of every image to .npz or .csv")
+    _add_eval_flags(p)
+    p.add_argument("--out", required=True, help="output file: .npz (numpy) or .csv (pandas)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.set_defaults(func=cmd_embed)

@@ -1,0 +1,60 @@
+"""One optimizer step of a method, and the choice of bfloat16 autocast for it.
+
+Source: SIMSIAM.md section 3 (SGD on the symmetric loss); the precision rule is this
+project's (README "Speed"; BENCHMARKS.md "bf16 convolution on 1x1 inputs").
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def smallest_strided_input(stem: str, side: int) -> int:
+    """Side of the smallest input any stride-2 convolution of a torchvision ResNet sees for
+    ``side`` px views: the stem's conv1 (ImageNet stem, then the max-pool) and the first
+    convolutions of layer2, layer3 and layer4 (each halves, rounding up)."""
+    sides = []
+    if stem != "cifar":
+        sides.append(side)
+        side = -(-side // 2)  # conv1, stride 2
+        side = -(-side // 2)  # max-pool, stride 2
+    for _ in range(3):  # layer2, layer3, layer4
+        sides.append(side)
+        side = -(-side // 2)
+    return min(sides)
+
+
+def use_bf16(amp: str, device: torch.device, stem: str = "cifar",
+             min_side: int | None = None) -> bool:
+    """Whether to run the forward pass under bfloat16 autocast (see ``train.amp``).
+
+    ``auto``: on CUDA; on CPUs with native bf16, unless a stride-2 convolution would see
+    a 1x1 input (the smallest views, ``min_side`` px, with ``stem``): PyTorch's CPU bf16
+    kernel gives garbage weight gradients there (BENCHMARKS.md, "bf16 convolution on
+    1x1 inputs"), so those runs take float32.
+    """
+    if amp != "auto":
+        return amp == "bf16"
+    if device.type == "cuda":
+        return True
+    if min_side is not None and smallest_strided_input(stem, min_side) < 2:
+        return False
+    try:  # native bf16 on this CPU; emulated bf16 would be slower than float32
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:
+        return False
+
+
+def train_step(model, optimizer: torch.optim.Optimizer, views: list[torch.Tensor],
+               bf16: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One SGD step of ``model`` (a method: ``views -> (loss, metrics)``).
+
+    The forward pass runs under bfloat16 autocast when ``bf16``; the method computes its
+    loss in float32. Returns the detached loss and the method's metrics (no host sync).
+    """
+    with torch.autocast(views[0].device.type, dtype=torch.bfloat16, enabled=bf16):
+        loss, metrics = model(views)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), metrics
