@@ -88,3 +88,11 @@ def test_cli_set_overrides_any_key_with_yaml_values():
                                       "--set", "train.epochs=3"])
     with pytest.raises(ConfigError, match="both as a flag and with --set"):
         _overrides(both)
+
+
+def test_a_swav_queue_that_would_never_fill_is_refused():
+    over = {"method": "swav", "augment.small_crops": 6, "model.swav_queue_size": 3840}
+    with pytest.raises(ConfigError, match=r"swav_queue_start_epochs = 15.0 .* never be used"):
+        load_config("demo-cpu", over)  # 6 epochs, the queue would start at epoch 15
+    cfg = load_config("demo-cpu", over | {"model.swav_queue_start_epochs": 1})
+    assert cfg.model.swav_queue_size == 3840

@@ -22,6 +22,7 @@ from simsiam.data.device_loader import BatchedViewLoader
 from simsiam.distributed import (
     SyncBatchNorm,
     batch_plan,
+    check_global_batch,
     convert_sync_batchnorm,
     setup_distributed,
     shard_bounds,
@@ -32,7 +33,8 @@ from simsiam.methods import build_method
 from simsiam.models.backbones import build_backbone
 from simsiam.train.step import train_step
 
-METHODS = ("simsiam", "simclr", "mocov2", "byol", "swav")
+# swav+queue: an 8-row feature queue, filled by step 1's global batch, used at step 2
+METHODS = ("simsiam", "simclr", "mocov2", "byol", "swav", "swav+queue")
 TIMEOUT_S = 240  # the whole two-process run; each collective also times out after 60 s
 
 
@@ -72,6 +74,9 @@ def test_a_global_batch_the_world_size_does_not_divide_is_refused_naming_both():
         batch_plan(1000, 100, 8, 0.05)
     with pytest.raises(DataError, match="fewer than train.batch_size = 512"):
         batch_plan(500, 512, 2, 0.05)
+    with pytest.raises(ConfigError, match="1 image per process; BatchNorm needs at least 2 "
+                       "per process: use 4 or more"):
+        check_global_batch(2, 2)
     with pytest.raises(ValueError, match="rank 4 is outside"):
         EpochShuffleSampler(10, 0, 8, rank=4, world_size=4)
 
@@ -167,9 +172,11 @@ GLOBAL_BATCH, STEPS, LR = 8, 2, 0.2
 
 def _setup(method: str, sync_bn: bool):
     torch.manual_seed(0)
+    name, _, queue = method.partition("+")
     cfg = ModelConfig(backbone="resnet18", stem="cifar", dim=256, proj_hidden_dim=256,
-                      pred_hidden_dim=64, freeze_prototypes_epochs=0)  # SwAV: learn at once
-    model = build_method(method, cfg, image_size=32, steps_per_epoch=10)
+                      pred_hidden_dim=64, freeze_prototypes_epochs=0,  # SwAV: learn at once
+                      swav_queue_size=GLOBAL_BATCH if queue else 0, swav_queue_start_epochs=0)
+    model = build_method(name, cfg, image_size=32, steps_per_epoch=10)
     if sync_bn:
         model = convert_sync_batchnorm(model)
     opt = torch.optim.SGD(model.param_groups(), lr=LR, momentum=0.9, weight_decay=5e-4,

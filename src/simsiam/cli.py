@@ -7,6 +7,7 @@ Each subcommand is a thin call into the library. Settings come from a YAML prese
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from simsiam.config import METHODS, Config, load_config
-from simsiam.distributed.context import launched_as_main
+from simsiam.distributed.context import launched_as_main, launcher
 from simsiam.errors import CollapseError, ConfigError, DataWarning, SimSiamError
 from simsiam.eval.cli import add_eval_parsers
 from simsiam.train.interrupt import RunInterrupted
@@ -85,8 +86,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         return 0
     if res.backbone_path is None:
         print(f"pretrain: stopped after epoch {res.epochs} of {cfg.train.epochs} "
-              f"(--stop-after-epoch), {res.steps} steps; continue with --resume --out "
-              f"{res.run_dir}")
+              f"(--stop-after-epoch), {res.steps} steps; continue with: {launcher()} pretrain "
+              f"--config {res.run_dir / 'config.yaml'} --out {res.run_dir} --resume")
         return 0
     last = max(res.knn) if res.knn else None
     knn = f" knn_top1={res.knn[last]:.2f}%" if last is not None else ""
@@ -216,22 +217,24 @@ _default_show_warning = warnings.showwarning
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.showwarning = _show_warning
+    # Under torchrun every process reports; the others say which they are.
+    who = "simsiam" if launched_as_main() else f"simsiam [rank {os.environ.get('RANK')}]"
     try:
         return args.func(args)
     except RunInterrupted as exc:
-        print(f"simsiam {args.command}: {exc}", file=sys.stderr)
+        print(f"{who} {args.command}: {exc}", file=sys.stderr)
         return 128 + exc.signum
     except CollapseError as exc:
-        print(f"simsiam {args.command}: stopped: {exc}", file=sys.stderr)
+        print(f"{who} {args.command}: stopped: {exc}", file=sys.stderr)
         return 4
     except SimSiamError as exc:
-        print(f"simsiam {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{who} {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except FloatingPointError as exc:
-        print(f"simsiam {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{who} {args.command}: error: {exc}", file=sys.stderr)
         return 3
     except KeyboardInterrupt:
-        print(f"simsiam {args.command}: interrupted", file=sys.stderr)
+        print(f"{who} {args.command}: interrupted", file=sys.stderr)
         return 130
 
 

@@ -355,6 +355,12 @@ def validate(cfg: Config, where: str = "config") -> None:
       "use 0 (no queue) or a number of rows such as 3840")
     n(m.swav_queue_start_epochs >= 0, where, "model.swav_queue_start_epochs",
       m.swav_queue_start_epochs, "use 0 or more epochs")
+    n(cfg.method != "swav" or not m.swav_queue_size
+      or m.swav_queue_start_epochs < cfg.train.epochs, where, "model.swav_queue_start_epochs",
+      m.swav_queue_start_epochs, f"the SwAV queue (model.swav_queue_size = "
+      f"{m.swav_queue_size}) would start filling after the last of train.epochs = "
+      f"{cfg.train.epochs} and never be used: lower model.swav_queue_start_epochs or set "
+      "model.swav_queue_size=0")
     if cfg.method == "mocov2":
         q = resolved_queue_size(m, d.image_size)
         n(q % t.batch_size == 0, where, "model.queue_size", q,

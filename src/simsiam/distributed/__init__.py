@@ -17,9 +17,10 @@ from simsiam.distributed.ops import (
     global_logsumexp,
     shard_bounds,
 )
-from simsiam.distributed.plan import BatchPlan, batch_plan
+from simsiam.distributed.plan import BatchPlan, batch_plan, check_global_batch
 from simsiam.distributed.syncbn import SyncBatchNorm, convert_sync_batchnorm
 
 __all__ = ["BatchPlan", "DistContext", "SyncBatchNorm", "all_reduce_sum", "batch_plan",
-           "convert_sync_batchnorm", "gather_no_grad", "gather_shards", "gather_with_grad",
-           "global_logsumexp", "rank", "setup_distributed", "shard_bounds", "world_size"]
+           "check_global_batch", "convert_sync_batchnorm", "gather_no_grad", "gather_shards",
+           "gather_with_grad", "global_logsumexp", "rank", "setup_distributed",
+           "shard_bounds", "world_size"]

@@ -34,6 +34,17 @@ def launched_as_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def launcher() -> str:
+    """How to start this command again: ``simsiam``, or under torchrun
+    ``torchrun --nproc_per_node=N -m simsiam`` (with a note for several nodes)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return "simsiam"
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    nodes = "" if local == world else " (on every node, with the same rendezvous options)"
+    return f"torchrun --nproc_per_node={local}{nodes} -m simsiam"
+
+
 def rank() -> int:
     """This process's rank in the default group; 0 when none is initialised."""
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0

@@ -34,6 +34,28 @@ class BatchPlan:
     peak_lr: float
 
 
+def check_global_batch(global_batch: int, world_size: int) -> None:
+    """Raise ConfigError unless ``global_batch`` splits into equal per-process batches of
+    at least 2 (BatchNorm needs 2 samples per process); the message names the nearest
+    batch sizes that work."""
+    if world_size < 1 or global_batch < 1:
+        raise ConfigError(f"need world_size >= 1 and train.batch_size >= 1, got {world_size} "
+                          f"and {global_batch}")
+    if global_batch % world_size:
+        lo = global_batch // world_size * world_size
+        near = " or ".join(str(b) for b in (lo, lo + world_size) if b >= 2 * world_size)
+        near = near or f"{2 * world_size} or more"
+        raise ConfigError(
+            f"train.batch_size = {global_batch} is the global batch (all {world_size} "
+            f"processes together) and must be a multiple of the world size {world_size}: "
+            f"use {near}")
+    if global_batch // world_size < 2:
+        raise ConfigError(
+            f"train.batch_size = {global_batch} over {world_size} processes leaves "
+            f"{global_batch // world_size} image per process; BatchNorm needs at least 2 "
+            f"per process: use {2 * world_size} or more")
+
+
 def batch_plan(n_images: int, global_batch: int, world_size: int, base_lr: float) -> BatchPlan:
     """The step and lr arithmetic of an epoch of ``n_images`` at ``global_batch`` on
     ``world_size`` processes.
@@ -42,20 +64,10 @@ def batch_plan(n_images: int, global_batch: int, world_size: int, base_lr: float
     per epoch (the last 104 images wait for the next epoch's shuffle), peak lr 0.025.
 
     Raises:
-        ConfigError: the global batch is not a multiple of the world size (names both and
-            the nearest multiples).
+        ConfigError: see :func:`check_global_batch`.
         DataError: fewer images than one global batch.
     """
-    if world_size < 1 or global_batch < 1:
-        raise ConfigError(f"need world_size >= 1 and train.batch_size >= 1, got {world_size} "
-                          f"and {global_batch}")
-    if global_batch % world_size:
-        lo = global_batch // world_size * world_size
-        near = " or ".join(str(b) for b in (lo, lo + world_size) if b > 0)
-        raise ConfigError(
-            f"train.batch_size = {global_batch} is the global batch (all {world_size} "
-            f"processes together) and must be a multiple of the world size {world_size}: "
-            f"use {near}")
+    check_global_batch(global_batch, world_size)
     if n_images < global_batch:
         raise DataError(f"the training set has {n_images} images, fewer than train.batch_size "
                         f"= {global_batch}, so no step would run; lower --batch-size or add "

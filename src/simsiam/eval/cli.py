@@ -8,11 +8,12 @@ shard of the features (:mod:`simsiam.distributed`); rank 0 prints and writes.
 from __future__ import annotations
 
 import argparse
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
 from simsiam.config import load_config
-from simsiam.distributed.context import launched_as_main
+from simsiam.distributed.context import launched_as_main, world_size
 from simsiam.errors import ConfigError, SimSiamError
 
 
@@ -126,6 +127,9 @@ def _run_probe(args: argparse.Namespace, backbone, info: dict, train, test, devi
     if args.lr is not None:
         raise ConfigError(f"--lr is for the fast protocol; --protocol {args.protocol} uses "
                           "the paper's lr")
+    if world_size() > 1 and launched_as_main():
+        print(f"linear: note: --protocol {args.protocol} is not sharded: every process runs "
+              "the whole probe; run it as one process", file=sys.stderr, flush=True)
     spec = PROTOCOLS[args.protocol]
     batch = min(args.batch_size or spec["batch_size"], len(train))
     res, clf = augmented_probe(*data, args.protocol, device, args.epochs, batch)

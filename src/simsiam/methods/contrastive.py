@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from simsiam.distributed.ops import global_logsumexp, world_size
+from simsiam.distributed.ops import all_reduce_sum, global_logsumexp, world_size
 
 
 def check_two_views(method: str, views: list[torch.Tensor]) -> None:
@@ -167,9 +167,9 @@ def sinkhorn(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3,
         raise ValueError(f"sinkhorn needs epsilon > 0 and iterations >= 1, got "
                          f"epsilon={epsilon} iterations={iterations}")
     b, k = scores.shape
-    lse = global_logsumexp if distributed else torch.logsumexp
-    if distributed:
-        b = b * world_size()  # the global batch (every process holds the same b)
+    lse = global_logsumexp if distributed and world_size() > 1 else torch.logsumexp
+    if distributed and world_size() > 1:  # the global number of rows (they may differ)
+        b = int(all_reduce_sum(torch.tensor([b], device=scores.device)).item())
     with torch.autocast(device_type=scores.device.type, enabled=False):
         # In log space, so a small epsilon cannot underflow a whole column to 0 (NaN).
         log_q = scores.float() / epsilon

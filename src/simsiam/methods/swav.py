@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from simsiam.distributed.ops import world_size
+from simsiam.distributed.ops import gather_no_grad, shard_bounds, world_size
 from simsiam.eval.collapse import collapse_std
 from simsiam.methods.contrastive import sinkhorn, swav_loss
 from simsiam.models.heads import ProjectionHead
@@ -41,12 +41,14 @@ class SwAV(nn.Module):
         large_views: how many leading views are large crops that get codes (2).
         freeze_prototypes_steps: the prototypes get a zero gradient for this many
             optimizer steps (SwAV: one epoch's worth of steps); 0 trains them from the start.
-        queue_length: rows of the optional feature queue over all processes (0: none;
-            SwAV uses 3,840 at small batches). Each process keeps ``queue_length /
-            world_size`` rows per large view: the l2-normalised projections of its
-            latest batches, newest first. Once full, they join the batch in Sinkhorn (the
-            codes are those of the batch's rows), so the equal-partition constraint acts on
-            more samples than one small batch holds.
+        queue_length: rows of the optional feature queue (0: none; SwAV uses 3,840 at
+            small batches): per large view, the l2-normalised projections of the latest
+            global batches, newest first, the same on every process (each enqueues the
+            gathered global batch). Once full, they join the batch in Sinkhorn, each
+            process taking its contiguous share of the rows (the codes are those of the
+            batch's rows), so the equal-partition constraint acts on more samples than
+            one small batch holds; a run equals one process with the whole batch and
+            resumes on any process count.
         queue_start_steps: the queue starts filling after this many optimizer steps (SwAV:
             15 epochs' worth on ImageNet) and is used from the step it is full.
 
@@ -55,8 +57,8 @@ class SwAV(nn.Module):
     rows are l2-normalised in place (no_grad) at the start of every forward pass.
 
     Raises:
-        ValueError: T, epsilon or a size that is not positive, freeze or queue steps < 0,
-            or a queue length that the number of processes does not divide.
+        ValueError: T, epsilon or a size that is not positive, or freeze, queue length or
+            queue steps < 0.
 
     Attributes:
         queue: ``(large_views, L, d)`` float32 buffer (only with a queue), rows newest first;
@@ -91,11 +93,11 @@ class SwAV(nn.Module):
         # it and the forward pass never reads a Python flag that needs a host sync.
         self.register_buffer("prototype_grad_scale",
                              torch.tensor(0.0 if freeze_prototypes_steps > 0 else 1.0))
-        if queue_length < 0 or queue_start_steps < 0 or queue_length % world_size():
-            raise ValueError(f"SwAV needs a queue length >= 0 that the {world_size()} "
-                             f"process(es) divide and queue start steps >= 0, got "
-                             f"queue_length={queue_length} queue_start_steps={queue_start_steps}")
-        self.queue_length = queue_length // world_size()  # rows on this process
+        if queue_length < 0 or queue_start_steps < 0:
+            raise ValueError(f"SwAV needs a queue length >= 0 and queue start steps >= 0, "
+                             f"got queue_length={queue_length} "
+                             f"queue_start_steps={queue_start_steps}")
+        self.queue_length = queue_length
         self.queue_start_steps = queue_start_steps
         self._queue_host: tuple[bool, int] | None = None  # (filling, rows) without a sync
         if self.queue_length:
@@ -165,15 +167,16 @@ class SwAV(nn.Module):
         codes = []
         for i, s in enumerate(scores[: self.large_views]):
             s = s.detach()
-            if use_queue:  # the queue's rows join the batch's; keep the batch's codes
+            if use_queue:  # this process's share of the queue joins its batch rows
+                lo, hi = shard_bounds(self.queue_length)
                 with torch.autocast(device_type=w.device.type, enabled=False):
-                    s = torch.cat([self.queue[i] @ w.detach().float().T, s])
+                    s = torch.cat([self.queue[i, lo:hi] @ w.detach().float().T, s])
             q = sinkhorn(s, self.epsilon, self.sinkhorn_iterations,
                          distributed=world_size() > 1)
             codes.append(q[-zs[i].shape[0]:])
         loss = swav_loss(scores, codes, self.temperature)
         if self.training and self.queue_length and filling:
-            self._enqueue([F.normalize(z.detach().float(), dim=1)
+            self._enqueue([gather_no_grad(F.normalize(z.detach().float(), dim=1))
                            for z in zs[: self.large_views]])
         return loss, {"collapse_std": collapse_std(zs[0]), "features": h1.detach()}
 
@@ -187,7 +190,8 @@ class SwAV(nn.Module):
 
     @torch.no_grad()
     def _enqueue(self, new: list[torch.Tensor]) -> None:
-        """Put each large view's ``(B, d)`` rows in front of its queue; the oldest drop off."""
+        """Put each large view's ``(B, d)`` rows (the global batch) in front of its queue;
+        the oldest drop off."""
         length, b = self.queue_length, new[0].shape[0]
         for i, rows in enumerate(new):
             if b >= length:

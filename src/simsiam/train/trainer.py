@@ -40,9 +40,11 @@ from simsiam.distributed import (
     DistContext,
     all_reduce_sum,
     batch_plan,
+    check_global_batch,
     convert_sync_batchnorm,
     setup_distributed,
 )
+from simsiam.distributed.context import launcher
 from simsiam.distributed.ddp import wrap_ddp
 from simsiam.errors import CollapseError, ConfigError
 from simsiam.eval.collapse import CollapseGuard, healthy_std
@@ -117,7 +119,7 @@ def _interrupted(logger: MetricsLogger | _NoLogger, signum: int, epoch: int, bat
                 "batch_in_epoch": batch})
     where = f"epoch {epoch + 1}, batch {batch}/{per_epoch}" if batch else f"end of epoch {epoch}"
     raise RunInterrupted(signum, f"stopped by {name} at step {step} ({where}); checkpoint saved "
-                         f"to {out / 'checkpoints' / 'last.pt'}. Continue with: simsiam "
+                         f"to {out / 'checkpoints' / 'last.pt'}. Continue with: {launcher()} "
                          f"pretrain --config {out / 'config.yaml'} --out {out} --resume")
 
 
@@ -145,6 +147,7 @@ def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False,
                           f"train.epochs = {cfg.train.epochs}")
     ctx = setup_distributed(cfg.train.device)
     try:
+        check_global_batch(cfg.train.batch_size, ctx.world_size)  # before any work
         check_run_dir(out, resume, overwrite)
         ctx.barrier()  # every process has checked before rank 0 writes anything
         with StopSignals() as stop:
