@@ -29,7 +29,7 @@ from simsiam.data.loaders import make_loader
 from simsiam.distributed.context import resolve_device
 from simsiam.methods import build_method
 from simsiam.train.resources import peak_memory_mib
-from simsiam.train.step import train_step, use_bf16
+from simsiam.train.step import bf16_for_run, train_step
 
 # Dense bf16 tensor-core peak, FLOP/s (vendor data sheets), matched on the device name.
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12,
@@ -116,7 +116,7 @@ def run_bench(cfg: Config, train_images, warmup: int = 3, windows: int = 5,
     opt = torch.optim.SGD(model.param_groups(), lr=0.01, momentum=0.9,
                           weight_decay=cfg.optim.weight_decay, fused=True)
     step_model = torch.compile(model) if cfg.train.compile else model
-    bf16 = use_bf16(cfg.train.amp, device, cfg.model.stem, cfg.data.image_size)
+    bf16 = bf16_for_run(cfg, device)
     s = cfg.data.image_size
     x1 = torch.randn(bs, 3, s, s, device=device).contiguous(memory_format=fmt)
     x2 = torch.randn(bs, 3, s, s, device=device).contiguous(memory_format=fmt)

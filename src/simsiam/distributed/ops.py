@@ -15,6 +15,12 @@ import torch.distributed as dist
 from simsiam.distributed.context import rank, world_size
 
 
+def _all_gather(x: torch.Tensor) -> torch.Tensor:
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
+
+
 class _GatherWithGrad(torch.autograd.Function):
     """All-gather on dim 0; the gradient of this process's rows is the sum of every
     process's gradient for them (reduce-scatter), so each loss term that uses another
@@ -22,9 +28,7 @@ class _GatherWithGrad(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-        dist.all_gather(parts, x.contiguous())
-        return torch.cat(parts)
+        return _all_gather(x)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: D102
@@ -68,11 +72,7 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
     """:func:`gather_with_grad` without a graph (MoCo's keys before enqueueing, features)."""
-    if world_size() == 1:
-        return x
-    parts = [torch.empty_like(x) for _ in range(world_size())]
-    dist.all_gather(parts, x.contiguous())
-    return torch.cat(parts)
+    return _all_gather(x) if world_size() > 1 else x
 
 
 def all_reduce_sum(x: torch.Tensor, grad: bool = False) -> torch.Tensor:

@@ -18,12 +18,31 @@ from simsiam.errors import CheckpointError
 from simsiam.fileio import atomic_write, remove_stale_temps
 
 __all__ = ["atomic_write", "remove_stale_temps", "save_checkpoint", "load_checkpoint",
-           "save_backbone", "load_backbone_file"]
+           "save_backbone", "load_backbone_file", "rng_state", "restore_rng_state"]
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """Atomically ``torch.save`` a dict of tensors and plain Python values."""
     atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    """The random-generator states a checkpoint keeps: ``torch_rng`` (CPU) and, on a GPU,
+    ``cuda_rng`` of ``device`` (rank 0's device under torchrun)."""
+    state = {"torch_rng": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def restore_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    """Set the generators from :func:`rng_state`'s entries of ``state``. ``cuda_rng`` goes
+    to ``device`` (older checkpoints hold a list, one state per GPU: its first is used, so
+    a run resumes on any number of GPUs)."""
+    torch.set_rng_state(state["torch_rng"])
+    if device.type == "cuda" and "cuda_rng" in state:
+        rng = state["cuda_rng"]
+        torch.cuda.set_rng_state(rng[0] if isinstance(rng, (list, tuple)) else rng, device)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -43,6 +43,17 @@ class MetricsLogger:
             self._tb.close()
 
 
+class NullLogger:
+    """The metrics logger of processes other than rank 0 under torchrun: records go
+    nowhere."""
+
+    def log(self, record: dict[str, Any]) -> None:  # noqa: D102
+        pass
+
+    def close(self) -> None:  # noqa: D102
+        pass
+
+
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """All records of ``RUN/metrics.jsonl`` in order."""
     with open(Path(run_dir) / "metrics.jsonl", encoding="utf-8") as f:

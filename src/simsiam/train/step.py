@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import torch
 
+from simsiam.augment.multicrop import small_crop_size
+from simsiam.config import Config
+
 
 def smallest_strided_input(stem: str, side: int) -> int:
     """Side of the smallest input any stride-2 convolution of a torchvision ResNet sees for
@@ -43,6 +46,15 @@ def use_bf16(amp: str, device: torch.device, stem: str = "cifar",
         return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     except AttributeError:
         return False
+
+
+def bf16_for_run(cfg: Config, device: torch.device) -> bool:
+    """:func:`use_bf16` for a run's settings; its smallest views are the small crops of
+    multi-crop (SwAV) when it has any, else ``data.image_size``."""
+    side = cfg.data.image_size
+    if cfg.augment.small_crops:
+        side = min(side, small_crop_size(side, cfg.augment.small_size))
+    return use_bf16(cfg.train.amp, device, cfg.model.stem, side)
 
 
 def train_step(model, optimizer: torch.optim.Optimizer, views: list[torch.Tensor],

@@ -32,7 +32,6 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from simsiam.augment.multicrop import small_crop_size
 from simsiam.config import Config, config_to_dict, config_to_yaml
 from simsiam.data.dataset import load_splits
 from simsiam.data.loaders import make_loader
@@ -48,13 +47,15 @@ from simsiam.distributed.context import launcher
 from simsiam.distributed.ddp import wrap_ddp
 from simsiam.errors import CollapseError, ConfigError
 from simsiam.eval.collapse import CollapseGuard, healthy_std
-from simsiam.eval.knn import extract_features, knn_top1
-from simsiam.eval.linear import LinearClassifier, topk_accuracy
+from simsiam.eval.linear import LinearClassifier
+from simsiam.eval.monitor import monitor_record
 from simsiam.methods import build_method
 from simsiam.models.backbones import backbone_state_dict, feature_dim
 from simsiam.train.checkpoint import (
     atomic_write,
     load_checkpoint,
+    restore_rng_state,
+    rng_state,
     save_backbone,
     save_checkpoint,
 )
@@ -64,7 +65,7 @@ from simsiam.train.guards import (
     nonfinite_parameters_error,
 )
 from simsiam.train.interrupt import RunInterrupted, StopSignals
-from simsiam.train.logger import MetricsLogger
+from simsiam.train.logger import MetricsLogger, NullLogger
 from simsiam.train.resources import peak_memory_mib
 from simsiam.train.run_dir import (
     check_run_dir,
@@ -73,7 +74,7 @@ from simsiam.train.run_dir import (
     truncate_metrics,
 )
 from simsiam.train.schedule import cosine_lr, predictor_lr
-from simsiam.train.step import train_step, use_bf16
+from simsiam.train.step import bf16_for_run, train_step
 
 
 @dataclass
@@ -90,16 +91,6 @@ class RunResult:
     backbone_path: Path | None = None
 
 
-class _NoLogger:
-    """The metrics logger of processes other than rank 0: records go nowhere."""
-
-    def log(self, record: dict) -> None:  # noqa: D102
-        pass
-
-    def close(self) -> None:  # noqa: D102
-        pass
-
-
 def _epoch_sums(base_seen: int, seen: int, loss_sum: torch.Tensor, probe_hits: torch.Tensor,
                 world: int) -> tuple[int, torch.Tensor, torch.Tensor]:
     """Global sums over the epoch so far: images, the loss (each step's loss averaged over
@@ -112,7 +103,7 @@ def _epoch_sums(base_seen: int, seen: int, loss_sum: torch.Tensor, probe_hits: t
     return base_seen + seen * world, sums[0] / world, sums[1]
 
 
-def _interrupted(logger: MetricsLogger | _NoLogger, signum: int, epoch: int, batch: int,
+def _interrupted(logger: MetricsLogger | NullLogger, signum: int, epoch: int, batch: int,
                  per_epoch: int, step: int, out: Path) -> None:
     name = signal.Signals(signum).name
     logger.log({"kind": "interrupted", "signal": name, "step": step, "epoch": epoch,
@@ -202,10 +193,7 @@ def _pretrain(cfg: Config, out: Path, resume: bool, overwrite: bool, progress: b
             raise ConfigError(f"--resume: the run in '{out}' already finished all {epochs} "
                               "epochs; nothing to resume. To train longer, start a new run "
                               "with another --out and more --epochs")
-        torch.set_rng_state(state["torch_rng"])
-        if device.type == "cuda" and "cuda_rng" in state:  # rank 0's device's (older: a list)
-            rng = state["cuda_rng"]
-            torch.cuda.set_rng_state(rng[0] if isinstance(rng, (list, tuple)) else rng, device)
+        restore_rng_state(state, device)
         if probe is not None and "probe" in state:
             probe.load_state_dict(state["probe"])
             probe_opt.load_state_dict(state["probe_optimizer"])
@@ -225,10 +213,8 @@ def _pretrain(cfg: Config, out: Path, resume: bool, overwrite: bool, progress: b
     step_model = torch.compile(step_module) if cfg.train.compile else step_module
     last_saved = (start_epoch, step) if resume else None
     logger = (MetricsLogger(out, purge_step=step + 1 if resume else None) if ctx.is_main
-              else _NoLogger())
-    use_amp = use_bf16(cfg.train.amp, device, cfg.model.stem, min(
-        cfg.data.image_size, small_crop_size(cfg.data.image_size, cfg.augment.small_size)
-        if cfg.augment.small_crops else cfg.data.image_size))
+              else NullLogger())
+    use_amp = bf16_for_run(cfg, device)
     logger.log({"kind": "setup", "step": step, "world_size": ctx.world_size,
                 "global_batch": bs, "per_device_batch": plan.per_device,
                 "steps_per_epoch": steps_per_epoch, "peak_lr": peak_lr,
@@ -239,27 +225,14 @@ def _pretrain(cfg: Config, out: Path, resume: bool, overwrite: bool, progress: b
     def knn_monitor(epoch: int) -> None:
         if test is None:
             return
-        kw = dict(image_size=cfg.data.image_size, normalize=cfg.augment.normalize,
-                  device=device, batch_size=cfg.eval.batch_size,
-                  channels_last=cfg.train.channels_last, l2_normalize=False)
-        bank = extract_features(model.backbone, train.images, **kw)
-        queries = extract_features(model.backbone, test.images, **kw)
-        test_labels = torch.as_tensor(test.labels, device=device)
-        acc = knn_top1(bank, labels, queries, test_labels, len(train.classes), cfg.eval.knn_k,
-                       cfg.eval.knn_t)
-        result.knn[epoch] = acc
-        record = {"kind": "knn", "step": step, "epoch": epoch, "knn_top1": acc,
-                  "k": min(cfg.eval.knn_k, len(train)), "bank": len(train),
-                  "queries": len(test)}
-        text = f"epoch {epoch}: knn_top1 {acc:.2f}%"
-        if probe is not None and epoch > 0:
-            probe.eval()
-            with torch.no_grad():
-                record["online_probe_top1"] = topk_accuracy(probe(queries), test_labels, 1)
-            probe.train()
+        record = monitor_record(model.backbone, train, test, cfg, device,
+                                probe if epoch > 0 else None)
+        result.knn[epoch] = record["knn_top1"]
+        text = f"epoch {epoch}: knn_top1 {record['knn_top1']:.2f}%"
+        if "online_probe_top1" in record:
             result.probe[epoch] = record["online_probe_top1"]
             text += f", online probe top1 {record['online_probe_top1']:.2f}%"
-        logger.log(record)
+        logger.log({"kind": "knn", "step": step, "epoch": epoch} | record)
         if progress:
             tqdm.write(f"{text} ({len(test)} held-out images)")
 
@@ -295,14 +268,12 @@ def _pretrain(cfg: Config, out: Path, resume: bool, overwrite: bool, progress: b
             return
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "epoch": epoch_done, "step": step, "batch_in_epoch": batch_in_epoch,
-                 "config": config_to_dict(cfg), "torch_rng": torch.get_rng_state(),
+                 "config": config_to_dict(cfg), **rng_state(device),
                  "knn": {str(k): v for k, v in result.knn.items()},
                  "epoch_loss": {str(k): v for k, v in result.epoch_loss.items()},
                  "probe_top1": {str(k): v for k, v in result.probe.items()}}
         if partial_sums is not None:
             state["partial"] = partial_sums
-        if device.type == "cuda":
-            state["cuda_rng"] = torch.cuda.get_rng_state(device)
         if probe is not None:
             state |= {"probe": probe.state_dict(), "probe_optimizer": probe_opt.state_dict()}
         save_checkpoint(state, ckpt_path)
