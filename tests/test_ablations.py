@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from simsiam.config import ModelConfig, auto_warmup_epochs, load_config
-from simsiam.methods import build_method, cross_entropy_similarity, siamese_loss
+from simsiam.methods import SimSiamConfig, build_method, cross_entropy_similarity, siamese_loss
 from simsiam.models.backbones import count_parameters
 
 SMALL = {"backbone": "resnet18", "dim": 64, "proj_hidden_dim": 96, "proj_layers": 2}
@@ -32,9 +32,15 @@ def _parts(model) -> dict[str, list]:
     return {k: _layout(getattr(model, k)) for k in ("backbone", "projector", "predictor")}
 
 
+def _model(**kw) -> ModelConfig:
+    """The model section: backbone keys at the top, the rest in model.simsiam."""
+    shared = {k: kw.pop(k) for k in ("backbone", "stem", "zero_init_residual") if k in kw}
+    return ModelConfig(**shared, simsiam=SimSiamConfig(**kw))
+
+
 def _build(**over):
     torch.manual_seed(0)
-    return build_method("simsiam", ModelConfig(**(SMALL | over)))
+    return build_method("simsiam", _model(**(SMALL | over)))
 
 
 def test_defaults_are_the_official_builder():
@@ -148,8 +154,8 @@ def test_warmup_rule_for_large_batches():
                                           "optim.warmup_epochs": 3}).optim.warmup_epochs == 3
 
 
-@pytest.mark.parametrize("key,value", [("model.predictor", "linear"),
-                                       ("model.similarity", "dot")])
+@pytest.mark.parametrize("key,value", [("model.simsiam.predictor", "linear"),
+                                       ("model.simsiam.similarity", "dot")])
 def test_bad_ablation_values_name_the_field(key, value):
     from simsiam.errors import ConfigError
 

@@ -169,8 +169,8 @@ def test_bench_measures_three_rates_and_memory():
     from simsiam.bench import format_table, run_bench
     from simsiam.config import load_config
 
-    cfg = load_config("demo-cpu", {"train.batch_size": 8, "model.proj_hidden_dim": 64,
-                                   "model.dim": 64, "model.pred_hidden_dim": 16})
+    cfg = load_config("demo-cpu", {"train.batch_size": 8, "model.simsiam.proj_hidden_dim": 64,
+                                   "model.simsiam.dim": 64, "model.simsiam.pred_hidden_dim": 16})
     images = np.random.default_rng(0).integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
     res = run_bench(cfg, images, warmup=1, windows=2, steps_per_window=2)
     for rate in (res.data, res.model, res.full):

@@ -22,11 +22,11 @@ from simsiam.augment.batched import BatchedSimSiamAugment
 from simsiam.config import ModelConfig, load_config
 from simsiam.data.dataset import load_splits
 from simsiam.eval.collapse import healthy_std
-from simsiam.methods import build_method
+from simsiam.methods import SimSiamConfig, build_method
 
 STEPS = 80
 BATCH = 64
-HEADS = {"backbone": "resnet18", "stem": "imagenet", "proj_layers": 2,
+HEADS = {"proj_layers": 2,
          "proj_hidden_dim": 2048, "dim": 2048, "pred_hidden_dim": 512, "proj_out_bn": False}
 
 
@@ -42,7 +42,8 @@ def _run(images, **model_over) -> list[tuple[float, float]]:
     """(loss, collapse std x sqrt(d)) after each step."""
     imgs, cfg = images
     torch.manual_seed(0)
-    model = build_method("simsiam", ModelConfig(**(HEADS | model_over)))
+    model = build_method("simsiam", ModelConfig(backbone="resnet18", stem="imagenet",
+                                                simsiam=SimSiamConfig(**(HEADS | model_over))))
     opt = torch.optim.SGD(model.param_groups(), lr=0.2, momentum=0.9, weight_decay=5e-4)
     aug = BatchedSimSiamAugment(cfg.augment, 16)
     g = torch.Generator().manual_seed(0)

@@ -20,7 +20,7 @@ TINY = {"data.per_class": 12, "data.test_per_class": 4, "train.batch_size": 24,
 def test_method_configs_differ_only_by_the_method(tmp_path):
     base = method_config("simsiam", 3, "cpu", "x", tmp_path)
     byol = method_config("byol", 3, "cpu", "x", tmp_path)
-    assert (byol.model.dim, byol.model.proj_hidden_dim) == (256, 4096)
+    assert (byol.model.byol.dim, byol.model.byol.hidden_dim) == (256, 4096)
     for section in ("data", "optim", "train"):
         a, b = vars(getattr(base, section)), vars(getattr(byol, section))
         assert {k for k in a if a[k] != b[k]} <= {"out"}, section

@@ -16,8 +16,8 @@ def test_presets_load(name):
 
 def test_cifar_preset_is_appendix_d():
     cfg = load_config(REPO / "configs" / "cifar10.yaml")
-    assert (cfg.model.backbone, cfg.model.stem, cfg.model.proj_layers) == ("resnet18", "cifar", 2)
-    m = cfg.model
+    m = cfg.model.simsiam
+    assert (cfg.model.backbone, cfg.model.stem, m.proj_layers) == ("resnet18", "cifar", 2)
     assert (m.proj_hidden_dim, m.dim, m.pred_hidden_dim) == (2048, 2048, 512)
     assert (cfg.optim.base_lr, cfg.optim.weight_decay, cfg.optim.momentum) == (0.03, 5e-4, 0.9)
     assert (cfg.train.batch_size, cfg.train.epochs, cfg.data.image_size) == (512, 800, 32)
@@ -91,8 +91,8 @@ def test_cli_set_overrides_any_key_with_yaml_values():
 
 
 def test_a_swav_queue_that_would_never_fill_is_refused():
-    over = {"method": "swav", "augment.small_crops": 6, "model.swav_queue_size": 3840}
-    with pytest.raises(ConfigError, match=r"swav_queue_start_epochs = 15.0 .* never be used"):
+    over = {"method": "swav", "augment.small_crops": 6, "model.swav.queue_size": 3840}
+    with pytest.raises(ConfigError, match=r"swav\.queue_start_epochs = 15.0 .* never be used"):
         load_config("demo-cpu", over)  # 6 epochs, the queue would start at epoch 15
-    cfg = load_config("demo-cpu", over | {"model.swav_queue_start_epochs": 1})
-    assert cfg.model.swav_queue_size == 3840
+    cfg = load_config("demo-cpu", over | {"model.swav.queue_start_epochs": 1})
+    assert cfg.model.swav.queue_size == 3840

@@ -29,7 +29,14 @@ from simsiam.distributed import (
 )
 from simsiam.errors import ConfigError, DataError
 from simsiam.eval.knn import extract_features, knn_top1
-from simsiam.methods import build_method
+from simsiam.methods import (
+    BYOLConfig,
+    MoCoV2Config,
+    SimCLRConfig,
+    SimSiamConfig,
+    SwAVConfig,
+    build_method,
+)
 from simsiam.models.backbones import build_backbone
 from simsiam.train.step import train_step
 
@@ -121,8 +128,9 @@ def test_a_single_process_creates_no_process_group_and_no_syncbatchnorm(cifar_di
     monkeypatch.setattr(trainer, "build_method", capture)
     cfg = load_config(None, {
         "data.source": str(cifar_dir), "data.image_size": 16, "data.per_class": 4,
-        "data.test_per_class": 2, "model.backbone": "resnet18", "model.dim": 64,
-        "model.proj_hidden_dim": 64, "model.pred_hidden_dim": 16, "train.batch_size": 20,
+        "data.test_per_class": 2, "model.backbone": "resnet18", "model.simsiam.dim": 64,
+        "model.simsiam.proj_hidden_dim": 64, "model.simsiam.pred_hidden_dim": 16,
+        "train.batch_size": 20,
         "train.epochs": 1, "train.out": str(tmp_path / "run"), "train.device": "cpu",
         "train.amp": "fp32", "eval.knn_every": 0})
     res = trainer.pretrain(cfg, progress=False)
@@ -173,9 +181,14 @@ GLOBAL_BATCH, STEPS, LR = 8, 2, 0.2
 def _setup(method: str, sync_bn: bool):
     torch.manual_seed(0)
     name, _, queue = method.partition("+")
-    cfg = ModelConfig(backbone="resnet18", stem="cifar", dim=256, proj_hidden_dim=256,
-                      pred_hidden_dim=64, freeze_prototypes_epochs=0,  # SwAV: learn at once
-                      swav_queue_size=GLOBAL_BATCH if queue else 0, swav_queue_start_epochs=0)
+    heads = {"dim": 256, "hidden_dim": 256}
+    cfg = ModelConfig(backbone="resnet18", stem="cifar",
+                      simsiam=SimSiamConfig(dim=256, proj_hidden_dim=256, pred_hidden_dim=64),
+                      simclr=SimCLRConfig(**heads), mocov2=MoCoV2Config(**heads),
+                      byol=BYOLConfig(**heads),
+                      swav=SwAVConfig(**heads, freeze_prototypes_epochs=0,  # learn at once
+                                      queue_size=GLOBAL_BATCH if queue else 0,
+                                      queue_start_epochs=0))
     model = build_method(name, cfg, image_size=32, steps_per_epoch=10)
     if sync_bn:
         model = convert_sync_batchnorm(model)
@@ -351,8 +364,8 @@ def test_torchrun_two_processes_train_like_one_and_resume_exactly(cifar_dir, tmp
     from simsiam.train.logger import read_metrics
 
     def run(out: str, nproc: int | None, *extra: str) -> str:
-        sets = ["data.test_per_class=4", "model.stem=cifar", "model.dim=256",
-                "model.proj_hidden_dim=256", "model.pred_hidden_dim=64",
+        sets = ["data.test_per_class=4", "model.stem=cifar", "model.simsiam.dim=256",
+                "model.simsiam.proj_hidden_dim=256", "model.simsiam.pred_hidden_dim=64",
                 "optim.base_lr=0.05", "optim.warmup_epochs=0", "augment.backend=per_image",
                 "train.amp=fp32", "train.log_every=1", "eval.knn_every=1",
                 "eval.knn_at_start=false", "eval.knn_k=20"]

@@ -30,9 +30,9 @@ def _cfg(cifar_dir, out, method, **extra):
 @pytest.mark.slow
 @pytest.mark.parametrize("method,extra", [
     ("simclr", {}),
-    ("mocov2", {"model.queue_size": 64}),
-    ("byol", {"model.proj_hidden_dim": 512}),  # narrower than 4096 to keep the test short
-    ("swav", {"model.num_prototypes": 100, "model.freeze_prototypes_epochs": 0.5,
+    ("mocov2", {"model.mocov2.queue_size": 64}),
+    ("byol", {"model.byol.hidden_dim": 512}),  # narrower than 4096 to keep the test short
+    ("swav", {"model.swav.num_prototypes": 100, "model.swav.freeze_prototypes_epochs": 0.5,
               "augment.small_crops": 2}),
 ])
 def test_each_method_trains_on_real_images(cifar_dir, tmp_path, method, extra):
@@ -51,13 +51,14 @@ def test_each_method_trains_on_real_images(cifar_dir, tmp_path, method, extra):
     assert 0.0 <= res.knn[EPOCHS] <= 100.0
     assert res.backbone_path is not None and res.backbone_path.stat().st_size > 1_000_000
     steps = [r for r in read_metrics(tmp_path / method) if r["kind"] == "step"]
-    assert all(r["collapse_healthy"] == pytest.approx(cfg.model.dim ** -0.5) for r in steps)
+    dim = getattr(cfg.model, method).dim
+    assert all(r["collapse_healthy"] == pytest.approx(dim ** -0.5) for r in steps)
 
 
 def test_method_presets_carry_the_published_settings():
     cifar = {"data.source": "x"}
     simclr = load_config("cifar10", cifar | {"method": "simclr"})
-    assert (simclr.model.dim, simclr.model.proj_hidden_dim) == (128, None)
+    assert (simclr.model.simclr.dim, simclr.model.simclr.hidden_dim) == (128, None)
     model = build_method("simclr", simclr.model, simclr.data.image_size)
     assert isinstance(model, SimCLR) and model.temperature == 0.5
     moco = load_config("cifar10", cifar | {"method": "mocov2"})
@@ -69,19 +70,21 @@ def test_method_presets_carry_the_published_settings():
     assert (model.queue.keys.shape[0], model.momentum) == (65536, 0.999)
     byol = load_config("cifar10", cifar | {"method": "byol"})
     model = build_method("byol", byol.model, byol.data.image_size)
-    assert isinstance(model, BYOL) and (byol.model.dim, byol.model.proj_hidden_dim) == (256, 4096)
+    assert isinstance(model, BYOL) and (byol.model.byol.dim, byol.model.byol.hidden_dim) == (
+        256, 4096)
     assert model.base_tau == 0.996
     swav = load_config("cifar10", cifar | {"method": "swav"})
     assert swav.augment.small_crops == 6 and swav.augment.crop_scale == [0.14, 1.0]
     model = build_method("swav", swav.model, swav.data.image_size, steps_per_epoch=97)
     assert isinstance(model, SwAV) and model.freeze_prototypes_steps == 97
     # --set wins over the method's settings; SimSiam presets are untouched
-    assert load_config("cifar10", cifar | {"method": "byol", "model.dim": 512}).model.dim == 512
-    assert load_config("cifar10", cifar).model.dim == 2048
+    assert load_config("cifar10", cifar | {"method": "byol", "model.byol.dim": 512}
+                       ).model.byol.dim == 512
+    assert load_config("cifar10", cifar).model.simsiam.dim == 2048
 
 
 def test_moco_queue_must_be_a_multiple_of_the_batch():
-    with pytest.raises(ConfigError, match=r"model\.queue_size = 4096.*multiple of "
+    with pytest.raises(ConfigError, match=r"model\.mocov2\.queue_size = 4096.*multiple of "
                                           r"train\.batch_size \(384\)"):
         load_config("cifar10", {"data.source": "x", "method": "mocov2",
                                 "train.batch_size": 384})
@@ -90,7 +93,7 @@ def test_moco_queue_must_be_a_multiple_of_the_batch():
 def test_a_runs_saved_config_loads_verbatim(tmp_path):
     from simsiam.config import config_to_yaml
 
-    cfg = load_config("cifar10", {"data.source": "x", "method": "byol", "model.dim": 512})
+    cfg = load_config("cifar10", {"data.source": "x", "method": "byol", "model.byol.dim": 512})
     (tmp_path / "config.yaml").write_text(config_to_yaml(cfg))
     again = load_config(tmp_path / "config.yaml")
-    assert again == cfg and again.model.dim == 512 and again.model.proj_hidden_dim == 4096
+    assert again == cfg and again.model.byol.dim == 512 and again.model.byol.hidden_dim == 4096

@@ -6,7 +6,7 @@ from torch import nn
 
 from simsiam.cli import main
 from simsiam.config import ModelConfig, load_config
-from simsiam.methods import build_method
+from simsiam.methods import SimSiamConfig, build_method
 from simsiam.models import PredictionHead, ProjectionHead, build_backbone, torchvision_resnet
 from simsiam.models.backbones import count_parameters
 
@@ -24,7 +24,8 @@ def test_imagenet_preset_counts_match_official_builder():
 
 
 def test_resnet18_with_hidden_512_counts():
-    model = build_method("simsiam", ModelConfig(backbone="resnet18", proj_hidden_dim=512))
+    model = build_method("simsiam", ModelConfig(backbone="resnet18",
+                                                simsiam=SimSiamConfig(proj_hidden_dim=512)))
     assert count_parameters(model) == 14_851_648
 
 

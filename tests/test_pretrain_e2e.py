@@ -21,7 +21,8 @@ def tiny_cfg(cifar_dir, out, **extra):
     overrides = {
         "data.source": str(cifar_dir), "data.image_size": 32, "data.per_class": 16,
         "data.test_per_class": 8, "data.num_workers": 0, "model.backbone": "resnet18",
-        "model.proj_layers": 2, "model.proj_hidden_dim": 256, "model.dim": 256,
+        "model.simsiam.proj_layers": 2, "model.simsiam.proj_hidden_dim": 256,
+        "model.simsiam.dim": 256,
         "optim.base_lr": 0.05, "optim.schedule": "step", "train.batch_size": 32,
         "train.epochs": 3, "train.out": str(out), "train.log_every": 2, "eval.knn_k": 20,
         "eval.knn_at_start": True,
@@ -113,8 +114,8 @@ def test_cli_pretrain_and_knn(cifar_dir, tmp_path, capsys):
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text(json.dumps({"data": {"image_size": 32, "test_per_class": 8,
                                              "num_workers": 0},
-                                    "model": {"backbone": "resnet18", "proj_layers": 2,
-                                              "proj_hidden_dim": 128, "dim": 128},
+                                    "model": {"backbone": "resnet18", "simsiam": {
+                                        "proj_layers": 2, "proj_hidden_dim": 128, "dim": 128}},
                                     "train": {"log_every": 1}, "eval": {"knn_k": 10}}))
     rc = main(["pretrain", "--config", str(cfg_file), "--data", str(cifar_dir), "--out",
                str(tmp_path / "run"), "--epochs", "1", "--batch-size", "32", "--per-class", "8",
@@ -137,7 +138,7 @@ def collapse_cfg(cifar_dir, out, stop_gradient):
     # stop-gradient and stays at 0.96-1.01/sqrt(d) with it. float32: under bf16 on this CPU
     # layer4's first conv (1x1 input at 16 px) gets NaN weight gradients (BENCHMARKS.md).
     return tiny_cfg(cifar_dir, out, **{"train.amp": "fp32",
-        "model.stop_gradient": stop_gradient, "train.log_every": 1, "train.epochs": 16,
+        "model.simsiam.stop_gradient": stop_gradient, "train.log_every": 1, "train.epochs": 16,
         "eval.knn_every": 0, "eval.knn_at_start": False, "optim.base_lr": 3.2,
         "optim.weight_decay": 1e-2, "data.image_size": 16, "eval.collapse_ratio": 0.6,
         "eval.collapse_patience": 8, "eval.stop_on_collapse": True})
@@ -340,3 +341,112 @@ def test_lars_scales_weight_updates_by_the_trust_ratio():
     opt.step()
     assert torch.allclose(w, torch.full((2, 2), 3.0 - 0.5 * 0.006))
     assert torch.allclose(b, -torch.ones(2))  # biases: plain SGD
+
+
+def test_a_one_epoch_smoke_run_of_the_demo_preset_shortens_its_warmup(cifar_dir, tmp_path,
+                                                                      capsys):
+    from simsiam.cli import main
+
+    rc = main(["pretrain", "--config", "demo-cpu", "--data", str(cifar_dir), "--per-class",
+               "8", "--set", "data.test_per_class=4", "--batch-size", "16", "--epochs", "1",
+               "--out", str(tmp_path / "run"), "--no-progress", "--device", "cpu", "--set",
+               "train.log_every=1"])
+    out, err = capsys.readouterr()
+    assert rc == 0 and "pretrain: 1 epochs, 5 steps" in out
+    assert ("note: demo-cpu: optim.warmup_epochs = 1 (from the file) does not fit "
+            "train.epochs = 1: the warm-up is shortened to 0.5 epochs") in err
+    peak = 0.8 * 16 / 256
+    lrs = [r["lr"] for r in read_metrics(tmp_path / "run") if r["kind"] == "step"]
+    assert lrs[:3] == pytest.approx([0.4 * peak, 0.8 * peak, peak])  # 2.5 warm-up steps
+    assert lrs[3] < peak and lrs[4] < lrs[3]  # then the cosine to 0
+
+
+class _CaptionedBatch:
+    """Images with token ids: a batch that is not a list of views (as CLIP's will be)."""
+
+    def __init__(self, images, tokens, index):
+        self.images, self.tokens, self.index = images, tokens, index
+
+    @property
+    def inputs(self):
+        return self.images, self.tokens
+
+    def __len__(self):
+        return len(self.index)
+
+    def to(self, device, memory_format=torch.preserve_format):
+        return _CaptionedBatch(self.images.to(device, memory_format=memory_format),
+                               self.tokens.to(device), self.index)
+
+
+class _CaptionedLoader:
+    """Every image with 4 token ids of its own (a stand-in for a caption)."""
+
+    def __init__(self, train, cfg, device, rank=0, world_size=1):
+        from simsiam.data import EpochShuffleSampler
+
+        self.images = torch.from_numpy(np.array(train.images)).permute(0, 3, 1, 2).float() / 255
+        self.tokens = torch.arange(len(train))[:, None] * 4 + torch.arange(4)
+        self.batch = cfg.train.batch_size
+        self.sampler = EpochShuffleSampler(len(train), cfg.train.seed, self.batch)
+
+    def __iter__(self):
+        order = torch.tensor([i for _, i in self.sampler])
+        for b in range(len(order) // self.batch):
+            idx = order[b * self.batch:(b + 1) * self.batch]
+            yield _CaptionedBatch(self.images[idx], self.tokens[idx], idx)
+
+
+def _image_text_method():
+    """A minimal image-text method: symmetric InfoNCE between image and token embeddings."""
+    from torch import nn
+
+    from simsiam.eval.collapse import collapse_std
+    from simsiam.methods import Method, Traits, param_group
+    from simsiam.models import build_backbone
+
+    class ImageText(Method):
+        name, data_source = "image-text", "captioned"
+        traits = Traits(True, False, False)
+
+        def __init__(self):
+            super().__init__()
+            self.backbone = build_backbone("resnet18", "imagenet")
+            self.image_proj, self.text = nn.Linear(512, 16), nn.Embedding(160 * 4, 16)
+            self.dim = 16
+
+        def forward(self, inputs):
+            images, tokens = inputs
+            h = self.backbone(images)
+            zi = nn.functional.normalize(self.image_proj(h).float(), dim=1)
+            zt = nn.functional.normalize(self.text(tokens).mean(1).float(), dim=1)
+            logits = zi @ zt.T / 0.1
+            target = torch.arange(len(images))
+            loss = 0.5 * (nn.functional.cross_entropy(logits, target)
+                          + nn.functional.cross_entropy(logits.T, target))
+            return loss, {"collapse_std": collapse_std(zi), "features": h.detach()}
+
+        def param_groups(self):
+            return [param_group("all", (self,))]
+
+    return ImageText()
+
+
+def test_the_loop_trains_a_method_whose_batch_is_not_views(cifar_dir, tmp_path, monkeypatch):
+    """A method with its own kind of batch (images + token ids) runs through the unchanged
+    loop: steps, online probe, kNN monitor, checkpoint, export."""
+    import simsiam.train.trainer as trainer
+    from simsiam.data import DATA_SOURCES
+
+    monkeypatch.setitem(DATA_SOURCES, "captioned", _CaptionedLoader)
+    monkeypatch.setattr(trainer, "build_method", lambda *args, **kw: _image_text_method())
+    cfg = tiny_cfg(cifar_dir, tmp_path / "it", **{"train.epochs": 3, "train.log_every": 1,
+                                                  "train.amp": "fp32", "optim.base_lr": 1.0})
+    res = pretrain(cfg, progress=False)
+    assert res.steps == 3 * (160 // 32) and res.backbone_path.is_file()
+    steps = [r for r in read_metrics(tmp_path / "it") if r["kind"] == "step"]
+    assert len(steps) == 15 and steps[0]["collapse_healthy"] == pytest.approx(0.25)
+    assert res.epoch_loss[3] < res.epoch_loss[1]  # it learns to match images and tokens
+    assert sorted(res.knn) == [0, 1, 2, 3] and 1 in res.probe
+    ckpt = load_checkpoint(tmp_path / "it" / "checkpoints" / "last.pt")
+    assert "image_proj.weight" in ckpt["model"] and ckpt["format"] == 2

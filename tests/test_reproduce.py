@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from simsiam.errors import ConfigError
 from simsiam.reproduce import EXPERIMENTS, SCALES, row_config, run_experiment
@@ -26,8 +27,8 @@ def test_every_row_is_a_valid_config_at_every_scale(scale, tmp_path):
             if scale == "cpu" and not row.cpu:
                 continue
             cfg = row_config(exp, row, scale, "somewhere", tmp_path)
-            flat = {f"{sec}.{k}": v for sec in ("model", "optim", "train")
-                    for k, v in vars(getattr(cfg, sec)).items()}
+            tree = OmegaConf.structured(cfg)
+            flat = {key: OmegaConf.select(tree, key) for key in row.overrides}
             for key, value in row.overrides.items():
                 assert flat[key] == value, (exp.name, row.label, key)
 
@@ -38,18 +39,18 @@ def test_rows_carry_the_papers_settings(tmp_path):
         row = next(r for r in exp.rows if r.label == label)
         return row_config(exp, row, scale, "x", tmp_path)
 
-    assert not cfg("fig2", "without stop-gradient").model.stop_gradient
+    assert not cfg("fig2", "without stop-gradient").model.simsiam.stop_gradient
     assert cfg("fig2", "with stop-gradient").eval.knn_every == 1  # curves per epoch
     sym, asym2 = cfg("symmetry", "symmetric"), cfg("symmetry", "asymmetric 2x")
-    assert asym2.train.epochs == 2 * sym.train.epochs and not asym2.model.symmetric
+    assert asym2.train.epochs == 2 * sym.train.epochs and not asym2.model.simsiam.symmetric
     assert sym.eval.knn_every == sym.train.epochs  # kNN once, at the end
-    assert cfg("table1", "baseline (pred. lr decayed)").optim.fix_pred_lr is False
+    assert cfg("table1", "baseline (pred. lr decayed)").model.simsiam.fix_pred_lr is False
     big = cfg("table2", "batch 4096", "cifar10")
     assert big.optim.warmup_epochs == 10 and big.train.epochs == 800
     assert big.optim.base_lr == 0.03  # lr = 0.03 x 4096 / 256, scaled by the trainer
     cpu_rows = [r.label for r in EXPERIMENTS["table2"].rows if r.cpu]
     assert cpu_rows == ["batch 64", "batch 128", "batch 256", "batch 512"]
-    d256 = cfg("dim", "d = 256").model
+    d256 = cfg("dim", "d = 256").model.simsiam
     assert (d256.dim, d256.pred_hidden_dim) == (256, 64)
     with pytest.raises(ConfigError, match="scale"):
         row_config(EXPERIMENTS["fig2"], EXPERIMENTS["fig2"].rows[0], "laptop", "x", tmp_path)
@@ -57,9 +58,9 @@ def test_rows_carry_the_papers_settings(tmp_path):
 
 # fp32: bf16 on the CPU gives layer4's 3x3 convs (1x1 maps at 16 px) NaN weight gradients.
 TINY = {"data.per_class": 12, "data.test_per_class": 4, "train.batch_size": 24,
-        "data.image_size": 16, "train.amp": "fp32", "model.dim": 64,
-        "model.proj_hidden_dim": 64, "model.pred_hidden_dim": 16, "train.log_every": 1,
-        "train.device": "cpu"}
+        "data.image_size": 16, "train.amp": "fp32", "model.simsiam.dim": 64,
+        "model.simsiam.proj_hidden_dim": 64, "model.simsiam.pred_hidden_dim": 16,
+        "train.log_every": 1, "train.device": "cpu"}
 
 
 def test_runner_writes_measured_table_and_plot_then_reuses_rows(cifar_dir, tmp_path):

@@ -35,3 +35,10 @@ def test_warmup_is_linear_then_cosine():
     assert cosine_lr(peak, 2, 0, 10, 20, warmup_epochs=2) == pytest.approx(0.4)
     mid = cosine_lr(peak, 11, 0, 10, 20, warmup_epochs=2)
     assert mid == pytest.approx(0.4 * 0.5 * (1 + math.cos(math.pi * 9 / 18)))
+
+
+def test_a_warmup_of_a_fractional_number_of_steps_never_exceeds_the_peak():
+    # 0.5 epoch of 5 steps = 2.5 warm-up steps (a preset's warm-up shortened for --epochs 1)
+    lrs = [cosine_lr(0.4, 0, s, 5, 1, warmup_epochs=0.5, per_step=True) for s in range(5)]
+    assert lrs[:3] == pytest.approx([0.16, 0.32, 0.4])
+    assert max(lrs) == pytest.approx(0.4)

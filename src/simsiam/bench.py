@@ -5,8 +5,8 @@ batch), each the median over timed windows after warm-up steps:
 
 - ``data``: the input pipeline alone (decoded images -> two augmented views on the
   device), with nothing consuming the batches;
-- ``model``: the training step alone (forward, loss, backward, SGD) on synthetic
-  tensors already on the device;
+- ``model``: the training step alone (forward, loss, backward, optimizer step) on one
+  batch already on the device, again and again;
 - ``full``: both, as the trainer runs them.
 
 Also the peak memory (CUDA: ``max_memory_allocated``; CPU: the process's peak resident
@@ -25,10 +25,12 @@ import torch
 
 from simsiam.config import Config
 from simsiam.data.dataset import ImageSet
-from simsiam.data.loaders import make_loader
+from simsiam.data.loaders import make_batches
 from simsiam.distributed.context import resolve_device
 from simsiam.methods import build_method
+from simsiam.train.optim import build_optimizer
 from simsiam.train.resources import peak_memory_mib
+from simsiam.train.schedule import scaled_lr
 from simsiam.train.step import bf16_for_run, train_step
 
 # Dense bf16 tensor-core peak, FLOP/s (vendor data sheets), matched on the device name.
@@ -80,9 +82,55 @@ def peak_flops(device: torch.device) -> tuple[str, float | None]:
     return name, None
 
 
+class EndlessBatches:
+    """A training loader's batches without end: a new epoch (shuffle) whenever one runs out."""
+
+    def __init__(self, loader) -> None:
+        self.loader, self.epoch = loader, 0
+        self._it = iter(())
+
+    def __next__(self):
+        try:
+            return next(self._it)
+        except StopIteration:
+            self.loader.sampler.set_epoch(self.epoch)
+            self.epoch += 1
+            self._it = iter(self.loader)
+            return next(self._it)
+
+
+@dataclass
+class TimedSteps:
+    """The three steps :func:`run_bench` times; each call handles one batch."""
+
+    batches: EndlessBatches
+    model: torch.nn.Module  # the method, compiled when train.compile
+    optimizer: torch.optim.Optimizer
+    fixed: object  # one batch already on the device (the model step's input)
+    device: torch.device
+    memory_format: torch.memory_format
+    bf16: bool
+
+    def data(self) -> None:
+        """The input pipeline alone: the next batch's views on the device."""
+        next(self.batches).to(self.device)
+
+    def model_step(self) -> None:
+        """The training step alone, on the same batch every time."""
+        train_step(self.model, self.optimizer, self.fixed.inputs, self.bf16)
+
+    def full(self) -> None:
+        """Both, as the trainer runs them."""
+        batch = next(self.batches).to(self.device, self.memory_format)
+        train_step(self.model, self.optimizer, batch.inputs, self.bf16)
+
+
 def run_bench(cfg: Config, train_images, warmup: int = 3, windows: int = 5,
               steps_per_window: int = 5) -> BenchResult:
     """Measure the three rates for ``cfg`` on ``train_images`` (``(N, H, W, 3)`` uint8).
+
+    The model and optimizer are built as the trainer builds them (the method's parameter
+    groups, :func:`~simsiam.train.optim.build_optimizer` at the preset's peak lr).
 
     Raises:
         ConfigError: the device asked for is not available.
@@ -92,50 +140,20 @@ def run_bench(cfg: Config, train_images, warmup: int = 3, windows: int = 5,
     fmt = torch.channels_last if cfg.train.channels_last else torch.preserve_format
     data = ImageSet(train_images, np.zeros(len(train_images), dtype=np.int64), [""],
                     [""] * len(train_images))
-    loader = make_loader(data, cfg, device)
-    epoch = [0]
-    it = [iter(())]
-
-    def next_batch():
-        try:
-            return next(it[0])
-        except StopIteration:
-            loader.sampler.set_epoch(epoch[0])
-            epoch[0] += 1
-            it[0] = iter(loader)
-            return next(it[0])
-
-    def data_step():
-        a, b, _ = next_batch()
-        a.to(device, non_blocking=True)
-        b.to(device, non_blocking=True)
-
     torch.manual_seed(cfg.train.seed)
     model = build_method(cfg.method, cfg.model, cfg.data.image_size).to(device).to(
         memory_format=fmt)
-    opt = torch.optim.SGD(model.param_groups(), lr=0.01, momentum=0.9,
-                          weight_decay=cfg.optim.weight_decay, fused=True)
-    step_model = torch.compile(model) if cfg.train.compile else model
-    bf16 = bf16_for_run(cfg, device)
-    s = cfg.data.image_size
-    x1 = torch.randn(bs, 3, s, s, device=device).contiguous(memory_format=fmt)
-    x2 = torch.randn(bs, 3, s, s, device=device).contiguous(memory_format=fmt)
-
-    def model_step():
-        train_step(step_model, opt, [x1, x2], bf16)
-
-    def full_step():
-        a, b, _ = next_batch()
-        a = a.to(device, non_blocking=True, memory_format=fmt)
-        b = b.to(device, non_blocking=True, memory_format=fmt)
-        train_step(step_model, opt, [a, b], bf16)
-
+    opt = build_optimizer(model.param_groups(), cfg.optim, scaled_lr(cfg.optim.base_lr, bs))
+    batches = EndlessBatches(make_batches(model.data_source, data, cfg, device))
+    fixed = next(batches).to(device, fmt)
+    steps = TimedSteps(batches, torch.compile(model) if cfg.train.compile else model, opt,
+                       fixed, device, fmt, bf16_for_run(cfg, device))
     model.train()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    data_rate = _rates(data_step, bs, device, warmup, windows, steps_per_window)
-    model_rate = _rates(model_step, bs, device, warmup, windows, steps_per_window)
-    full_rate = _rates(full_step, bs, device, warmup, windows, steps_per_window)
+    data_rate = _rates(steps.data, bs, device, warmup, windows, steps_per_window)
+    model_rate = _rates(steps.model_step, bs, device, warmup, windows, steps_per_window)
+    full_rate = _rates(steps.full, bs, device, warmup, windows, steps_per_window)
     name, peak = peak_flops(device)
     flops = mfu = None
     if device.type == "cuda":
@@ -143,7 +161,7 @@ def run_bench(cfg: Config, train_images, warmup: int = 3, windows: int = 5,
 
         counter = FlopCounterMode(display=False)
         with counter:
-            train_step(model, opt, [x1, x2], bf16)
+            train_step(model, opt, fixed.inputs, steps.bf16)
         flops = counter.get_total_flops() / bs
         if peak:
             mfu = flops * model_rate[0] / peak

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import yaml
 
-from simsiam.config import METHODS, Config, load_config
+from simsiam.config import Config, load_config
 from simsiam.distributed.context import launched_as_main, launcher
-from simsiam.errors import CollapseError, ConfigError, DataWarning, SimSiamError
+from simsiam.errors import CollapseError, ConfigError, ConfigNotice, DataWarning, SimSiamError
 from simsiam.eval.cli import add_eval_parsers
+from simsiam.methods import METHODS
 from simsiam.train.interrupt import RunInterrupted
 
 # The demo's data: the workplace's CIFAR-10 JPEG copy beside the checkout (make demo runs
@@ -52,9 +53,10 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--method", choices=METHODS, help="simsiam (default) or a comparison "
-                   "method; its published settings (configs/methods/METHOD.yaml) replace "
-                   "the preset's SimSiam heads, --set still wins")
+    p.add_argument("--method", choices=tuple(METHODS), help="simsiam (default) or a "
+                   "comparison method: its settings are model.METHOD.*, and the settings its "
+                   "authors used in other sections (e.g. MoCo v2's lr) replace the preset's; "
+                   "--set still wins")
     p.add_argument("--data", help="image folder (class subfolders) or cifar10 / cifar100")
     p.add_argument("--out", help="run directory (default from the config)")
     p.add_argument("--epochs", type=int)
@@ -155,8 +157,8 @@ def cmd_describe(args: argparse.Namespace) -> int:
     cfg: Config = load_config(args.config, {"method": args.method} if args.method else {})
     model = build_method(cfg.method, cfg.model, cfg.data.image_size)
     parts = {name: m for name, m in model.named_children() if count_parameters(m, False)}
-    print(f"{cfg.method}: {cfg.model.backbone} ({cfg.model.stem} stem), projector "
-          f"{cfg.model.proj_layers} layers -> d={cfg.model.dim}")
+    print(f"{cfg.method}: {cfg.model.backbone} ({cfg.model.stem} stem), embedding "
+          f"d={model.dim}; settings model.{cfg.method}.*")
     for name, module in parts.items():
         frozen = count_parameters(module, False) - count_parameters(module)
         extra = f"  (+{frozen:,} frozen)" if frozen else ""
@@ -199,13 +201,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_compare_parser(sub)
     p = sub.add_parser("describe", help="parameter counts per part of the model")
     p.add_argument("--config", required=True)
-    p.add_argument("--method", choices=METHODS, help="default: the config's (simsiam)")
+    p.add_argument("--method", choices=tuple(METHODS),
+                   help="default: the config's (simsiam)")
     p.set_defaults(func=cmd_describe)
     return parser
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
-    if issubclass(category, DataWarning):  # ours: the message says it all, no source line
+    if issubclass(category, ConfigNotice):  # once, from rank 0 under torchrun
+        if launched_as_main():
+            print(f"simsiam: note: {message}", file=file or sys.stderr, flush=True)
+    elif issubclass(category, DataWarning):  # ours: the message says it all, no source line
         print(f"simsiam: warning: {message}", file=file or sys.stderr, flush=True)
     else:
         _default_show_warning(message, category, filename, lineno, file, line)

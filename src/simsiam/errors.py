@@ -29,3 +29,18 @@ class CollapseError(SimSiamError, RuntimeError):
 
 class DataWarning(UserWarning):
     """Some input was left out of a run (e.g. image files that cannot be decoded)."""
+
+
+class ConfigNotice(UserWarning):
+    """A setting was adapted to the run, and the notice names the value used (e.g. a
+    preset's warm-up shortened to fit ``--epochs``)."""
+
+
+def require(ok: bool, where: str, key: str, value: object, fix: str) -> None:
+    """Raise :class:`ConfigError` naming ``where``, ``key`` and ``value`` unless ``ok``.
+
+    Example message: ``configs/x.yaml: optim.base_lr = -0.1 is not allowed: use a positive
+    learning rate such as 0.05``.
+    """
+    if not ok:
+        raise ConfigError(f"{where}: {key} = {value!r} is not allowed: {fix}")

@@ -1,5 +1,7 @@
-"""Data: image folders and torchvision datasets, decoded once into a uint8 cache."""
+"""Data: image folders and torchvision datasets, decoded once into a uint8 cache; the
+training loaders and the batches they yield."""
 
+from simsiam.data.batches import ViewBatch, ViewBatches
 from simsiam.data.dataset import (
     EpochShuffleSampler,
     ImageSet,
@@ -7,7 +9,10 @@ from simsiam.data.dataset import (
     load_splits,
     view_seed,
 )
+from simsiam.data.device_loader import BatchedViewLoader
 from simsiam.data.folder import first_per_class, scan_image_folder
+from simsiam.data.loaders import DATA_SOURCES, make_batches, make_loader
 
-__all__ = ["ImageSet", "TwoViewDataset", "EpochShuffleSampler", "load_splits", "view_seed",
-           "first_per_class", "scan_image_folder"]
+__all__ = ["BatchedViewLoader", "DATA_SOURCES", "EpochShuffleSampler", "ImageSet",
+           "TwoViewDataset", "ViewBatch", "ViewBatches", "first_per_class", "load_splits",
+           "make_batches", "make_loader", "scan_image_folder", "view_seed"]

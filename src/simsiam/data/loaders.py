@@ -2,10 +2,13 @@
 
 ``augment.backend`` picks one (SIMSIAM.md section 3 recipe either way); both yield
 ``(x1, x2, ..., index)`` batches from an :class:`EpochShuffleSampler`, so runs are
-reproducible and resumable mid-epoch.
+reproducible and resumable mid-epoch. :func:`make_batches` gives the trainer the batches
+of a method's data source (:mod:`simsiam.data.batches`).
 """
 
 from __future__ import annotations
+
+import signal
 
 import torch
 from torch.utils.data import DataLoader
@@ -14,14 +17,17 @@ from simsiam.augment.batched import BatchedSimSiamAugment
 from simsiam.augment.multicrop import BatchedMultiCrop
 from simsiam.augment.views import SimSiamAugment
 from simsiam.config import Config
+from simsiam.data.batches import ViewBatches
 from simsiam.data.dataset import EpochShuffleSampler, ImageSet, TwoViewDataset
 from simsiam.data.device_loader import BatchedViewLoader
-from simsiam.train.interrupt import ignore_stop_signals
+from simsiam.errors import ConfigError
 
 
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # workers share the cores with the training step
-    ignore_stop_signals()  # the main process saves a checkpoint, then stops the workers
+    # SIGINT/SIGTERM are the main process's: it saves a checkpoint, then stops the workers
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)
 
 
 def make_loader(train: ImageSet, cfg: Config, device: torch.device, rank: int = 0,
@@ -56,3 +62,27 @@ def make_loader(train: ImageSet, cfg: Config, device: torch.device, rank: int = 
                       num_workers=workers, persistent_workers=workers > 0,
                       pin_memory=device.type == "cuda",
                       worker_init_fn=_worker_init if workers else None)
+
+
+def view_batches(train: ImageSet, cfg: Config, device: torch.device, rank: int = 0,
+                 world_size: int = 1) -> ViewBatches:
+    """The ``views`` data source: :func:`make_loader`'s batches as ``ViewBatch`` objects."""
+    return ViewBatches(make_loader(train, cfg, device, rank, world_size))
+
+
+# data source name (``Method.data_source``) -> loader of batch objects
+DATA_SOURCES = {"views": view_batches}
+
+
+def make_batches(source: str, train: ImageSet, cfg: Config, device: torch.device,
+                 rank: int = 0, world_size: int = 1):
+    """The training loader of data source ``source`` (``"views"``: :class:`ViewBatches` of
+    :func:`make_loader`), yielding batch objects with ``to``, ``inputs`` and ``index``.
+
+    Raises:
+        ConfigError: an unknown data source.
+    """
+    if source not in DATA_SOURCES:
+        raise ConfigError(f"data source {source!r} is unknown: choose one of "
+                          f"{tuple(DATA_SOURCES)}")
+    return DATA_SOURCES[source](train, cfg, device, rank, world_size)

@@ -1,8 +1,9 @@
-"""The kNN monitor of a training run: one evaluation of the backbone on the held-out images.
+"""The kNN monitor of a training run: the backbone evaluated on the held-out images.
 
 Source: SIMSIAM.md section 4 (the InstDisc-style kNN monitor, k = 200, T = 0.1 on CIFAR).
-Used by the trainer at the start and after every ``eval.knn_every`` epochs; under
-``torchrun`` the feature extraction is sharded (:func:`simsiam.eval.knn.extract_features`).
+Run by the trainer at the start (``eval.knn_at_start``) and after every
+``eval.knn_every`` epochs and the last; under ``torchrun`` the feature extraction is
+sharded (:func:`simsiam.eval.knn.extract_features`).
 """
 
 from __future__ import annotations
@@ -15,17 +16,17 @@ from torch import nn
 from simsiam.config import Config
 from simsiam.data.dataset import ImageSet
 from simsiam.eval.knn import extract_features, knn_top1
-from simsiam.eval.linear import topk_accuracy
+from simsiam.eval.probe import OnlineProbe
 
 
 def monitor_record(backbone: nn.Module, train: ImageSet, test: ImageSet, cfg: Config,
-                   device: torch.device, probe: nn.Module | None = None) -> dict[str, Any]:
+                   device: torch.device, probe: OnlineProbe | None = None) -> dict[str, Any]:
     """kNN top-1 (percent) of ``backbone`` with the training images as the bank and the
     held-out images as queries, and the online probe's top-1 on the held-out features when
     ``probe`` is given: the fields of a ``knn`` record of ``metrics.jsonl``
     (``knn_top1``, ``k``, ``bank``, ``queries`` and maybe ``online_probe_top1``).
 
-    The backbone and the probe are evaluated in eval mode and returned to train mode.
+    The backbone is evaluated in eval mode and returned to train mode.
     """
     kw = dict(image_size=cfg.data.image_size, normalize=cfg.augment.normalize,
               device=device, batch_size=cfg.eval.batch_size,
@@ -39,8 +40,35 @@ def monitor_record(backbone: nn.Module, train: ImageSet, test: ImageSet, cfg: Co
     record: dict[str, Any] = {"knn_top1": acc, "k": min(cfg.eval.knn_k, len(train)),
                               "bank": len(train), "queries": len(test)}
     if probe is not None:
-        probe.eval()
-        with torch.no_grad():
-            record["online_probe_top1"] = topk_accuracy(probe(queries), test_labels, 1)
-        probe.train()
+        record["online_probe_top1"] = probe.top1(queries, test_labels)
     return record
+
+
+class KnnMonitor:
+    """When and how a run is evaluated on its held-out images.
+
+    Args:
+        train, test: the run's splits (``test`` None: the monitor never runs).
+        cfg: the run's config (``eval.*``, view size and normalisation).
+        device: the training device.
+    """
+
+    def __init__(self, train: ImageSet, test: ImageSet | None, cfg: Config,
+                 device: torch.device) -> None:
+        self.train, self.test, self.cfg, self.device = train, test, cfg, device
+
+    def due(self, epochs_done: int) -> bool:
+        """Whether to evaluate after ``epochs_done`` epochs: every ``eval.knn_every``
+        epochs and after the last (never with ``knn_every`` 0)."""
+        every = self.cfg.eval.knn_every
+        return bool(every) and (epochs_done % every == 0
+                                or epochs_done == self.cfg.train.epochs)
+
+    def evaluate(self, backbone: nn.Module, epochs_done: int,
+                 probe: OnlineProbe | None) -> dict[str, Any] | None:
+        """The ``knn`` record after ``epochs_done`` epochs (the probe is scored from epoch
+        1 on), or None without held-out images."""
+        if self.test is None:
+            return None
+        return monitor_record(backbone, self.train, self.test, self.cfg, self.device,
+                              probe if epochs_done > 0 else None)

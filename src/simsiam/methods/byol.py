@@ -12,16 +12,33 @@ step by ``xi <- tau xi + (1 - tau) theta`` (:meth:`BYOL.on_step_end`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
+from simsiam.errors import require
 from simsiam.eval.collapse import collapse_std
+from simsiam.methods.base import Method, RunShape, Traits, nonempty, param_group
 from simsiam.methods.contrastive import byol_loss, check_two_views
 from simsiam.methods.momentum import byol_tau, ema_update, momentum_copy
 from simsiam.models.heads import PredictionHead, ProjectionHead
 
 
-class BYOL(nn.Module):
+@dataclass
+class BYOLConfig:
+    """``model.byol`` (SIMSIAM.md section 6; BYOL section 3.3).
+
+    The paper's LARS (lr 0.2 x batch/256, wd 1.5e-6) is not implemented: the preset's
+    optimizer (SGD) is used.
+    """
+
+    dim: int = 256  # projection width
+    hidden_dim: int = 4096  # hidden width of projector and predictor
+    base_tau: float = 0.996  # target EMA momentum at step 0, rising to 1 (cosine)
+
+
+class BYOL(Method):
     """The BYOL model.
 
     Args:
@@ -42,6 +59,10 @@ class BYOL(nn.Module):
         ValueError: base_tau outside [0, 1] or a non-positive width.
     """
 
+    name = "byol"
+    Settings = BYOLConfig
+    traits = Traits(negatives=False, momentum_encoder=True, queue=False)
+
     def __init__(self, backbone: nn.Module, feature_dim: int, dim: int = 256,
                  hidden_dim: int = 4096, base_tau: float = 0.996) -> None:
         super().__init__()
@@ -56,6 +77,23 @@ class BYOL(nn.Module):
         self.dim = dim
         self.base_tau = base_tau
         self.tau = base_tau  # the momentum of the last target update
+
+    @classmethod
+    def from_config(cls, settings: BYOLConfig, backbone: nn.Module, feature_dim: int,
+                    image_size: int = 224, steps_per_epoch: int = 0) -> BYOL:
+        """BYOL from ``model.byol`` (the view size plays no part)."""
+        return cls(backbone, feature_dim, dim=settings.dim, hidden_dim=settings.hidden_dim,
+                   base_tau=settings.base_tau)
+
+    @classmethod
+    def check(cls, settings: BYOLConfig, run: RunShape, where: str) -> None:
+        """Positive widths, ``base_tau`` in [0, 1]."""
+        s = settings
+        for key in ("dim", "hidden_dim"):
+            require(getattr(s, key) > 0, where, f"model.byol.{key}", getattr(s, key),
+                    "use a positive width")
+        require(0 <= s.base_tau <= 1, where, "model.byol.base_tau", s.base_tau,
+                "use a value in [0, 1] such as 0.996")
 
     @torch.no_grad()
     def target(self, x: torch.Tensor) -> torch.Tensor:
@@ -87,14 +125,11 @@ class BYOL(nn.Module):
     def param_groups(self) -> list[dict]:
         """Groups ``encoder`` (backbone + projector) and ``predictor``; no target parameter.
 
-        The trainer gives the group named ``predictor`` the fixed initial lr when
-        ``optim.fix_pred_lr`` is on (a SimSiam rule); BYOL's presets switch it off.
+        Both follow the schedule (BYOL decays every lr; SimSiam's fixed predictor lr is
+        SimSiam's rule, not BYOL's).
         """
-        enc = [p for m in (self.backbone, self.projector) for p in m.parameters()
-               if p.requires_grad]
-        pred = [p for p in self.predictor.parameters() if p.requires_grad]
-        groups = [{"name": "encoder", "params": enc}, {"name": "predictor", "params": pred}]
-        return [g for g in groups if g["params"]]
+        return nonempty(param_group("encoder", (self.backbone, self.projector)),
+                        param_group("predictor", (self.predictor,)))
 
     @torch.no_grad()
     def on_step_end(self, step: int, total_steps: int) -> None:

@@ -19,13 +19,36 @@ enqueues the keys of the whole global batch, so the queues stay identical.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from simsiam.distributed.ops import gather_no_grad, world_size
+from simsiam.errors import require
 from simsiam.eval.collapse import collapse_std
+from simsiam.methods.base import Method, RunShape, Traits, param_group, small_images
 from simsiam.methods.contrastive import check_two_views, info_nce
 from simsiam.methods.momentum import Queue, ema_update, momentum_copy
+
+
+@dataclass
+class MoCoV2Config:
+    """``model.mocov2`` (SIMSIAM.md section 6; MoCo v2: 2-layer MLP head 2048 -> 128, T = 0.2)."""
+
+    dim: int = 128  # output width of the head
+    hidden_dim: int = 2048  # hidden width of the head
+    temperature: float = 0.2
+    momentum: float | None = None  # key encoder EMA; None: 0.99 for views <= 64 px, else 0.999
+    queue_size: int | None = None  # negatives; None: 4,096 for views <= 64 px, else 65,536
+
+
+def resolved_queue_size(settings: MoCoV2Config, image_size: int) -> int:
+    """MoCo v2's queue length: ``settings.queue_size``, else 4,096 on CIFAR-size views and
+    65,536 on ImageNet-size ones (SIMSIAM.md section 6)."""
+    if settings.queue_size is not None:
+        return settings.queue_size
+    return 4096 if small_images(image_size) else 65536
 
 
 class MocoHead(nn.Module):
@@ -47,7 +70,7 @@ class MocoHead(nn.Module):
         return self.layers(x)
 
 
-class MoCoV2(nn.Module):
+class MoCoV2(Method):
     """The MoCo v2 model.
 
     Args:
@@ -70,6 +93,11 @@ class MoCoV2(nn.Module):
         ValueError: temperature <= 0, momentum outside [0, 1], or a non-positive size.
     """
 
+    name = "mocov2"
+    Settings = MoCoV2Config
+    traits = Traits(negatives=True, momentum_encoder=True, queue=True)
+    published = {"optim.base_lr": 0.03}  # SGD lr 0.03 at batch 256
+
     def __init__(self, backbone: nn.Module, feature_dim: int, dim: int = 128,
                  hidden_dim: int = 2048, queue_size: int = 65536, momentum: float = 0.999,
                  temperature: float = 0.2) -> None:
@@ -86,6 +114,36 @@ class MoCoV2(nn.Module):
         self.momentum = momentum
         self.temperature = temperature
         self._pending_keys: torch.Tensor | None = None
+
+    @classmethod
+    def from_config(cls, settings: MoCoV2Config, backbone: nn.Module, feature_dim: int,
+                    image_size: int = 224, steps_per_epoch: int = 0) -> MoCoV2:
+        """MoCo v2 from ``model.mocov2``; null momentum and queue take the published values
+        for the view size (0.99 and 4,096 up to 64 px, else 0.999 and 65,536)."""
+        m = settings.momentum
+        if m is None:
+            m = 0.99 if small_images(image_size) else 0.999
+        return cls(backbone, feature_dim, dim=settings.dim, hidden_dim=settings.hidden_dim,
+                   queue_size=resolved_queue_size(settings, image_size), momentum=m,
+                   temperature=settings.temperature)
+
+    @classmethod
+    def check(cls, settings: MoCoV2Config, run: RunShape, where: str) -> None:
+        """Widths, temperature, momentum, and a queue that is a multiple of the batch."""
+        s, k = settings, "model.mocov2."
+        for key in ("dim", "hidden_dim"):
+            require(getattr(s, key) > 0, where, k + key, getattr(s, key),
+                    "use a positive width")
+        require(s.temperature > 0, where, k + "temperature", s.temperature,
+                "use a positive temperature such as 0.2")
+        require(s.momentum is None or 0 <= s.momentum <= 1, where, k + "momentum", s.momentum,
+                "use a value in [0, 1] or null")
+        require(s.queue_size is None or s.queue_size >= 1, where, k + "queue_size",
+                s.queue_size, "use a positive integer or null")
+        q = resolved_queue_size(s, run.image_size)
+        require(q % run.batch_size == 0, where, k + "queue_size", q,
+                f"the MoCo queue must be a multiple of train.batch_size ({run.batch_size}): "
+                f"use e.g. {max(1, q // run.batch_size) * run.batch_size}")
 
     @torch.no_grad()
     def keys(self, x: torch.Tensor) -> torch.Tensor:
@@ -120,9 +178,7 @@ class MoCoV2(nn.Module):
 
     def param_groups(self) -> list[dict]:
         """One group, ``encoder`` (query backbone + head); the key encoder is not trained."""
-        params = [p for m in (self.backbone, self.head) for p in m.parameters()
-                  if p.requires_grad]
-        return [{"name": "encoder", "params": params}]
+        return [param_group("encoder", (self.backbone, self.head))]
 
     @torch.no_grad()
     def on_step_end(self, step: int, total_steps: int) -> None:

@@ -10,16 +10,32 @@ mean over processes is the loss of the global batch.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from simsiam.distributed.ops import gather_with_grad, rank, world_size
+from simsiam.errors import require
 from simsiam.eval.collapse import collapse_std
+from simsiam.methods.base import Method, RunShape, Traits, param_group, small_images
 from simsiam.methods.contrastive import check_two_views, nt_xent
 from simsiam.models.heads import ProjectionHead
 
 
-class SimCLR(nn.Module):
+@dataclass
+class SimCLRConfig:
+    """``model.simclr`` (SIMSIAM.md section 6; SimCLR section 2.1, Appendix B.9).
+
+    The paper's LARS at batch 4096 is not implemented: the preset's optimizer (SGD) is used.
+    """
+
+    dim: int = 128  # output width of the projector
+    hidden_dim: int | None = None  # projector hidden width; None: the backbone's width c
+    temperature: float | None = None  # None: 0.5 for views <= 64 px (CIFAR), else 0.1
+
+
+class SimCLR(Method):
     """The SimCLR model.
 
     Args:
@@ -36,6 +52,10 @@ class SimCLR(nn.Module):
         ValueError: temperature <= 0 or a non-positive width.
     """
 
+    name = "simclr"
+    Settings = SimCLRConfig
+    traits = Traits(negatives=True, momentum_encoder=False, queue=False)
+
     def __init__(self, backbone: nn.Module, feature_dim: int, dim: int = 128,
                  hidden_dim: int | None = None, temperature: float = 0.5) -> None:
         super().__init__()
@@ -46,6 +66,27 @@ class SimCLR(nn.Module):
                                         num_layers=2, hidden_bn=True, out_bn=False)
         self.dim = dim
         self.temperature = temperature
+
+    @classmethod
+    def from_config(cls, settings: SimCLRConfig, backbone: nn.Module, feature_dim: int,
+                    image_size: int = 224, steps_per_epoch: int = 0) -> SimCLR:
+        """SimCLR from ``model.simclr``; a null temperature takes 0.5 for views of at most
+        64 px, else 0.1."""
+        t = settings.temperature
+        if t is None:
+            t = 0.5 if small_images(image_size) else 0.1
+        return cls(backbone, feature_dim, dim=settings.dim, hidden_dim=settings.hidden_dim,
+                   temperature=t)
+
+    @classmethod
+    def check(cls, settings: SimCLRConfig, run: RunShape, where: str) -> None:
+        """Positive widths and temperature."""
+        s = settings
+        require(s.dim > 0, where, "model.simclr.dim", s.dim, "use a positive width such as 128")
+        require(s.hidden_dim is None or s.hidden_dim > 0, where, "model.simclr.hidden_dim",
+                s.hidden_dim, "use a positive width or null (the backbone's width)")
+        require(s.temperature is None or s.temperature > 0, where, "model.simclr.temperature",
+                s.temperature, "use a positive temperature or null")
 
     def forward(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Loss and metrics for ``views = [x1, x2]``, each ``(B, 3, H, W)`` float.
@@ -72,8 +113,4 @@ class SimCLR(nn.Module):
 
     def param_groups(self) -> list[dict]:
         """One group, ``encoder`` (backbone + projector), trainable parameters only."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        return [{"name": "encoder", "params": params}]
-
-    def on_step_end(self, step: int, total_steps: int) -> None:
-        """Nothing to update after a step."""
+        return [param_group("encoder", (self,))]

@@ -14,9 +14,37 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from simsiam.errors import require
 from simsiam.eval.collapse import collapse_std
+from simsiam.methods.base import Method, RunShape, Traits, nonempty, param_group
 from simsiam.methods.losses import SIMILARITIES, siamese_loss
 from simsiam.models.heads import PredictionHead, ProjectionHead
+
+PREDICTORS = ("mlp", "none", "fixed")
+
+
+@dataclass
+class SimSiamConfig:
+    """``model.simsiam``: the heads and the paper's ablation switches.
+
+    Defaults are the ImageNet builder (SIMSIAM.md section 2); ``configs/cifar10.yaml``
+    sets the CIFAR heads of Appendix D. The switches are the paper's ablations (section
+    5); their defaults are the paper's method.
+    """
+
+    proj_layers: int = 3  # 3 on ImageNet, 2 on CIFAR
+    proj_hidden_dim: int | None = None  # None: the backbone's feature width c
+    dim: int = 2048  # d, the projector's output width
+    pred_hidden_dim: int | None = None  # None: d / 4
+    stop_gradient: bool = True  # Fig. 2: off collapses
+    predictor: str = "mlp"  # Table 1: "mlp" | "none" (p = z, collapses) | "fixed" (random)
+    proj_hidden_bn: bool = True  # Table 3: BN in the projector's hidden layers
+    proj_out_bn: bool = True  # Table 3: affine-free BN on the projector's output
+    pred_hidden_bn: bool = True  # Table 3: BN in the predictor's hidden layer
+    pred_out_bn: bool = False  # Table 3: BN on the predictor's output (unstable with all on)
+    similarity: str = "cosine"  # section 4.5: "cosine" | "cross_entropy" (softmax over d)
+    symmetric: bool = True  # section 4.6: False uses only D(p1, stopgrad(z2))
+    fix_pred_lr: bool = True  # Table 1c: the predictor keeps the initial (peak) lr
 
 
 @dataclass
@@ -34,7 +62,7 @@ class SimSiamOutput:
     h1: torch.Tensor
 
 
-class SimSiam(nn.Module):
+class SimSiam(Method):
     """The SimSiam model (paper section 3).
 
     Args:
@@ -51,18 +79,24 @@ class SimSiam(nn.Module):
             predictor output); default (True, True, True, False) (Table 3).
         similarity: "cosine" (eq. 1) or "cross_entropy" (section 4.5).
         symmetric: the symmetric loss of eq. 4, or only D(p1, z2) (section 4.6).
+        fix_pred_lr: the predictor's parameter group keeps the peak lr (``fixed_lr``;
+            Table 1c, the official ``--fix-pred-lr``).
 
     Raises:
         ValueError: unknown ``predictor`` or ``similarity``.
     """
 
-    PREDICTORS = ("mlp", "none", "fixed")
+    name = "simsiam"
+    Settings = SimSiamConfig
+    traits = Traits(negatives=False, momentum_encoder=False, queue=False)
+    PREDICTORS = PREDICTORS
 
     def __init__(self, backbone: nn.Module, feature_dim: int, dim: int = 2048,
                  proj_hidden_dim: int | None = None, pred_hidden_dim: int | None = None,
                  proj_layers: int = 3, stop_gradient: bool = True, predictor: str = "mlp",
                  bn: tuple[bool, bool, bool, bool] = (True, True, True, False),
-                 similarity: str = "cosine", symmetric: bool = True) -> None:
+                 similarity: str = "cosine", symmetric: bool = True,
+                 fix_pred_lr: bool = True) -> None:
         super().__init__()
         if predictor not in self.PREDICTORS:
             raise ValueError(f"predictor {predictor!r} is unknown: choose one of "
@@ -81,6 +115,35 @@ class SimSiam(nn.Module):
         self.stop_gradient = stop_gradient
         self.similarity = similarity
         self.symmetric = symmetric
+        self.fix_pred_lr = fix_pred_lr
+
+    @classmethod
+    def from_config(cls, settings: SimSiamConfig, backbone: nn.Module, feature_dim: int,
+                    image_size: int = 224, steps_per_epoch: int = 0) -> SimSiam:
+        """SimSiam from its section ``model.simsiam`` (the view size plays no part)."""
+        s = settings
+        return cls(backbone, feature_dim, dim=s.dim, proj_hidden_dim=s.proj_hidden_dim,
+                   pred_hidden_dim=s.pred_hidden_dim, proj_layers=s.proj_layers,
+                   stop_gradient=s.stop_gradient, predictor=s.predictor,
+                   bn=(s.proj_hidden_bn, s.proj_out_bn, s.pred_hidden_bn, s.pred_out_bn),
+                   similarity=s.similarity, symmetric=s.symmetric, fix_pred_lr=s.fix_pred_lr)
+
+    @classmethod
+    def check(cls, settings: SimSiamConfig, run: RunShape, where: str) -> None:
+        """Widths, layer count and the ablation choices of ``model.simsiam``."""
+        s, k = settings, "model.simsiam."
+        require(s.proj_layers in (1, 2, 3), where, k + "proj_layers", s.proj_layers,
+                "use 1, 2 or 3")
+        require(s.dim > 0, where, k + "dim", s.dim, "use a positive width such as 2048")
+        for key in ("proj_hidden_dim", "pred_hidden_dim"):
+            v = getattr(s, key)
+            require(v is None or v > 0, where, k + key, v, "use a positive width or null")
+        require(s.pred_hidden_dim is not None or s.dim >= 4, where, k + "dim", s.dim,
+                "use at least 4 so that the predictor's hidden width d/4 is positive")
+        require(s.predictor in PREDICTORS, where, k + "predictor", s.predictor,
+                f"choose one of {PREDICTORS}")
+        require(s.similarity in SIMILARITIES, where, k + "similarity", s.similarity,
+                f"choose one of {tuple(SIMILARITIES)}")
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """f(x) = projector(backbone(x)): ``(B, 3, H, W)`` -> z ``(B, d)``, with graph."""
@@ -117,17 +180,11 @@ class SimSiam(nn.Module):
         return loss, {"collapse_std": collapse_std(out.z1), "features": out.h1.detach()}
 
     def param_groups(self) -> list[dict]:
-        """Optimizer groups: ``encoder`` (backbone + projector) and ``predictor``.
+        """Optimizer groups: ``encoder`` (backbone + projector) and ``predictor``, the
+        latter with ``fixed_lr`` when ``fix_pred_lr`` (it keeps the peak lr, Table 1c).
 
         Frozen parameters (the projector's last bias, a fixed predictor) are left out, and
-        so is a group with nothing to train. The trainer sets each group's lr;
-        ``fix_pred_lr`` keeps the predictor group at the initial lr.
+        so is a group with nothing to train.
         """
-        enc = [p for m in (self.backbone, self.projector) for p in m.parameters()
-               if p.requires_grad]
-        pred = [p for p in self.predictor.parameters() if p.requires_grad]
-        groups = [{"name": "encoder", "params": enc}, {"name": "predictor", "params": pred}]
-        return [g for g in groups if g["params"]]
-
-    def on_step_end(self, step: int, total_steps: int) -> None:
-        """Nothing to update after a step (no momentum encoder, no queue)."""
+        return nonempty(param_group("encoder", (self.backbone, self.projector)),
+                        param_group("predictor", (self.predictor,), fixed_lr=self.fix_pred_lr))

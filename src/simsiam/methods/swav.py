@@ -16,17 +16,40 @@ Sinkhorn) and BatchNorm is synchronised.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from simsiam.distributed.ops import gather_no_grad, shard_bounds, world_size
+from simsiam.errors import require
 from simsiam.eval.collapse import collapse_std
+from simsiam.methods.base import Method, RunShape, Traits, nonempty, param_group
 from simsiam.methods.contrastive import sinkhorn, swav_loss
 from simsiam.models.heads import ProjectionHead
 
 
-class SwAV(nn.Module):
+@dataclass
+class SwAVConfig:
+    """``model.swav`` (SIMSIAM.md section 6; SwAV sections 3.1-3.2 and Appendix A).
+
+    The feature queue (SwAV: 3,840 rows from epoch 15 when the batch is under 256 on
+    ImageNet) is off by default; set ``queue_size`` to use it.
+    """
+
+    dim: int = 128  # projection width
+    hidden_dim: int = 2048  # projector hidden width
+    num_prototypes: int = 3000  # K
+    temperature: float = 0.1  # T of the swapped prediction
+    sinkhorn_epsilon: float = 0.05
+    sinkhorn_iterations: int = 3
+    freeze_prototypes_epochs: float = 1.0  # prototypes frozen for the first epoch
+    queue_size: int = 0  # feature-queue rows (0: none; SwAV uses 3,840 at small batches)
+    queue_start_epochs: float = 15.0  # the queue fills from this epoch on
+
+
+class SwAV(Method):
     """The SwAV model.
 
     Args:
@@ -64,6 +87,13 @@ class SwAV(nn.Module):
         queue: ``(large_views, L, d)`` float32 buffer (only with a queue), rows newest first;
             ``queue_rows`` counts the filled rows and ``queue_filling`` is 1 once filling.
     """
+
+    name = "swav"
+    Settings = SwAVConfig
+    traits = Traits(negatives=False, momentum_encoder=False, queue=False)
+    multi_crop = True
+    # Multi-crop: 2 large crops of area 0.14-1 and 6 small ones (SwAV's ImageNet recipe).
+    published = {"augment.crop_scale": [0.14, 1.0], "augment.small_crops": 6}
 
     def __init__(self, backbone: nn.Module, feature_dim: int, dim: int = 128,
                  hidden_dim: int = 2048, num_prototypes: int = 3000, temperature: float = 0.1,
@@ -108,6 +138,42 @@ class SwAV(nn.Module):
             # a loaded state (resume) replaces the buffers: read them again once
             self.register_load_state_dict_post_hook(
                 lambda module, _keys: setattr(module, "_queue_host", None))
+
+    @classmethod
+    def from_config(cls, settings: SwAVConfig, backbone: nn.Module, feature_dim: int,
+                    image_size: int = 224, steps_per_epoch: int = 0) -> SwAV:
+        """SwAV from ``model.swav``; the epoch counts become step counts with
+        ``steps_per_epoch`` (rounded)."""
+        s = settings
+        return cls(backbone, feature_dim, dim=s.dim, hidden_dim=s.hidden_dim,
+                   num_prototypes=s.num_prototypes, temperature=s.temperature,
+                   epsilon=s.sinkhorn_epsilon, sinkhorn_iterations=s.sinkhorn_iterations,
+                   large_views=2,
+                   freeze_prototypes_steps=round(s.freeze_prototypes_epochs * steps_per_epoch),
+                   queue_length=s.queue_size,
+                   queue_start_steps=round(s.queue_start_epochs * steps_per_epoch))
+
+    @classmethod
+    def check(cls, settings: SwAVConfig, run: RunShape, where: str) -> None:
+        """Positive sizes, and a queue that starts filling before the run ends."""
+        s, k = settings, "model.swav."
+        for key in ("dim", "hidden_dim", "num_prototypes", "sinkhorn_iterations"):
+            require(getattr(s, key) >= 1, where, k + key, getattr(s, key),
+                    "use a positive integer")
+        for key in ("temperature", "sinkhorn_epsilon"):
+            require(getattr(s, key) > 0, where, k + key, getattr(s, key),
+                    "use a positive value (SwAV: temperature 0.1, epsilon 0.05)")
+        require(s.freeze_prototypes_epochs >= 0, where, k + "freeze_prototypes_epochs",
+                s.freeze_prototypes_epochs, "use 0 or more epochs")
+        require(s.queue_size >= 0, where, k + "queue_size", s.queue_size,
+                "use 0 (no queue) or a number of rows such as 3840")
+        require(s.queue_start_epochs >= 0, where, k + "queue_start_epochs",
+                s.queue_start_epochs, "use 0 or more epochs")
+        require(not s.queue_size or s.queue_start_epochs < run.epochs, where,
+                k + "queue_start_epochs", s.queue_start_epochs,
+                f"the SwAV queue (model.swav.queue_size = {s.queue_size}) would start filling "
+                f"after the last of train.epochs = {run.epochs} and never be used: lower "
+                "model.swav.queue_start_epochs or set model.swav.queue_size=0")
 
     @torch.no_grad()
     def normalize_prototypes(self) -> None:
@@ -205,11 +271,8 @@ class SwAV(nn.Module):
 
     def param_groups(self) -> list[dict]:
         """Groups ``encoder`` (backbone + projector) and ``prototypes``, trainable only."""
-        enc = [p for m in (self.backbone, self.projector) for p in m.parameters()
-               if p.requires_grad]
-        protos = [p for p in self.prototypes.parameters() if p.requires_grad]
-        groups = [{"name": "encoder", "params": enc}, {"name": "prototypes", "params": protos}]
-        return [g for g in groups if g["params"]]
+        return nonempty(param_group("encoder", (self.backbone, self.projector)),
+                        param_group("prototypes", (self.prototypes,)))
 
     @torch.no_grad()
     def on_step_end(self, step: int, total_steps: int) -> None:

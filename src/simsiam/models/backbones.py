@@ -16,6 +16,8 @@ from torchvision import models as tvm
 from simsiam.errors import ConfigError
 
 _FEATURE_DIMS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
+BACKBONES = tuple(_FEATURE_DIMS)  # the torchvision ResNets a run can use
+STEMS = ("imagenet", "cifar")  # 7x7 stride-2 conv + max-pool, or 3x3 stride-1 (Appendix D)
 
 
 def feature_dim(name: str) -> int:

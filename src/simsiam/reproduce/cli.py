@@ -63,7 +63,7 @@ def _add_grid_flags(p: argparse.ArgumentParser, out: str, out_help: str) -> None
 
 def add_compare_parser(sub) -> None:
     """Register the ``compare`` subcommand."""
-    from simsiam.config import METHODS
+    from simsiam.methods import METHODS
     from simsiam.reproduce.compare import COMPARE_SCALES
 
     p = sub.add_parser("compare", help="train several methods under the same budget and "

@@ -20,10 +20,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from simsiam.config import METHODS, Config, config_to_yaml, load_config
+from simsiam.config import Config, config_to_yaml, load_config
 from simsiam.errors import ConfigError, SimSiamError
 from simsiam.fileio import atomic_write
-from simsiam.reproduce.runner import _CPU, _PRESET, _finished, _linear, _records, fmt
+from simsiam.methods import METHODS
+from simsiam.reproduce.runner import CPU_OVERRIDES, PRESETS, finished_run, fmt, linear_top1
+from simsiam.train.logger import read_metrics
 
 COMPARE_SCALES = ("cpu", "cifar10")
 
@@ -57,13 +59,13 @@ def method_config(method: str, budget: int, scale: str, data: str, out: Path,
     if scale not in COMPARE_SCALES:
         raise ConfigError(f"--scale {scale!r} is unknown: choose one of {COMPARE_SCALES}")
     if method not in METHODS:
-        raise ConfigError(f"--methods: {method!r} is unknown: choose from {METHODS}")
+        raise ConfigError(f"--methods: {method!r} is unknown: choose from {tuple(METHODS)}")
     if budget < 1:
         raise ConfigError(f"--budget {budget}: use a positive number of epochs")
-    over: dict[str, Any] = dict(_CPU) if scale == "cpu" else {}
+    over: dict[str, Any] = dict(CPU_OVERRIDES) if scale == "cpu" else {}
     over |= {"method": method, "data.source": data, "train.out": str(out / method),
              "train.epochs": budget, "eval.knn_every": 1, "eval.online_probe": False}
-    return load_config(_PRESET[scale], over | (extra or {}))
+    return load_config(PRESETS[scale], over | (extra or {}))
 
 
 def _train(cfg: Config, root: Path, overwrite: bool, progress: bool) -> None:
@@ -100,15 +102,15 @@ def run_compare(methods: list[str], budget: int, scale: str = "cpu", data: str =
     rows = []
     for cfg in configs:
         status = "reused"
-        if not _finished(cfg):
+        if not finished_run(cfg):
             print(f"compare: {cfg.method} -> {cfg.train.out}", flush=True)
             _train(cfg, root, overwrite, progress)
             status = "ok"
-        recs = _records(Path(cfg.train.out))
+        recs = read_metrics(cfg.train.out, missing_ok=True)
         epochs = [r for r in recs if r.get("kind") == "epoch"]
         knn = [r for r in recs if r.get("kind") == "knn"]
         mem = [r["peak_mem_mib"] for r in epochs if "peak_mem_mib" in r]
-        lin = _linear(cfg, linear_epochs or (30 if scale == "cpu" else 100)) if linear else None
+        lin = linear_top1(cfg, linear_epochs or (30 if scale == "cpu" else 100)) if linear else None
         neg, mom, queue = TRAITS[cfg.method]
         rows.append(CompareRow(cfg.method, neg, mom, queue, cfg.train.batch_size,
                                knn[-1]["knn_top1"] if knn else None, lin,
@@ -150,7 +152,7 @@ def _write(root: Path, scale: str, budget: int, rows: list[CompareRow]) -> None:
     atomic_write(root / "compare.md", lambda tmp: tmp.write_text(table, encoding="utf-8"))
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in rows:
-        knn = [k for k in _records(Path(r.run_dir)) if k.get("kind") == "knn"]
+        knn = [k for k in read_metrics(r.run_dir, missing_ok=True) if k.get("kind") == "knn"]
         ax.plot([k["epoch"] for k in knn], [k["knn_top1"] for k in knn], "o-", label=r.method)
     ax.set_xlabel("epoch")
     ax.set_ylabel("kNN top-1 (%)")

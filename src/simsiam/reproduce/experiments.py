@@ -48,21 +48,22 @@ class Experiment:
 
 
 def _bn(ph: bool, po: bool, qh: bool, qo: bool) -> dict[str, bool]:
-    return {"model.proj_hidden_bn": ph, "model.proj_out_bn": po,
-            "model.pred_hidden_bn": qh, "model.pred_out_bn": qo}
+    return {"model.simsiam.proj_hidden_bn": ph, "model.simsiam.proj_out_bn": po,
+            "model.simsiam.pred_hidden_bn": qh, "model.simsiam.pred_out_bn": qo}
 
 
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     Experiment("fig2", "Stop-gradient (Figure 2)", "paper section 4.1, Figure 2", (
         Row("with stop-gradient", {}, "67.7 +- 0.1"),
-        Row("without stop-gradient", {"model.stop_gradient": False}, "0.1"),
+        Row("without stop-gradient", {"model.simsiam.stop_gradient": False}, "0.1"),
     ), cpu_epochs=5, knn_every_epoch=True),
     Experiment("table1", "Predictor (Table 1)", "paper section 4.2, Table 1", (
-        Row("baseline (pred. lr decayed)", {"optim.fix_pred_lr": False}, "67.7"),
-        Row("(a) no predictor", {"model.predictor": "none", "optim.fix_pred_lr": False}, "0.1"),
-        Row("(b) fixed random predictor", {"model.predictor": "fixed",
-                                           "optim.fix_pred_lr": False}, "1.5"),
-        Row("(c) pred. lr not decayed", {"optim.fix_pred_lr": True}, "68.1"),
+        Row("baseline (pred. lr decayed)", {"model.simsiam.fix_pred_lr": False}, "67.7"),
+        Row("(a) no predictor", {"model.simsiam.predictor": "none",
+                                 "model.simsiam.fix_pred_lr": False}, "0.1"),
+        Row("(b) fixed random predictor", {"model.simsiam.predictor": "fixed",
+                                           "model.simsiam.fix_pred_lr": False}, "1.5"),
+        Row("(c) pred. lr not decayed", {"model.simsiam.fix_pred_lr": True}, "68.1"),
     )),
     Experiment("table2", "Batch size (Table 2)", "paper section 4.3, Table 2", (
         Row("batch 64", {"train.batch_size": 64}, "66.1"),
@@ -81,17 +82,17 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     )),
     Experiment("similarity", "Similarity function", "paper section 4.5", (
         Row("cosine", {}, "68.1"),
-        Row("cross-entropy", {"model.similarity": "cross_entropy"}, "63.2"),
+        Row("cross-entropy", {"model.simsiam.similarity": "cross_entropy"}, "63.2"),
     ), cpu_epochs=5),
     Experiment("symmetry", "Symmetrization", "paper section 4.6", (
         Row("symmetric", {}, "68.1"),
-        Row("asymmetric", {"model.symmetric": False}, "64.8"),
-        Row("asymmetric 2x", {"model.symmetric": False}, "67.3", epochs_factor=2.0),
+        Row("asymmetric", {"model.simsiam.symmetric": False}, "64.8"),
+        Row("asymmetric 2x", {"model.simsiam.symmetric": False}, "67.3", epochs_factor=2.0),
     )),
     Experiment("dim", "Output dimension d (predictor hidden d/4)", "paper Appendix B", (
-        Row("d = 256", {"model.dim": 256, "model.pred_hidden_dim": 64}, "65.3"),
-        Row("d = 512", {"model.dim": 512, "model.pred_hidden_dim": 128}, "67.2"),
-        Row("d = 1024", {"model.dim": 1024, "model.pred_hidden_dim": 256}, "67.5"),
-        Row("d = 2048", {"model.dim": 2048, "model.pred_hidden_dim": 512}, "68.1"),
+        Row("d = 256", {"model.simsiam.dim": 256, "model.simsiam.pred_hidden_dim": 64}, "65.3"),
+        Row("d = 512", {"model.simsiam.dim": 512, "model.simsiam.pred_hidden_dim": 128}, "67.2"),
+        Row("d = 1024", {"model.simsiam.dim": 1024, "model.simsiam.pred_hidden_dim": 256}, "67.5"),
+        Row("d = 2048", {"model.simsiam.dim": 2048, "model.simsiam.pred_hidden_dim": 512}, "68.1"),
     )),
 )}

@@ -28,10 +28,12 @@ from typing import Any
 from simsiam.config import Config, config_to_yaml, load_config
 from simsiam.errors import ConfigError
 from simsiam.reproduce.experiments import EXPERIMENTS, Experiment, Row
+from simsiam.train.logger import read_metrics
 
 SCALES = ("cpu", "cifar10", "imagenet")
-_PRESET = {"cpu": "demo-cpu", "cifar10": "cifar10", "imagenet": "imagenet"}
-_CPU = {"data.per_class": 1000, "data.test_per_class": 500, "eval.knn_at_start": False,
+PRESETS = {"cpu": "demo-cpu", "cifar10": "cifar10", "imagenet": "imagenet"}
+# The cpu scale's settings on top of the demo preset (runs of about 10 minutes on 2 cores).
+CPU_OVERRIDES = {"data.per_class": 1000, "data.test_per_class": 500, "eval.knn_at_start": False,
         "eval.online_probe": False, "train.log_every": 5}
 
 
@@ -67,26 +69,19 @@ def row_config(exp: Experiment, row: Row, scale: str, data: str, out: Path,
     """
     if scale not in SCALES:
         raise ConfigError(f"--scale {scale!r} is unknown: choose one of {SCALES}")
-    base = load_config(_PRESET[scale], {"data.source": data})
+    base = load_config(PRESETS[scale], {"data.source": data})
     epochs = exp.cpu_epochs if scale == "cpu" else base.train.epochs
-    over: dict[str, Any] = dict(_CPU | exp.cpu_overrides) if scale == "cpu" else {}
+    over: dict[str, Any] = dict(CPU_OVERRIDES | exp.cpu_overrides) if scale == "cpu" else {}
     n_epochs = max(1, round(epochs * row.epochs_factor))
     over |= {"data.source": data, "train.out": str(out / slug(row.label)),
              "train.epochs": n_epochs,  # kNN after every epoch, or at the end only
              "eval.knn_every": 1 if exp.knn_every_epoch else n_epochs}
-    return load_config(_PRESET[scale], over | row.overrides | (extra or {}))
-
-
-def _records(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return load_config(PRESETS[scale], over | row.overrides | (extra or {}))
 
 
 def _summarise(row: Row, cfg: Config, status: str, linear: float | None) -> RowResult:
     run = Path(cfg.train.out)
-    recs = _records(run)
+    recs = read_metrics(run, missing_ok=True)
     steps = [r for r in recs if r.get("kind") == "step"]
     epochs = [r for r in recs if r.get("kind") == "epoch"]
     knns = [r for r in recs if r.get("kind") == "knn"]
@@ -101,14 +96,15 @@ def _summarise(row: Row, cfg: Config, status: str, linear: float | None) -> RowR
                      knns[-1]["knn_top1"] if knns else None, linear, status)
 
 
-def _finished(cfg: Config) -> bool:
+def finished_run(cfg: Config) -> bool:
+    """Whether ``cfg``'s run directory holds a finished run of exactly this config."""
     run = Path(cfg.train.out)
     if not (run / "backbone.safetensors").is_file() or not (run / "config.yaml").is_file():
         return False
     return (run / "config.yaml").read_text() == config_to_yaml(cfg)
 
 
-def _linear(cfg: Config, epochs: int) -> float:
+def linear_top1(cfg: Config, epochs: int) -> float:
     """Linear probe (BN + Linear on frozen features, the fast protocol) on the test split."""
     from simsiam.data.dataset import load_splits
     from simsiam.distributed.context import resolve_device
@@ -160,14 +156,14 @@ def run_experiment(name: str, scale: str = "cpu", data: str = "", out: str | Pat
     results = []
     for row, cfg in zip(rows, configs, strict=True):
         status = "reused"
-        if not _finished(cfg):
+        if not finished_run(cfg):
             print(f"reproduce {name}: {row.label} -> {cfg.train.out}", flush=True)
             try:
                 pretrain(cfg, overwrite=overwrite, progress=progress)
                 status = "ok"
             except FloatingPointError as exc:  # the trainer's non-finite-loss stop
                 status = f"diverged: {str(exc).splitlines()[0]}"
-        lin = _linear(cfg, lin_epochs) if linear and not status.startswith("diverged") else None
+        lin = linear_top1(cfg, lin_epochs) if linear and not status.startswith("diverged") else None
         results.append(_summarise(row, cfg, status, lin))
         _write(exp, scale, root, results)  # after every row: partial tables survive a stop
     _plot(exp, root, results)
@@ -213,7 +209,7 @@ def _plot(exp: Experiment, root: Path, results: list[RowResult]) -> Path:
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for r in results:
-        recs = _records(Path(r.run_dir))
+        recs = read_metrics(r.run_dir, missing_ok=True)
         steps = [x for x in recs if x.get("kind") == "step"]
         spe = max((x["step"] for x in steps), default=1) / max(r.epochs, 1)
         x = [s["step"] / spe for s in steps]
@@ -223,7 +219,8 @@ def _plot(exp: Experiment, root: Path, results: list[RowResult]) -> Path:
         axes[2].plot([k["epoch"] for k in knn], [k["knn_top1"] for k in knn], "o-",
                      label=r.label)
     if results:
-        healthy = next((s["collapse_healthy"] for s in _records(Path(results[0].run_dir))
+        first = read_metrics(results[0].run_dir, missing_ok=True)
+        healthy = next((s["collapse_healthy"] for s in first
                         if s.get("kind") == "step"), None)
         if healthy:
             axes[1].axhline(healthy, color="grey", ls="--", lw=1, label="1/sqrt(d)")

@@ -1,5 +1,39 @@
-"""Training: schedule, checkpoints, metrics and the pretraining loop."""
+"""Training: the loop and the named objects it is made of.
 
-from simsiam.train.schedule import cosine_lr, scaled_lr
+Public names (imported on first use, so that importing a leaf such as
+``simsiam.train.schedule`` stays cheap and free of import cycles):
 
-__all__ = ["cosine_lr", "scaled_lr"]
+- :func:`pretrain`, :class:`RunResult` (:mod:`.trainer`): a whole run;
+- :func:`train_step`, :func:`use_bf16`, :func:`bf16_for_run` (:mod:`.step`): one step;
+- :func:`build_optimizer`, :data:`OPTIMIZERS` (:mod:`.optim`): the optimizer factory;
+- :class:`LrSchedule`, :func:`cosine_lr`, :func:`scaled_lr` (:mod:`.schedule`);
+- :class:`RunState` (:mod:`.state`), :class:`Checkpointer` (:mod:`.checkpoint`),
+  :class:`NonFiniteGuard` (:mod:`.guards`), :class:`MetricsLogger` and
+  :func:`read_metrics` (:mod:`.logger`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "pretrain": "trainer", "RunResult": "trainer", "train_one_epoch": "trainer",
+    "train_step": "step", "use_bf16": "step", "bf16_for_run": "step",
+    "build_optimizer": "optim", "OPTIMIZERS": "optim",
+    "LrSchedule": "schedule", "cosine_lr": "schedule", "scaled_lr": "schedule",
+    "RunState": "state", "Checkpointer": "checkpoint", "NonFiniteGuard": "guards",
+    "MetricsLogger": "logger", "read_metrics": "logger",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'simsiam.train' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"simsiam.train.{_EXPORTS[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -8,6 +8,7 @@ pickles that would run code, or safetensors.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,9 @@ from safetensors.torch import load_file, save_file
 from simsiam.errors import CheckpointError
 from simsiam.fileio import atomic_write, remove_stale_temps
 
-__all__ = ["atomic_write", "remove_stale_temps", "save_checkpoint", "load_checkpoint",
-           "save_backbone", "load_backbone_file", "rng_state", "restore_rng_state"]
+__all__ = ["FORMAT", "Checkpointer", "atomic_write", "remove_stale_temps", "save_checkpoint",
+           "load_checkpoint", "save_backbone", "load_backbone_file", "rng_state",
+           "restore_rng_state"]
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
@@ -86,3 +88,116 @@ def load_backbone_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[
         return load_file(str(path)), meta
     except Exception as exc:
         raise CheckpointError(f"cannot read safetensors file '{path}': {exc}") from exc
+
+
+# The checkpoint layout this version writes. 1: simsiam 0.1 (the same fields, no
+# "format" key); 2: adds "format" and optimizer groups carry the method's flags.
+FORMAT = 2
+
+
+class Checkpointer:
+    """The one owner of a run's checkpoint format, its writes and the export.
+
+    ``RUN/checkpoints/last.pt`` holds ``format``, ``model``, ``optimizer``, ``config``,
+    the RNG states (``torch_rng``, ``cuda_rng``), the run state's fields (``epoch``,
+    ``step``, ``batch_in_epoch``, ``partial``, ``knn``, ``epoch_loss``, ``probe_top1``; see
+    :class:`~simsiam.train.state.RunState`) and, with an online probe, ``probe`` and
+    ``probe_optimizer``. Under torchrun rank 0 writes and every process waits at a barrier
+    until the file is complete. Every ``keep_every`` epochs a copy
+    ``checkpoints/epoch_NNNN.pt`` is kept.
+
+    Args:
+        out: the run directory.
+        ctx: the process group (:class:`simsiam.distributed.DistContext`).
+        keep_every: ``train.save_every`` (0: only last.pt).
+    """
+
+    def __init__(self, out: Path, ctx, keep_every: int = 0) -> None:
+        self.path = Path(out) / "checkpoints" / "last.pt"
+        self.ctx = ctx
+        self.keep_every = keep_every
+        self.last_saved: tuple[int, int] | None = None  # (epoch, step) of the last write
+
+    def kept(self, what: str = "last good checkpoint") -> str:
+        """The sentence an error ends with: which checkpoint is left to resume from."""
+        if self.last_saved is None:
+            return "no checkpoint was written yet"
+        epoch, step = self.last_saved
+        return f"the {what}, {self.path} (epoch {epoch}, step {step}), is kept"
+
+    def save(self, state, parts: dict[str, Any], config: dict[str, Any],
+             device: torch.device) -> None:
+        """Write ``last.pt`` (rank 0; the others wait), then a kept copy if one is due.
+
+        Args:
+            state: the :class:`~simsiam.train.state.RunState`.
+            parts: objects with ``state_dict()`` by checkpoint key (``model``,
+                ``optimizer``, and optionally ``probe``, ``probe_optimizer``).
+            config: the resolved config as plain dicts.
+            device: the training device (its CUDA RNG state is saved).
+        """
+        self.last_saved = (state.epoch, state.step)
+        if not self.ctx.is_main:
+            self.ctx.barrier()
+            return
+        ckpt = {"format": FORMAT, "config": config, **rng_state(device), **state.state_dict()}
+        ckpt |= {key: part.state_dict() for key, part in parts.items()}
+        save_checkpoint(ckpt, self.path)
+        if self.keep_every and state.batch_in_epoch == 0 and state.epoch % self.keep_every == 0:
+            keep = self.path.with_name(f"epoch_{state.epoch:04d}.pt")
+            atomic_write(keep, lambda tmp: shutil.copyfile(self.path, tmp))
+        self.ctx.barrier()
+
+    def load(self) -> dict[str, Any]:
+        """The checkpoint to resume from, format 1 or 2.
+
+        Raises:
+            CheckpointError: missing or unsafe file, or one written by a newer simsiam.
+        """
+        ckpt = load_checkpoint(self.path)
+        version = int(ckpt.get("format", 1))
+        if version > FORMAT:
+            raise CheckpointError(
+                f"'{self.path}' has checkpoint format {version}, written by a newer simsiam "
+                f"than this one (which reads formats 1-{FORMAT}); upgrade simsiam to resume")
+        return ckpt
+
+    def restore(self, state, parts: dict[str, Any], device: torch.device) -> None:
+        """Load ``last.pt`` into ``state`` and ``parts`` (see :meth:`save`) and set the RNG.
+
+        A part absent from the file (a probe switched on after the run started) keeps its
+        fresh state. The optimizer's groups keep the flags of the current method (format 1
+        wrote none).
+        """
+        ckpt = self.load()
+        state.load_state_dict(ckpt)
+        for key, part in parts.items():
+            if key not in ckpt:
+                continue
+            if isinstance(part, torch.optim.Optimizer):
+                flags = [{k: g[k] for k in ("fixed_lr", "no_weight_decay") if k in g}
+                         for g in part.param_groups]
+                part.load_state_dict(ckpt[key])
+                for group, keep in zip(part.param_groups, flags, strict=True):
+                    group.update(keep)
+            else:
+                part.load_state_dict(ckpt[key])
+        restore_rng_state(ckpt, device)
+        self.last_saved = (state.epoch, state.step)
+
+    def export_backbone(self, backbone: torch.nn.Module, cfg) -> Path:
+        """Write ``RUN/backbone.safetensors`` (torchvision key names; rank 0, the others
+        wait) and return its path. Its metadata says how to feed it: ``arch``, ``stem``,
+        ``image_size``, ``normalize``, ``seed`` and the whole run ``config`` (YAML)."""
+        from simsiam.config import config_to_yaml
+        from simsiam.models.backbones import backbone_state_dict
+
+        path = self.path.parent.parent / "backbone.safetensors"
+        metadata = {"format": "torchvision", "arch": cfg.model.backbone,
+                    "stem": cfg.model.stem, "image_size": str(cfg.data.image_size),
+                    "normalize": cfg.augment.normalize, "seed": str(cfg.train.seed),
+                    "config": config_to_yaml(cfg)}
+        if self.ctx.is_main:
+            save_backbone(backbone_state_dict(backbone), path, metadata)
+        self.ctx.barrier()
+        return path

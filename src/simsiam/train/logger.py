@@ -54,7 +54,11 @@ class NullLogger:
         pass
 
 
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """All records of ``RUN/metrics.jsonl`` in order."""
-    with open(Path(run_dir) / "metrics.jsonl", encoding="utf-8") as f:
+def read_metrics(run_dir: str | Path, missing_ok: bool = False) -> list[dict[str, Any]]:
+    """All records of ``RUN/metrics.jsonl`` in order (``missing_ok``: none when the run
+    never wrote the file, instead of FileNotFoundError)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if missing_ok and not path.is_file():
+        return []
+    with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]

@@ -9,6 +9,9 @@ of 1024 and more (Table 2: 10 epochs). The predictor may keep the initial lr (Ta
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+
+import torch
 
 
 def scaled_lr(base_lr: float, batch_size: int) -> float:
@@ -20,8 +23,9 @@ def cosine_lr(peak_lr: float, epoch: int, step_in_epoch: int, steps_per_epoch: i
               epochs: int, warmup_epochs: float = 0.0, per_step: bool = False) -> float:
     """The encoder lr at (``epoch``, ``step_in_epoch``), both counted from 0.
 
-    During warmup the lr rises linearly per step: ``peak * (s + 1) / warmup_steps`` for
-    global step s. Afterwards ``peak * 0.5 * (1 + cos(pi * progress))`` with progress
+    During warmup the lr rises linearly per step: ``peak * min(1, (s + 1) / warmup_steps)``
+    for global step s (a warm-up of a fractional number of steps never overshoots the
+    peak). Afterwards ``peak * 0.5 * (1 + cos(pi * progress))`` with progress
     ``(t - warmup) / (epochs - warmup)``, where t is the epoch index (per-epoch schedule)
     or the fractional epoch ``epoch + step_in_epoch / steps_per_epoch`` (per-step).
 
@@ -30,7 +34,7 @@ def cosine_lr(peak_lr: float, epoch: int, step_in_epoch: int, steps_per_epoch: i
     global_step = epoch * steps_per_epoch + step_in_epoch
     warmup_steps = warmup_epochs * steps_per_epoch
     if global_step < warmup_steps:
-        return peak_lr * (global_step + 1) / warmup_steps
+        return peak_lr * min(1.0, (global_step + 1) / warmup_steps)
     t = epoch + step_in_epoch / steps_per_epoch if per_step else float(epoch)
     t = max(t, warmup_epochs)
     progress = (t - warmup_epochs) / (epochs - warmup_epochs)
@@ -38,5 +42,34 @@ def cosine_lr(peak_lr: float, epoch: int, step_in_epoch: int, steps_per_epoch: i
 
 
 def predictor_lr(peak_lr: float, encoder_lr: float, fixed: bool) -> float:
-    """The predictor's lr: the initial (peak) lr when ``fixed`` (Table 1c), else the encoder's."""
+    """The lr of a ``fixed_lr`` group such as SimSiam's predictor: the initial (peak) lr when
+    ``fixed`` (Table 1c), else the encoder's."""
     return peak_lr if fixed else encoder_lr
+
+
+@dataclass(frozen=True)
+class LrSchedule:
+    """The run's lr at every step, written into the optimizer's groups.
+
+    ``peak_lr`` is the scaled lr (:func:`scaled_lr` of the global batch). Every group
+    follows :func:`cosine_lr`, except a group flagged ``fixed_lr`` by its method (SimSiam's
+    predictor with ``fix_pred_lr``, Table 1c), which keeps ``peak_lr``.
+    """
+
+    peak_lr: float
+    steps_per_epoch: int
+    epochs: int
+    warmup_epochs: float = 0.0
+    per_step: bool = False
+
+    def lr(self, epoch: int, step_in_epoch: int) -> float:
+        """The scheduled lr at (``epoch``, ``step_in_epoch``), both from 0."""
+        return cosine_lr(self.peak_lr, epoch, step_in_epoch, self.steps_per_epoch, self.epochs,
+                         self.warmup_epochs, self.per_step)
+
+    def apply(self, optimizer: torch.optim.Optimizer, epoch: int, step_in_epoch: int) -> float:
+        """Set every group's lr for the coming step; return the scheduled lr."""
+        lr = self.lr(epoch, step_in_epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = predictor_lr(self.peak_lr, lr, bool(group.get("fixed_lr")))
+        return lr

@@ -6,6 +6,8 @@ project's (README "Speed"; BENCHMARKS.md "bf16 convolution on 1x1 inputs").
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from simsiam.augment.multicrop import small_crop_size
@@ -57,15 +59,18 @@ def bf16_for_run(cfg: Config, device: torch.device) -> bool:
     return use_bf16(cfg.train.amp, device, cfg.model.stem, side)
 
 
-def train_step(model, optimizer: torch.optim.Optimizer, views: list[torch.Tensor],
+def train_step(model, optimizer: torch.optim.Optimizer, inputs: Any,
                bf16: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """One SGD step of ``model`` (a method: ``views -> (loss, metrics)``).
+    """One optimizer step of ``model`` (a method: ``inputs -> (loss, metrics)``).
 
-    The forward pass runs under bfloat16 autocast when ``bf16``; the method computes its
-    loss in float32. Returns the detached loss and the method's metrics (no host sync).
+    ``inputs`` is a batch's ``inputs`` (for the image methods the list of views, each
+    ``(B, 3, H, W)``), already on the device of the optimizer's parameters. The forward
+    pass runs under bfloat16 autocast when ``bf16``; the method computes its loss in
+    float32. Returns the detached loss and the method's metrics (no host sync).
     """
-    with torch.autocast(views[0].device.type, dtype=torch.bfloat16, enabled=bf16):
-        loss, metrics = model(views)
+    device_type = optimizer.param_groups[0]["params"][0].device.type
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
+        loss, metrics = model(inputs)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

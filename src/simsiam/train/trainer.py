@@ -1,41 +1,39 @@
-"""The pretraining loop: data -> views -> method -> SGD, with monitoring and checkpoints.
+"""The pretraining loop: batches -> method -> optimizer step, with guards, monitor, checkpoints.
 
-A thin harness: the method (see ``simsiam.methods``) owns its networks and loss; this
-module owns the optimizer and schedule (SIMSIAM.md section 3), the epoch loop, the kNN
-monitor (section 4), metrics, atomic checkpoints, resume and the backbone export.
-
-Run directory layout: ``config.yaml``, ``metrics.jsonl``, ``tb/``, ``checkpoints/last.pt``
-(and ``epoch_NNNN.pt`` with ``train.save_every``), ``backbone.safetensors`` (at the end).
-
-Faults: a NaN/inf loss stops the run before anything is saved after it; SIGINT/SIGTERM
-save a checkpoint at the next step boundary and stop; checkpoints are written atomically.
+A thin loop over named objects (docs/ARCHITECTURE.md): the method (:mod:`simsiam.methods`)
+owns its networks, loss, parameter groups and their flags, and its data source says what a
+batch is (:mod:`simsiam.data.batches`); :class:`Run` holds what the loop works with
+(:class:`~simsiam.train.checkpoint.Checkpointer`, :class:`~simsiam.train.guards.NonFiniteGuard`,
+:class:`~simsiam.eval.collapse.CollapseGuard`, :class:`~simsiam.eval.probe.OnlineProbe`,
+:class:`~simsiam.eval.monitor.KnnMonitor`, ...) and :class:`~simsiam.train.state.RunState`
+where it is. :func:`train_one_epoch` runs one epoch, :func:`_fit` the epochs; a stop (a
+signal, ``--stop-after-epoch``) is a :class:`StopRequest` raised in the loop and handled in
+one place, :func:`_stop`, which saves and reports.
 
 Data parallelism: under ``torchrun`` (see :mod:`simsiam.distributed`) the method is
 wrapped in DistributedDataParallel with every BatchNorm synchronised; ``train.batch_size``
-is the global batch, split evenly over the processes, so the steps per epoch, the lr
-(scaled by the global batch) and the schedule (in global steps) are those of one process
-with the whole batch. Rank 0 alone logs, writes checkpoints and exports; every process
-resumes from the same checkpoint; a stop signal on any process stops all of them at the
-same step.
+is the global batch, so the steps per epoch, the lr and the schedule are those of one
+process with the whole batch. Rank 0 alone logs, writes checkpoints and exports; a stop
+signal on any process stops all of them at the same step.
 """
 
 from __future__ import annotations
 
-import shutil
 import signal
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from simsiam.config import Config, config_to_dict, config_to_yaml
-from simsiam.data.dataset import load_splits
-from simsiam.data.loaders import make_loader
+from simsiam.data.dataset import ImageSet, load_splits
+from simsiam.data.loaders import make_batches
 from simsiam.distributed import (
+    BatchPlan,
     DistContext,
     all_reduce_sum,
     batch_plan,
@@ -47,33 +45,19 @@ from simsiam.distributed.context import launcher
 from simsiam.distributed.ddp import wrap_ddp
 from simsiam.errors import CollapseError, ConfigError
 from simsiam.eval.collapse import CollapseGuard, healthy_std
-from simsiam.eval.linear import LinearClassifier
-from simsiam.eval.monitor import monitor_record
-from simsiam.methods import build_method
-from simsiam.models.backbones import backbone_state_dict, feature_dim
-from simsiam.train.checkpoint import (
-    atomic_write,
-    load_checkpoint,
-    restore_rng_state,
-    rng_state,
-    save_backbone,
-    save_checkpoint,
-)
-from simsiam.train.guards import (
-    nonfinite_loss_error,
-    nonfinite_parameters,
-    nonfinite_parameters_error,
-)
+from simsiam.eval.monitor import KnnMonitor
+from simsiam.eval.probe import OnlineProbe
+from simsiam.methods import Method, build_method
+from simsiam.models.backbones import feature_dim
+from simsiam.train.checkpoint import Checkpointer, atomic_write
+from simsiam.train.guards import NonFiniteGuard
 from simsiam.train.interrupt import RunInterrupted, StopSignals
 from simsiam.train.logger import MetricsLogger, NullLogger
+from simsiam.train.optim import build_optimizer
 from simsiam.train.resources import peak_memory_mib
-from simsiam.train.run_dir import (
-    check_run_dir,
-    clear_run_dir,
-    resume_config,
-    truncate_metrics,
-)
-from simsiam.train.schedule import cosine_lr, predictor_lr
+from simsiam.train.run_dir import check_run_dir, clear_run_dir, resume_config, truncate_metrics
+from simsiam.train.schedule import LrSchedule
+from simsiam.train.state import EpochSums, RunState
 from simsiam.train.step import bf16_for_run, train_step
 
 
@@ -91,27 +75,44 @@ class RunResult:
     backbone_path: Path | None = None
 
 
-def _epoch_sums(base_seen: int, seen: int, loss_sum: torch.Tensor, probe_hits: torch.Tensor,
-                world: int) -> tuple[int, torch.Tensor, torch.Tensor]:
-    """Global sums over the epoch so far: images, the loss (each step's loss averaged over
-    the processes, summed over steps) and online-probe hits. ``base_seen`` counts the
-    images before a mid-epoch resume (whose loss sum every process continues and whose
-    probe hits rank 0 continues); ``seen`` this process's images since."""
-    if world == 1:
-        return base_seen + seen, loss_sum, probe_hits
-    sums = all_reduce_sum(torch.stack([loss_sum.float(), probe_hits.float()]))
-    return base_seen + seen * world, sums[0] / world, sums[1]
+class StopRequest(Exception):
+    """Ends a run before its last epoch; raised in the loop, handled by :func:`_stop` only.
+
+    Attributes:
+        signum: the signal that asked for it, or None for ``--stop-after-epoch``.
+    """
+
+    def __init__(self, signum: int | None) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
-def _interrupted(logger: MetricsLogger | NullLogger, signum: int, epoch: int, batch: int,
-                 per_epoch: int, step: int, out: Path) -> None:
-    name = signal.Signals(signum).name
-    logger.log({"kind": "interrupted", "signal": name, "step": step, "epoch": epoch,
-                "batch_in_epoch": batch})
-    where = f"epoch {epoch + 1}, batch {batch}/{per_epoch}" if batch else f"end of epoch {epoch}"
-    raise RunInterrupted(signum, f"stopped by {name} at step {step} ({where}); checkpoint saved "
-                         f"to {out / 'checkpoints' / 'last.pt'}. Continue with: {launcher()} "
-                         f"pretrain --config {out / 'config.yaml'} --out {out} --resume")
+@dataclass
+class Run:
+    """Everything the loop works with, built once by :func:`_build`."""
+
+    cfg: Config
+    ctx: DistContext
+    plan: BatchPlan
+    model: Method  # the method itself (evaluation, export, checkpoints)
+    step_model: torch.nn.Module  # what the step calls: DDP and/or torch.compile around it
+    optimizer: torch.optim.Optimizer
+    schedule: LrSchedule
+    loader: Any  # batches of the method's data source, with .sampler
+    probe: OnlineProbe | None
+    monitor: KnnMonitor
+    checkpointer: Checkpointer
+    logger: MetricsLogger | NullLogger
+    nonfinite: NonFiniteGuard
+    collapse: CollapseGuard
+    signals: StopSignals
+    bf16: bool
+    memory_format: torch.memory_format
+    progress: bool
+
+    def stop_requested(self) -> bool:
+        """Whether a stop signal reached any process (a collective: all ask together)."""
+        return self.ctx.any_flag(self.signals.signum is not None)
 
 
 def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False,
@@ -141,262 +142,261 @@ def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False,
         check_global_batch(cfg.train.batch_size, ctx.world_size)  # before any work
         check_run_dir(out, resume, overwrite)
         ctx.barrier()  # every process has checked before rank 0 writes anything
-        with StopSignals() as stop:
-            return _pretrain(cfg, out, resume, overwrite, progress and ctx.is_main,
-                             stop_after_epoch, stop, ctx)
+        with StopSignals() as signals:
+            return _pretrain(cfg, out, resume, progress and ctx.is_main, stop_after_epoch,
+                             signals, ctx)
     finally:
         ctx.close()
 
 
-def _pretrain(cfg: Config, out: Path, resume: bool, overwrite: bool, progress: bool,
-              stop_after_epoch: int | None, stop: StopSignals, ctx: DistContext) -> RunResult:
+def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool,
+              stop_after_epoch: int | None, signals: StopSignals,
+              ctx: DistContext) -> RunResult:
     if resume:
         cfg = resume_config(cfg, out)
-    device = ctx.device
     train, test = ctx.main_first(lambda: load_splits(cfg.data, cfg.train.seed,
                                                      progress=progress))
-    plan = batch_plan(len(train), cfg.train.batch_size, ctx.world_size, cfg.optim.base_lr)
-    bs, epochs = plan.global_batch, cfg.train.epochs
-    steps_per_epoch = plan.steps_per_epoch
-    total_steps = steps_per_epoch * epochs
+    run, state = _build(cfg, out, train, test, resume, progress, signals, ctx)
+    try:
+        if cfg.eval.knn_at_start and state.step == 0:
+            _monitor(run, state)
+        signals.defer()  # from here a signal saves a checkpoint at the next step boundary
+        finished = _fit(run, state, stop_after_epoch)
+    finally:
+        run.logger.close()
+    result = RunResult(out, state.epoch, state.step, state.knn, state.probe_top1,
+                       state.epoch_loss, len(test) if test is not None else 0)
+    if finished:
+        result.backbone_path = run.checkpointer.export_backbone(run.model.backbone, cfg)
+    return result
 
+
+def _build_model(cfg: Config, plan: BatchPlan, ctx: DistContext) -> Method:
+    """The method on the training device, seeded; SyncBatchNorm under torchrun."""
     torch.manual_seed(cfg.train.seed)
-    model = build_method(cfg.method, cfg.model, cfg.data.image_size, steps_per_epoch)
+    model = build_method(cfg.method, cfg.model, cfg.data.image_size, plan.steps_per_epoch)
     if ctx.distributed:  # never for a single process
-        model = convert_sync_batchnorm(model, device.type)
-    model = model.to(device)
-    memory_format = torch.channels_last if cfg.train.channels_last else torch.preserve_format
-    model = model.to(memory_format=memory_format)
-    peak_lr = plan.peak_lr
-    # fused: one kernel for the whole update (CPU and CUDA), the same SGD rule.
-    optimizer = torch.optim.SGD(model.param_groups(), lr=peak_lr, momentum=cfg.optim.momentum,
-                                weight_decay=cfg.optim.weight_decay, fused=True)
-    # Online probe (labels for evaluation only): features are detached, its optimizer owns
-    # only its own parameters, so no gradient reaches the encoder.
-    probe = probe_opt = None
-    labels = torch.as_tensor(train.labels, device=device)
-    if cfg.eval.online_probe:
-        probe = LinearClassifier(feature_dim(cfg.model.backbone), len(train.classes)).to(device)
-        if ctx.distributed:
-            probe = convert_sync_batchnorm(probe, device.type)
-        probe_opt = torch.optim.SGD(probe.parameters(), lr=cfg.eval.probe_lr, momentum=0.9)
-    result = RunResult(out, 0, 0, test_images=len(test) if test is not None else 0)
-    start_epoch, step, start_batch, partial = 0, 0, 0, None
-    ckpt_path = out / "checkpoints" / "last.pt"
+        model = convert_sync_batchnorm(model, ctx.device.type)
+    fmt = torch.channels_last if cfg.train.channels_last else torch.preserve_format
+    return model.to(ctx.device).to(memory_format=fmt)
+
+
+def _build(cfg: Config, out: Path, train: ImageSet, test: ImageSet | None, resume: bool,
+           progress: bool, signals: StopSignals, ctx: DistContext) -> tuple[Run, RunState]:
+    """Model, optimizer, probe and run state (restored from the checkpoint with
+    ``resume``, else the run directory is (re)started), then the loop's other objects."""
+    device = ctx.device
+    plan = batch_plan(len(train), cfg.train.batch_size, ctx.world_size, cfg.optim.base_lr)
+    model = _build_model(cfg, plan, ctx)
+    optimizer = build_optimizer(model.param_groups(), cfg.optim, plan.peak_lr)
+    probe = (OnlineProbe(feature_dim(cfg.model.backbone), train.labels, len(train.classes),
+                         cfg.eval.probe_lr, device, ctx.distributed)
+             if cfg.eval.online_probe else None)
+    state, checkpointer = RunState(), Checkpointer(out, ctx, cfg.train.save_every)
     if resume:
-        state = load_checkpoint(ckpt_path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch, step = int(state["epoch"]), int(state["step"])
-        start_batch, partial = int(state.get("batch_in_epoch", 0)), state.get("partial")
-        if start_epoch >= epochs:
-            raise ConfigError(f"--resume: the run in '{out}' already finished all {epochs} "
-                              "epochs; nothing to resume. To train longer, start a new run "
-                              "with another --out and more --epochs")
-        restore_rng_state(state, device)
-        if probe is not None and "probe" in state:
-            probe.load_state_dict(state["probe"])
-            probe_opt.load_state_dict(state["probe_optimizer"])
-        result.knn = {int(k): v for k, v in state.get("knn", {}).items()}
-        result.epoch_loss = {int(k): v for k, v in state.get("epoch_loss", {}).items()}
-        result.probe = {int(k): v for k, v in state.get("probe_top1", {}).items()}
+        checkpointer.restore(state, _checkpoint_parts(model, optimizer, probe), device)
+        if state.epoch >= cfg.train.epochs:
+            raise ConfigError(f"--resume: the run in '{out}' already finished all "
+                              f"{cfg.train.epochs} epochs; nothing to resume. To train longer, "
+                              "start a new run with another --out and more --epochs")
         if ctx.is_main:
-            truncate_metrics(out, step)
+            truncate_metrics(out, state.step)
     elif ctx.is_main:  # everything is checked and built: only now replace a previous run
         clear_run_dir(out)
         text = config_to_yaml(cfg)
         atomic_write(out / "config.yaml", lambda tmp: tmp.write_text(text, encoding="utf-8"))
     ctx.barrier()
     # Loaded state first, then DDP (which broadcasts rank 0's weights to all processes).
-    step_module = wrap_ddp(model, ctx) if ctx.distributed else model
-    probe_step = wrap_ddp(probe, ctx) if ctx.distributed and probe is not None else probe
-    step_model = torch.compile(step_module) if cfg.train.compile else step_module
-    last_saved = (start_epoch, step) if resume else None
-    logger = (MetricsLogger(out, purge_step=step + 1 if resume else None) if ctx.is_main
-              else NullLogger())
-    use_amp = bf16_for_run(cfg, device)
-    logger.log({"kind": "setup", "step": step, "world_size": ctx.world_size,
-                "global_batch": bs, "per_device_batch": plan.per_device,
-                "steps_per_epoch": steps_per_epoch, "peak_lr": peak_lr,
+    step_model = wrap_ddp(model, ctx) if ctx.distributed else model
+    if probe is not None:
+        probe.wrap(ctx)
+    logger = (MetricsLogger(out, purge_step=state.step + 1 if resume else None)
+              if ctx.is_main else NullLogger())
+    bf16 = bf16_for_run(cfg, device)
+    logger.log({"kind": "setup", "step": state.step, "world_size": ctx.world_size,
+                "global_batch": plan.global_batch, "per_device_batch": plan.per_device,
+                "steps_per_epoch": plan.steps_per_epoch, "peak_lr": plan.peak_lr,
                 "backend": ctx.backend or "none", "sync_bn": ctx.distributed,
-                "device": str(device), "bf16": use_amp})
-    loader = make_loader(train, cfg, device, ctx.rank, ctx.world_size)
+                "device": str(device), "bf16": bf16})
+    run = Run(
+        cfg=cfg, ctx=ctx, plan=plan, model=model,
+        step_model=torch.compile(step_model) if cfg.train.compile else step_model,
+        optimizer=optimizer,
+        schedule=LrSchedule(plan.peak_lr, plan.steps_per_epoch, cfg.train.epochs,
+                            cfg.optim.warmup_epochs, cfg.optim.schedule == "step"),
+        loader=make_batches(model.data_source, train, cfg, device, ctx.rank, ctx.world_size),
+        probe=probe, monitor=KnnMonitor(train, test, cfg, device), checkpointer=checkpointer,
+        logger=logger, nonfinite=NonFiniteGuard(device, state.step),
+        collapse=CollapseGuard(model.dim, cfg.eval.collapse_ratio, cfg.eval.collapse_patience),
+        signals=signals, bf16=bf16,
+        memory_format=torch.channels_last if cfg.train.channels_last else torch.preserve_format,
+        progress=progress)
+    return run, state
 
-    def knn_monitor(epoch: int) -> None:
-        if test is None:
-            return
-        record = monitor_record(model.backbone, train, test, cfg, device,
-                                probe if epoch > 0 else None)
-        result.knn[epoch] = record["knn_top1"]
-        text = f"epoch {epoch}: knn_top1 {record['knn_top1']:.2f}%"
-        if "online_probe_top1" in record:
-            result.probe[epoch] = record["online_probe_top1"]
-            text += f", online probe top1 {record['online_probe_top1']:.2f}%"
-        logger.log({"kind": "knn", "step": step, "epoch": epoch} | record)
-        if progress:
-            tqdm.write(f"{text} ({len(test)} held-out images)")
 
-    # Non-finite losses are counted on the device (no host sync per step) and checked at
-    # every log step and before every checkpoint, so a NaN never reaches a checkpoint.
-    nonfinite = torch.zeros((), dtype=torch.long, device=device)
-    clean_steps = torch.zeros((), dtype=torch.long, device=device)  # steps before the first
-    first_step = step
+def _checkpoint_parts(model: Method, optimizer: torch.optim.Optimizer,
+                      probe: OnlineProbe | None) -> dict[str, Any]:
+    """What a checkpoint holds besides the run state, RNG and config, by key."""
+    parts: dict[str, Any] = {"model": model, "optimizer": optimizer}
+    if probe is not None:
+        parts |= {"probe": probe.classifier, "probe_optimizer": probe.optimizer}
+    return parts
 
-    def kept() -> str:
-        return (f"the last good checkpoint, {ckpt_path} (epoch {last_saved[0]}, step "
-                f"{last_saved[1]}), is kept" if last_saved else "no checkpoint was written yet")
 
-    def check_finite(epoch: int) -> None:
-        if all_reduce_sum(nonfinite).item() == 0:  # any process's NaN stops all of them
-            return
-        bad_step = first_step + int(clean_steps.item()) + 1
-        logger.log({"kind": "nonfinite", "step": bad_step, "epoch": epoch})
-        raise nonfinite_loss_error(bad_step, epoch, kept())
-
-    def check_parameters(epoch: int) -> None:
-        bad = nonfinite_parameters(model)
-        if bad:
-            logger.log({"kind": "nonfinite", "step": step, "epoch": epoch, "parameters": bad})
-            raise nonfinite_parameters_error(bad, step, epoch, kept())
-
-    def save(epoch_done: int, batch_in_epoch: int, partial_sums: dict | None) -> None:
-        nonlocal last_saved
-        check_parameters(epoch_done - 1 if batch_in_epoch == 0 else epoch_done)
-        last_saved = (epoch_done, step)
-        if not ctx.is_main:  # rank 0 writes; the others wait until the file is complete
-            ctx.barrier()
-            return
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "epoch": epoch_done, "step": step, "batch_in_epoch": batch_in_epoch,
-                 "config": config_to_dict(cfg), **rng_state(device),
-                 "knn": {str(k): v for k, v in result.knn.items()},
-                 "epoch_loss": {str(k): v for k, v in result.epoch_loss.items()},
-                 "probe_top1": {str(k): v for k, v in result.probe.items()}}
-        if partial_sums is not None:
-            state["partial"] = partial_sums
-        if probe is not None:
-            state |= {"probe": probe.state_dict(), "probe_optimizer": probe_opt.state_dict()}
-        save_checkpoint(state, ckpt_path)
-        ctx.barrier()
-
-    if cfg.eval.knn_at_start and start_epoch == 0 and step == 0:
-        knn_monitor(0)
-    healthy = healthy_std(cfg.model.dim)
-    guard = CollapseGuard(cfg.model.dim, cfg.eval.collapse_ratio, cfg.eval.collapse_patience)
-    stop.defer()  # from here a signal saves a checkpoint at the next step boundary
+def _fit(run: Run, state: RunState, stop_after_epoch: int | None) -> bool:
+    """The epochs from ``state`` to the end; False when the run stopped early."""
+    epochs = run.cfg.train.epochs
     try:
-        for epoch in range(start_epoch, epochs):
-            first = start_batch if epoch == start_epoch else 0  # > 0: resuming mid-epoch
-            loader.sampler.set_epoch(epoch, start=first * bs)
-            model.train()
-            # This process's sums (see _epoch_sums for the global ones).
-            t0, seen, base_seen = time.perf_counter(), 0, 0
-            loss_sum = torch.zeros((), device=device)
-            probe_hits = torch.zeros((), device=device)
-            if first and partial is not None:
-                base_seen = int(partial["seen"])
-                loss_sum = partial["loss_sum"].to(device)
-                if ctx.is_main:
-                    probe_hits = partial["probe_hits"].to(device)
-
-            bar = tqdm(total=steps_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{epochs}",
-                       unit="step", disable=not progress, dynamic_ncols=True, mininterval=1.0)
-            for i, (*views, idx) in enumerate(loader, start=first):
-                lr = cosine_lr(peak_lr, epoch, i, steps_per_epoch, epochs,
-                               cfg.optim.warmup_epochs, cfg.optim.schedule == "step")
-                for group in optimizer.param_groups:  # fix_pred_lr: SimSiam's Table 1c
-                    group["lr"] = (predictor_lr(peak_lr, lr, cfg.optim.fix_pred_lr)
-                                   if group.get("name") == "predictor"
-                                   and cfg.method == "simsiam" else lr)
-                views = [v.to(device, non_blocking=True, memory_format=memory_format)
-                         for v in views]
-                loss, metrics = train_step(step_model, optimizer, views, use_amp)
-                if probe is not None:
-                    y = labels[idx.to(device)]
-                    logits = probe_step(metrics["features"].float())
-                    probe_loss = torch.nn.functional.cross_entropy(logits, y)
-                    probe_opt.zero_grad(set_to_none=True)
-                    probe_loss.backward()
-                    probe_opt.step()
-                    probe_hits += (logits.argmax(1) == y).sum()
-                model.on_step_end(step, total_steps)
-                step += 1
-                seen += views[0].shape[0]
-                loss_sum += loss
-                nonfinite += ~torch.isfinite(loss)
-                clean_steps += nonfinite == 0
-                bar.update(1)
-                if step % cfg.train.log_every == 0 or i == steps_per_epoch - 1:
-                    check_finite(epoch)
-                    # Means over the processes, so every process takes the same decisions.
-                    shown = all_reduce_sum(torch.stack(
-                        [loss.float(), metrics["collapse_std"].float()])) / ctx.world_size
-                    record = {"kind": "step", "step": step, "epoch": epoch,
-                              "loss": shown[0].item(),
-                              "lr": lr, "lr_predictor": next(
-                                  (g["lr"] for g in optimizer.param_groups
-                                   if g.get("name") == "predictor"), lr),
-                              "collapse_std": shown[1].item(),
-                              "collapse_healthy": healthy,
-                              "pairs_per_s": seen * ctx.world_size / (time.perf_counter() - t0)}
-                    logger.log(record)
-                    bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.4f}",
-                                    std=f"{record['collapse_std']:.4f}/{healthy:.4f}")
-                    if guard.update(step, record["collapse_std"]):
-                        msg = guard.message(step)
-                        logger.log({"kind": "collapse", "step": step, "epoch": epoch,
-                                    "collapse_std": guard.last, "threshold": guard.threshold,
-                                    "since_step": guard.since})
-                        tqdm.write(f"WARNING {msg}", file=sys.stderr)
-                        if cfg.eval.stop_on_collapse:
-                            kept = (f"the last checkpoint ({ckpt_path}, epoch {last_saved[0]})"
-                                    " is kept" if last_saved else "no checkpoint was written yet")
-                            raise CollapseError(f"{msg}. Stopped (--stop-on-collapse); {kept}")
-                stopping = ctx.any_flag(stop.signum is not None)  # all processes stop together
-                if stopping and i + 1 < steps_per_epoch:
-                    check_finite(epoch)
-                    seen_g, loss_g, hits_g = _epoch_sums(base_seen, seen, loss_sum, probe_hits,
-                                                         ctx.world_size)
-                    save(epoch, i + 1, {"seen": seen_g, "loss_sum": loss_g.cpu(),
-                                        "probe_hits": hits_g.cpu()})
-                    _interrupted(logger, stop.signum or signal.SIGTERM, epoch, i + 1,
-                                 steps_per_epoch, step, out)
-            bar.close()
-            check_finite(epoch)
-            seen_g, loss_g, hits_g = _epoch_sums(base_seen, seen, loss_sum, probe_hits,
-                                                 ctx.world_size)
-            mean_loss = (loss_g / steps_per_epoch).item()
-            result.epoch_loss[epoch + 1] = mean_loss
-            epoch_record = {"kind": "epoch", "step": step, "epoch": epoch + 1, "loss": mean_loss,
-                            "seconds": time.perf_counter() - t0,
-                            "peak_mem_mib": peak_memory_mib(device)}
-            if probe is not None:  # on the augmented views of the training images
-                epoch_record["online_probe_train_top1"] = 100.0 * hits_g.item() / seen_g
-            logger.log(epoch_record)
-            last = epoch + 1 == epochs
-            due = cfg.eval.knn_every and ((epoch + 1) % cfg.eval.knn_every == 0 or last)
-            stopping = ctx.any_flag(stop.signum is not None)
-            if due and (not stopping or last):  # stopping: save first, no kNN
-                knn_monitor(epoch + 1)
-            save(epoch + 1, 0, None)
-            if cfg.train.save_every and (epoch + 1) % cfg.train.save_every == 0 and ctx.is_main:
-                keep = ckpt_path.with_name(f"epoch_{epoch + 1:04d}.pt")
-                atomic_write(keep, lambda tmp: shutil.copyfile(ckpt_path, tmp))
+        while state.epoch < epochs:
+            train_one_epoch(run, state)
+            stopping = _end_epoch(run, state)
+            last = state.epoch == epochs
             if stopping and not last:
-                _interrupted(logger, stop.signum or signal.SIGTERM, epoch + 1, 0,
-                             steps_per_epoch, step, out)
-            if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and not last:
-                result.epochs, result.steps = epoch + 1, step
-                return result
-    finally:
-        logger.close()
-    result.epochs, result.steps = epochs, step
-    result.backbone_path = out / "backbone.safetensors"
-    if ctx.is_main:
-        save_backbone(backbone_state_dict(model.backbone), result.backbone_path,
-                      {"format": "torchvision", "arch": cfg.model.backbone,
-                       "stem": cfg.model.stem, "image_size": str(cfg.data.image_size),
-                       "normalize": cfg.augment.normalize, "seed": str(cfg.train.seed),
-                       "config": OmegaConf.to_yaml(OmegaConf.structured(cfg))})
-    ctx.barrier()
-    return result
+                raise StopRequest(run.signals.signum or signal.SIGTERM)
+            if stop_after_epoch is not None and state.epoch >= stop_after_epoch and not last:
+                raise StopRequest(None)
+    except StopRequest as request:
+        _stop(run, state, request)
+        return False
+    return True
+
+
+def train_one_epoch(run: Run, state: RunState) -> None:
+    """Train from step ``state.batch_in_epoch`` to the end of epoch ``state.epoch``.
+
+    Each step: set the lr of every group, move the batch, one optimizer step, the online
+    probe, the method's post-step update; the guards look at the log steps.
+
+    Raises:
+        StopRequest: a stop signal arrived before the epoch's last step.
+        FloatingPointError, CollapseError: from the guards (see :func:`_log_step`).
+    """
+    cfg, plan = run.cfg, run.plan
+    first = state.batch_in_epoch  # > 0: resuming mid-epoch
+    run.loader.sampler.set_epoch(state.epoch, start=first * plan.global_batch)
+    run.model.train()
+    state.sums = EpochSums(run.ctx.device, run.ctx.world_size, run.ctx.is_main,
+                           state.partial if first else None)
+    total_steps = plan.steps_per_epoch * cfg.train.epochs
+    with tqdm(total=plan.steps_per_epoch, initial=first, unit="step", dynamic_ncols=True,
+              desc=f"epoch {state.epoch + 1}/{cfg.train.epochs}", disable=not run.progress,
+              mininterval=1.0) as bar:
+        for i, batch in enumerate(run.loader, start=first):
+            lr = run.schedule.apply(run.optimizer, state.epoch, i)
+            batch = batch.to(run.ctx.device, run.memory_format)
+            loss, metrics = train_step(run.step_model, run.optimizer, batch.inputs, run.bf16)
+            hits = run.probe.update(metrics["features"], batch.index) if run.probe else None
+            run.model.on_step_end(state.step, total_steps)
+            state.step, state.batch_in_epoch = state.step + 1, i + 1
+            state.sums.add(loss, len(batch), hits)
+            run.nonfinite.observe(loss)
+            bar.update(1)
+            if state.step % cfg.train.log_every == 0 or i + 1 == plan.steps_per_epoch:
+                _log_step(run, state, loss, metrics["collapse_std"], lr, bar)
+            if i + 1 < plan.steps_per_epoch and run.stop_requested():
+                raise StopRequest(run.signals.signum or signal.SIGTERM)
+
+
+def _log_step(run: Run, state: RunState, loss: torch.Tensor, collapse_std: torch.Tensor,
+              lr: float, bar: tqdm) -> None:
+    """A ``step`` record (means over the processes, so all take the same decisions), after
+    the non-finite check; then the collapse guard.
+
+    Raises:
+        FloatingPointError: a NaN/inf loss since the last check.
+        CollapseError: the collapse guard fired and ``eval.stop_on_collapse`` is on.
+    """
+    run.nonfinite.check_loss(state.epoch, run.logger, run.checkpointer.kept())
+    world = run.ctx.world_size
+    shown = all_reduce_sum(torch.stack([loss.float(), collapse_std.float()])) / world
+    healthy = healthy_std(run.model.dim)
+    lr_predictor = next((g["lr"] for g in run.optimizer.param_groups
+                         if g.get("name") == "predictor"), lr)
+    record = {"kind": "step", "step": state.step, "epoch": state.epoch,
+              "loss": shown[0].item(), "lr": lr, "lr_predictor": lr_predictor,
+              "collapse_std": shown[1].item(), "collapse_healthy": healthy,
+              "pairs_per_s": state.sums.seen * world / (time.perf_counter()
+                                                        - state.sums.started)}
+    run.logger.log(record)
+    bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.4f}",
+                    std=f"{record['collapse_std']:.4f}/{healthy:.4f}")
+    guard = run.collapse
+    if not guard.update(state.step, record["collapse_std"]):
+        return
+    msg = guard.message(state.step)
+    run.logger.log({"kind": "collapse", "step": state.step, "epoch": state.epoch,
+                    "collapse_std": guard.last, "threshold": guard.threshold,
+                    "since_step": guard.since})
+    tqdm.write(f"WARNING {msg}", file=sys.stderr)
+    if run.cfg.eval.stop_on_collapse:
+        raise CollapseError(f"{msg}. Stopped (--stop-on-collapse); "
+                            f"{run.checkpointer.kept('last checkpoint')}")
+
+
+def _end_epoch(run: Run, state: RunState) -> bool:
+    """Close the epoch: ``epoch`` record, kNN monitor if due, checkpoint. Returns whether a
+    stop was requested (the kNN monitor is then skipped, except after the last epoch)."""
+    run.nonfinite.check_loss(state.epoch, run.logger, run.checkpointer.kept())
+    seen, loss_sum, hits = state.sums.totals()
+    mean_loss = (loss_sum / run.plan.steps_per_epoch).item()
+    state.epoch, state.batch_in_epoch, state.partial = state.epoch + 1, 0, None
+    state.epoch_loss[state.epoch] = mean_loss
+    record = {"kind": "epoch", "step": state.step, "epoch": state.epoch, "loss": mean_loss,
+              "seconds": time.perf_counter() - state.sums.started,
+              "peak_mem_mib": peak_memory_mib(run.ctx.device)}
+    if run.probe is not None:  # on the augmented views of the training images
+        record["online_probe_train_top1"] = 100.0 * hits.item() / seen
+    run.logger.log(record)
+    last = state.epoch == run.cfg.train.epochs
+    stopping = run.stop_requested()
+    if run.monitor.due(state.epoch) and (not stopping or last):  # stopping: save first
+        _monitor(run, state)
+    _save(run, state)
+    return stopping
+
+
+def _monitor(run: Run, state: RunState) -> None:
+    """Run the kNN monitor (and score the online probe) after ``state.epoch`` epochs."""
+    record = run.monitor.evaluate(run.model.backbone, state.epoch, run.probe)
+    if record is None:
+        return
+    state.knn[state.epoch] = record["knn_top1"]
+    text = f"epoch {state.epoch}: knn_top1 {record['knn_top1']:.2f}%"
+    if "online_probe_top1" in record:
+        state.probe_top1[state.epoch] = record["online_probe_top1"]
+        text += f", online probe top1 {record['online_probe_top1']:.2f}%"
+    run.logger.log({"kind": "knn", "step": state.step, "epoch": state.epoch} | record)
+    if run.progress:
+        tqdm.write(f"{text} ({record['queries']} held-out images)")
+
+
+def _save(run: Run, state: RunState) -> None:
+    """Checkpoint the current step, once the weights are shown to be finite."""
+    epoch_of_step = state.epoch - 1 if state.batch_in_epoch == 0 else state.epoch
+    run.nonfinite.check_parameters(run.model, state.step, epoch_of_step, run.logger,
+                                   run.checkpointer.kept())
+    run.checkpointer.save(state, _checkpoint_parts(run.model, run.optimizer, run.probe),
+                          config_to_dict(run.cfg), run.ctx.device)
+
+
+def _stop(run: Run, state: RunState, request: StopRequest) -> None:
+    """The one stop path: save the step if it is not saved yet (a stop inside an epoch,
+    with the epoch's running sums), then report a signal as :class:`RunInterrupted`; a
+    ``--stop-after-epoch`` stop (already saved at the epoch's end) just returns."""
+    if state.batch_in_epoch:
+        run.nonfinite.check_loss(state.epoch, run.logger, run.checkpointer.kept())
+        state.partial = state.sums.partial()
+        _save(run, state)
+    if request.signum is None:
+        return
+    name = signal.Signals(request.signum).name
+    run.logger.log({"kind": "interrupted", "signal": name, "step": state.step,
+                    "epoch": state.epoch, "batch_in_epoch": state.batch_in_epoch})
+    n = run.plan.steps_per_epoch
+    where = (f"epoch {state.epoch + 1}, batch {state.batch_in_epoch}/{n}"
+             if state.batch_in_epoch else f"end of epoch {state.epoch}")
+    out = run.checkpointer.path.parent.parent
+    raise RunInterrupted(request.signum, f"stopped by {name} at step {state.step} ({where}); "
+                         f"checkpoint saved to {run.checkpointer.path}. Continue with: "
+                         f"{launcher()} pretrain --config {out / 'config.yaml'} --out {out} "
+                         "--resume")

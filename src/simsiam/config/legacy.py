@@ -1,0 +1,61 @@
+"""Config files written by simsiam 0.1 (flat ``model.*`` method keys), read as today's.
+
+Up to 0.1 every method's settings sat directly under ``model`` (``model.dim``,
+``model.temperature``, ``model.swav_queue_size``, ...) and SimSiam's fixed predictor lr
+was ``optim.fix_pred_lr``. They now live in the method's own section ``model.<method>``.
+A run directory's ``config.yaml`` from 0.1 is migrated when it is read (so ``--resume``
+and ``simsiam knn`` keep working on old runs); a flat key given on the command line is
+refused with its new name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Flat 0.1 key -> its name inside each method's section (a method not listed ignored it).
+_SHARED_HEAD = {"model.dim": "dim", "model.proj_hidden_dim": "hidden_dim"}
+MOVED: dict[str, dict[str, str]] = {
+    "simsiam": {f"model.{k}": k for k in (
+        "proj_layers", "proj_hidden_dim", "dim", "pred_hidden_dim", "stop_gradient",
+        "predictor", "proj_hidden_bn", "proj_out_bn", "pred_hidden_bn", "pred_out_bn",
+        "similarity", "symmetric")} | {"optim.fix_pred_lr": "fix_pred_lr"},
+    "simclr": _SHARED_HEAD | {"model.temperature": "temperature"},
+    "mocov2": _SHARED_HEAD | {"model.temperature": "temperature",
+                              "model.ema_momentum": "momentum", "model.queue_size": "queue_size"},
+    "byol": _SHARED_HEAD | {"model.ema_momentum": "base_tau"},
+    "swav": _SHARED_HEAD | {"model.temperature": "temperature",
+                            "model.num_prototypes": "num_prototypes",
+                            "model.sinkhorn_epsilon": "sinkhorn_epsilon",
+                            "model.sinkhorn_iterations": "sinkhorn_iterations",
+                            "model.freeze_prototypes_epochs": "freeze_prototypes_epochs",
+                            "model.swav_queue_size": "queue_size",
+                            "model.swav_queue_start_epochs": "queue_start_epochs"},
+}
+LEGACY_KEYS = frozenset(k for keys in MOVED.values() for k in keys)
+
+
+def new_key(old: str, method: str) -> str | None:
+    """Today's name of the 0.1 key ``old`` for ``method`` (None: not a 0.1 key, or one
+    ``method`` never used)."""
+    inner = MOVED.get(method, {}).get(old)
+    return f"model.{method}.{inner}" if inner else None
+
+
+def migrate(loaded: dict[str, Any]) -> list[str]:
+    """Move the 0.1 keys of a loaded config file (plain nested dicts) into the section of
+    its method, in place; keys that method never used are dropped, and null values are
+    left to today's defaults (they meant the same published value). Returns the 0.1 keys
+    found, in file order (empty: nothing to migrate)."""
+    method = loaded.get("method") or "simsiam"
+    found = []
+    for section in ("model", "optim"):
+        block = loaded.get(section)
+        if not isinstance(block, dict):
+            continue
+        for key in [k for k in block if f"{section}.{k}" in LEGACY_KEYS]:
+            value = block.pop(key)
+            found.append(f"{section}.{key}")
+            inner = MOVED.get(method, {}).get(f"{section}.{key}")
+            if inner is not None and value is not None:
+                loaded.setdefault("model", {}).setdefault(method, {})[inner] = value
+    return found

@@ -1,0 +1,169 @@
+"""Reading a run's config: YAML preset, the method's published settings, command-line
+overrides, then the checks of :mod:`simsiam.config.validate`; and writing it back.
+
+Order of precedence (later wins): the schema's defaults (:mod:`simsiam.config.schema`),
+the YAML file, the settings a method's authors used (``Method.published``, only when the
+overrides switch the file's method to another), the overrides (``--set`` and flags).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+from simsiam.config import legacy
+from simsiam.config.schema import Config
+from simsiam.config.validate import validate
+from simsiam.errors import ConfigError, ConfigNotice
+from simsiam.methods import METHODS
+
+PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def preset_names() -> list[str]:
+    """Names of the presets shipped with the package (``configs/*.yaml``)."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A YAML path as given, or the shipped preset of that name (``cifar10``, ``demo-cpu``).
+
+    Raises:
+        ConfigError: neither a file nor a preset name.
+    """
+    p = Path(path)
+    if p.is_file():
+        return p
+    preset = PRESET_DIR / f"{p.stem}.yaml"
+    if p.parent == Path(".") and preset.is_file():
+        return preset
+    raise ConfigError(f"config file '{p}' does not exist; pass a YAML file or one of the "
+                      f"presets {preset_names()}")
+
+
+def _wrap(exc: OmegaConfBaseException, where: str, method: str = "simsiam") -> ConfigError:
+    key = getattr(exc, "full_key", None) or "?"
+    msg = str(exc).splitlines()[0]
+    if isinstance(exc, (ConfigKeyError, ConfigAttributeError)):
+        moved = legacy.new_key(key, method) if key in legacy.LEGACY_KEYS else None
+        if moved:
+            return ConfigError(f"{where}: config key '{key}' is now '{moved}' (each method "
+                               f"has its own section model.{method}.*): use that name")
+        if key in legacy.LEGACY_KEYS:
+            return ConfigError(f"{where}: config key '{key}' is not a setting of method "
+                               f"{method!r} (its settings are model.{method}.*)")
+        return ConfigError(f"{where}: unknown config key '{key}': {msg}. Check the spelling "
+                           "against the presets in configs/ (every key is in "
+                           "src/simsiam/config/schema.py and the methods' Settings)")
+    return ConfigError(f"{where}: bad value for '{key}': {msg}. Give a value of the key's "
+                       "type (see configs/ or src/simsiam/config/schema.py)")
+
+
+def _read_file(path: str | Path) -> tuple[DictConfig, str]:
+    """The YAML file as a DictConfig (0.1 keys migrated), and its name for messages."""
+    p = resolve_config_path(path)
+    try:
+        loaded = OmegaConf.load(p)
+    except Exception as exc:  # yaml.YAMLError and friends
+        raise ConfigError(f"config file '{p}' is not valid YAML: {exc}") from exc
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"config file '{p}' must hold a mapping of sections, "
+                          f"not a {type(loaded).__name__}")
+    plain = OmegaConf.to_container(loaded)
+    moved = legacy.migrate(plain)  # type: ignore[arg-type]
+    if moved:
+        method = plain.get("method") or "simsiam"  # type: ignore[union-attr]
+        warnings.warn(ConfigNotice(
+            f"{path}: read the simsiam 0.1 keys {', '.join(moved)} as model.{method}.* "
+            "(each method has its own section now)"), stacklevel=3)
+        loaded = OmegaConf.create(plain)
+    return loaded, str(path)
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Read a YAML preset, apply dotted-key overrides, validate, and return a Config.
+
+    When the overrides switch the file's method to another (``--method mocov2`` on a
+    SimSiam preset), the settings that method's authors used outside its own section
+    (``Method.published``, e.g. MoCo v2's base lr 0.03, SwAV's multi-crop) are merged over
+    the file, then the overrides. A file that names its method itself (a run's
+    ``config.yaml``) is read as it is.
+
+    The warm-up (``optim.warmup_epochs``; null: the paper's rule) must end before the run:
+    one that comes from the file or the rule and does not fit ``train.epochs`` (say
+    ``--epochs 1`` on a preset with a 1-epoch warm-up) is shortened to half the run with a
+    :class:`~simsiam.errors.ConfigNotice` naming the value used; one given in
+    ``overrides`` that does not fit is refused.
+
+    Args:
+        path: a YAML file whose keys are a subset of :class:`Config`, or the name of a
+            shipped preset (see :func:`resolve_config_path`); None for defaults.
+        overrides: ``{"train.epochs": 5, ...}`` applied after the file (CLI flags).
+
+    Raises:
+        ConfigError: the file is missing, a key is unknown, a value has the wrong type,
+            or :func:`~simsiam.config.validate.validate` rejects a value. The message names
+            the file and key.
+    """
+    overrides = overrides or {}
+    schema = OmegaConf.structured(Config)
+    where = "defaults"
+    if path is not None:
+        loaded, where = _read_file(path)
+        try:
+            schema = OmegaConf.merge(schema, loaded)
+        except OmegaConfBaseException as exc:
+            raise _wrap(exc, where, str(loaded.get("method") or "simsiam")) from exc
+    method = overrides.get("method")
+    if method in METHODS and method != schema.get("method"):
+        for key, value in METHODS[method].published.items():
+            OmegaConf.update(schema, key, value, merge=True, force_add=False)
+    effective = str(method or schema.get("method"))
+    for key, value in overrides.items():
+        try:
+            OmegaConf.update(schema, key, value, merge=True, force_add=False)
+        except OmegaConfBaseException as exc:
+            raise _wrap(exc, f"override {key}={value!r}", effective) from exc
+    cfg: Config = OmegaConf.to_object(schema)  # type: ignore[assignment]
+    fit_warmup(cfg, where, explicit="optim.warmup_epochs" in overrides)
+    validate(cfg, where)
+    return cfg
+
+
+def auto_warmup_epochs(batch_size: int) -> int:
+    """The paper's warmup rule (Table 2): 10 epochs for batches of 1024 or more, else 0."""
+    return 10 if batch_size >= 1024 else 0
+
+
+def fit_warmup(cfg: Config, where: str, explicit: bool) -> None:
+    """Resolve a null ``optim.warmup_epochs`` by :func:`auto_warmup_epochs`; shorten a
+    warm-up that is not ``explicit`` and leaves no epoch of the run after it to half the run,
+    with a :class:`~simsiam.errors.ConfigNotice` (see :func:`load_config`)."""
+    o, epochs = cfg.optim, cfg.train.epochs
+    source = "from the file"
+    if o.warmup_epochs is None:
+        o.warmup_epochs = float(auto_warmup_epochs(cfg.train.batch_size))
+        source = "the paper's rule for batches of 1024 or more"
+    if explicit or epochs <= 0 or o.warmup_epochs < epochs:
+        return
+    fitted = epochs / 2
+    warnings.warn(ConfigNotice(
+        f"{where}: optim.warmup_epochs = {o.warmup_epochs:g} ({source}) does not fit "
+        f"train.epochs = {epochs}: the warm-up is shortened to {fitted:g} epochs (half the "
+        "run); set --set optim.warmup_epochs=N to choose another"), stacklevel=3)
+    o.warmup_epochs = fitted
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """The resolved config as plain nested dicts (for JSON and checkpoints)."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg))  # type: ignore[return-value]
+
+
+def config_to_yaml(cfg: Config) -> str:
+    """The resolved config as YAML (what a run directory's config.yaml holds: every key,
+    so that it loads back to an equal :class:`Config`)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))

@@ -1,0 +1,148 @@
+"""The config schema: one typed dataclass per section of a run's YAML file.
+
+OmegaConf reads a YAML preset through these structured configs, so an unknown key or a
+value of the wrong type is rejected before any work starts (:mod:`simsiam.config.load`);
+:mod:`simsiam.config.validate` then checks ranges and choices. Defaults follow the
+paper's ImageNet recipe (SIMSIAM.md section 3); ``configs/cifar10.yaml`` holds the CIFAR
+recipe of Appendix D. Each method's section (``model.simsiam``, ``model.swav``, ...) is
+the ``Settings`` dataclass defined beside the method in :mod:`simsiam.methods`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from simsiam.methods.byol import BYOLConfig
+from simsiam.methods.mocov2 import MoCoV2Config
+from simsiam.methods.simclr import SimCLRConfig
+from simsiam.methods.simsiam import SimSiamConfig
+from simsiam.methods.swav import SwAVConfig
+
+
+@dataclass
+class DataConfig:
+    """Where images come from and how many are used.
+
+    ``source`` is an ImageFolder-style directory (class subfolders; with ``train/`` and
+    ``test/`` or ``val/`` inside, those are the splits) or ``cifar10`` / ``cifar100``
+    (torchvision's download, stored under the cache directory).
+    """
+
+    source: str = ""
+    image_size: int = 224  # side of each augmented view, pixels
+    per_class: int | None = None  # at most this many training images per class
+    test_per_class: int | None = None  # at most this many held-out images per class
+    holdout_fraction: float = 0.1  # held out for the kNN monitor when there is no test split
+    cache_dir: str | None = None  # default: $SIMSIAM_CACHE_DIR or ~/.cache/simsiam
+    cache_side: int | None = None  # decoded side for folders of mixed sizes; default 8/7 x size
+    num_workers: int = 2  # DataLoader worker processes for augmentation
+    strict: bool = False  # undecodable image files: False skips them with a warning, True stops
+    resident_max_mb: int = 4096  # batched path: hold the decoded images on the device up to this
+
+
+@dataclass
+class AugmentConfig:
+    """The SimSiam / MoCo-v2 view recipe (SIMSIAM.md section 3), applied to both views."""
+
+    crop_scale: list[float] = field(default_factory=lambda: [0.2, 1.0])
+    crop_ratio: list[float] = field(default_factory=lambda: [3.0 / 4.0, 4.0 / 3.0])
+    jitter_prob: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4
+    hue: float = 0.1
+    grayscale_prob: float = 0.2
+    blur_prob: float | None = None  # None: 0.5 for views larger than 32 px, else 0 (no blur)
+    blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0])
+    flip_prob: float = 0.5
+    normalize: str = "auto"  # auto: CIFAR-10 statistics for views <= 32 px, else ImageNet
+    # "batched": whole batches on the training device (simsiam.augment.batched, the fast
+    # path); "per_image": torchvision's kernels one image at a time in DataLoader workers.
+    backend: str = "batched"
+    compile: bool = False  # batched: torch.compile the colour-jitter kernels (one-off cost)
+    # Multi-crop (SwAV, SIMSIAM.md section 6): extra small views per image, batched only.
+    small_crops: int = 0  # SwAV on ImageNet: 6 (with 2 large crops of crop_scale [0.14, 1])
+    small_size: int | None = None  # side of the small crops; None: image_size x 96/224
+    small_crop_scale: list[float] = field(default_factory=lambda: [0.05, 0.14])
+
+
+@dataclass
+class ModelConfig:
+    """The backbone (shared by every method) and each method's own section.
+
+    Only the section of the run's ``method`` is used (and checked, and written to a run's
+    ``config.yaml``); the others keep their defaults. Source: SIMSIAM.md sections 2 and 6.
+    """
+
+    backbone: str = "resnet50"
+    stem: str = "imagenet"  # "cifar": 3x3 stride-1 first conv, no max-pool
+    # Official SimSiam: each residual branch's last BN starts at 0. False is torchvision's
+    # (and lightly's) default, which learns faster in runs of a few hundred steps.
+    zero_init_residual: bool = True
+    simsiam: SimSiamConfig = field(default_factory=SimSiamConfig)
+    simclr: SimCLRConfig = field(default_factory=SimCLRConfig)
+    mocov2: MoCoV2Config = field(default_factory=MoCoV2Config)
+    byol: BYOLConfig = field(default_factory=BYOLConfig)
+    swav: SwAVConfig = field(default_factory=SwAVConfig)
+
+
+@dataclass
+class OptimConfig:
+    """The optimizer and its schedule: SGD with a cosine decay (SIMSIAM.md section 3)."""
+
+    optimizer: str = "sgd"  # a key of simsiam.train.optim.OPTIMIZERS
+    base_lr: float = 0.05  # lr = base_lr x batch_size / 256
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    # Linear warmup before the cosine decay. None: the paper's rule (Table 2), 10 epochs
+    # when the batch is 1024 or more, else none; resolved when the config is loaded, and
+    # shortened to half the run when --epochs leaves no room for it (with a notice).
+    warmup_epochs: float | None = None
+    schedule: str = "epoch"  # cosine evaluated per "epoch" (official code) or per "step"
+
+
+@dataclass
+class TrainConfig:
+    """The run: length, batch, device, output and logging."""
+
+    epochs: int = 100
+    batch_size: int = 512
+    seed: int = 0
+    device: str = "auto"
+    out: str = "runs/simsiam"
+    log_every: int = 10  # steps between metric records
+    save_every: int = 0  # also keep checkpoints/epoch_NNNN.pt every N epochs; 0 = only last.pt
+    channels_last: bool = False
+    compile: bool = False  # torch.compile the method (model + loss) for the training step
+    # bfloat16 autocast (the loss stays float32): "auto" = on CUDA, and on CPUs with native
+    # bf16 (AVX512-BF16 or AMX); "bf16" = always; "fp32" = float32 everywhere.
+    amp: str = "auto"
+
+
+@dataclass
+class EvalConfig:
+    """kNN monitor (SIMSIAM.md section 4)."""
+
+    knn_every: int = 1  # epochs between kNN evaluations; 0 switches the monitor off
+    knn_k: int = 200
+    knn_t: float = 0.1
+    knn_at_start: bool = False  # also evaluate the randomly initialised encoder
+    batch_size: int = 512  # feature-extraction batch
+    online_probe: bool = True  # BN + Linear on detached backbone features, own SGD
+    probe_lr: float = 0.1  # the online probe's lr (SGD, momentum 0.9, constant)
+    collapse_ratio: float = 0.3  # guard threshold, as a fraction of 1/sqrt(d)
+    collapse_patience: int = 100  # steps under the threshold before the guard fires
+    stop_on_collapse: bool = False  # stop the run (last checkpoint kept) when it fires
+
+
+@dataclass
+class Config:
+    """A whole run."""
+
+    method: str = "simsiam"
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)

@@ -1,0 +1,165 @@
+"""Ranges and choices that the config's types alone cannot express.
+
+One check per section, each taking only the sections it needs; the run's method checks its
+own section (:meth:`simsiam.methods.base.Method.check`). Every failure is a
+:class:`~simsiam.errors.ConfigError` naming the file (``where``), the key, the value and
+the fix.
+"""
+
+from __future__ import annotations
+
+import math
+
+from simsiam.config.schema import (
+    AugmentConfig,
+    Config,
+    DataConfig,
+    EvalConfig,
+    ModelConfig,
+    OptimConfig,
+    TrainConfig,
+)
+from simsiam.errors import require
+from simsiam.methods import METHODS, RunShape
+from simsiam.models.backbones import BACKBONES, STEMS
+from simsiam.train.optim import OPTIMIZERS
+
+DEVICES = ("auto", "cpu", "cuda")
+NORMALIZE = ("auto", "cifar10", "imagenet")
+SCHEDULES = ("epoch", "step")
+AMP = ("auto", "bf16", "fp32")
+AUG_BACKENDS = ("batched", "per_image")
+
+
+def validate(cfg: Config, where: str = "config") -> None:
+    """Check every section of ``cfg``, then the run's method's own section.
+
+    Raises:
+        ConfigError: naming the field, its value and the fix.
+    """
+    require(cfg.method in METHODS, where, "method", cfg.method,
+            f"choose one of {tuple(METHODS)}")
+    check_data(cfg.data, where)
+    check_augment(cfg.augment, where)
+    check_model(cfg.model, where)
+    check_optim(cfg.optim, where)
+    check_train(cfg.train, where)
+    check_warmup(cfg.optim, cfg.train, where)
+    check_eval(cfg.eval, where)
+    method = METHODS[cfg.method]
+    a = cfg.augment
+    require(a.small_crops == 0 or method.multi_crop, where, "augment.small_crops",
+            a.small_crops, f"method {cfg.method!r} takes exactly two views: set "
+            "augment.small_crops=0")
+    run = RunShape(cfg.data.image_size, cfg.train.batch_size, cfg.train.epochs, a.small_crops)
+    method.check(getattr(cfg.model, cfg.method), run, where)
+
+
+def check_data(d: DataConfig, where: str) -> None:
+    """``data.*``: sizes, fractions and workers."""
+    require(d.image_size >= 8, where, "data.image_size", d.image_size, "use at least 8 pixels")
+    for key in ("per_class", "test_per_class", "cache_side"):
+        v = getattr(d, key)
+        require(v is None or v > 0, where, f"data.{key}", v, "use a positive integer or null")
+    require(0.0 <= d.holdout_fraction < 1.0, where, "data.holdout_fraction", d.holdout_fraction,
+            "use a fraction in [0, 1)")
+    require(d.num_workers >= 0, where, "data.num_workers", d.num_workers, "use 0 or more")
+    require(d.resident_max_mb >= 0, where, "data.resident_max_mb", d.resident_max_mb,
+            "use 0 or more")
+
+
+def _interval(v: list[float], upper: float | None) -> bool:
+    return len(v) == 2 and 0 < v[0] <= v[1] and (upper is None or v[1] <= upper)
+
+
+def check_augment(a: AugmentConfig, where: str) -> None:
+    """``augment.*``: the view recipe's ranges, probabilities and backend."""
+    require(_interval(a.crop_scale, 1.0), where, "augment.crop_scale", a.crop_scale,
+            "use [min, max] with 0 < min <= max <= 1")
+    require(_interval(a.crop_ratio, None), where, "augment.crop_ratio", a.crop_ratio,
+            "use [min, max] with 0 < min <= max")
+    require(_interval(a.blur_sigma, None), where, "augment.blur_sigma", a.blur_sigma,
+            "use [min, max] with 0 < min <= max")
+    for key in ("jitter_prob", "grayscale_prob", "flip_prob", "blur_prob"):
+        v = getattr(a, key)
+        require(v is None or 0.0 <= v <= 1.0, where, f"augment.{key}", v,
+                "use a probability in [0, 1]")
+    for key in ("brightness", "contrast", "saturation"):
+        v = getattr(a, key)
+        require(v >= 0, where, f"augment.{key}", v, "use a non-negative strength")
+    require(0 <= a.hue <= 0.5, where, "augment.hue", a.hue, "use a value in [0, 0.5]")
+    require(a.backend in AUG_BACKENDS, where, "augment.backend", a.backend,
+            f"choose one of {AUG_BACKENDS}")
+    require(a.small_crops >= 0, where, "augment.small_crops", a.small_crops, "use 0 or more")
+    require(a.small_size is None or a.small_size >= 1, where, "augment.small_size",
+            a.small_size, "use a positive side in pixels or null")
+    require(_interval(a.small_crop_scale, 1.0), where, "augment.small_crop_scale",
+            a.small_crop_scale, "use [min, max] with 0 < min <= max <= 1")
+    require(a.small_crops == 0 or a.backend == "batched", where, "augment.small_crops",
+            a.small_crops, "multi-crop views are made by the batched backend only: set "
+            "augment.backend=batched")
+    require(a.normalize in NORMALIZE, where, "augment.normalize", a.normalize,
+            f"choose one of {NORMALIZE}")
+
+
+def check_model(m: ModelConfig, where: str) -> None:
+    """``model.*`` shared by every method: the backbone."""
+    require(m.backbone in BACKBONES, where, "model.backbone", m.backbone,
+            f"choose one of {BACKBONES}")
+    require(m.stem in STEMS, where, "model.stem", m.stem, f"choose one of {STEMS}")
+
+
+def check_optim(o: OptimConfig, where: str) -> None:
+    """``optim.*``: optimizer, lr, momentum, weight decay, schedule."""
+    require(o.optimizer in OPTIMIZERS, where, "optim.optimizer", o.optimizer,
+            f"choose one of {tuple(OPTIMIZERS)}")
+    require(math.isfinite(o.base_lr) and o.base_lr > 0, where, "optim.base_lr", o.base_lr,
+            "use a positive learning rate such as 0.05")
+    require(0 <= o.momentum < 1, where, "optim.momentum", o.momentum, "use a value in [0, 1)")
+    require(o.weight_decay >= 0, where, "optim.weight_decay", o.weight_decay, "use 0 or more")
+    require(o.schedule in SCHEDULES, where, "optim.schedule", o.schedule,
+            f"choose one of {SCHEDULES}")
+
+
+def check_warmup(o: OptimConfig, t: TrainConfig, where: str) -> None:
+    """The warm-up must end before the run does (:func:`simsiam.config.load.load_config`
+    shortens one that the command line did not set before this check)."""
+    require(o.warmup_epochs is not None and 0 <= o.warmup_epochs < t.epochs, where,
+            "optim.warmup_epochs", o.warmup_epochs,
+            f"it must be 0 or more and fewer than train.epochs ({t.epochs}): raise --epochs or "
+            "lower it, e.g. --set optim.warmup_epochs=0"
+            + (" (unset, it is 10 for batches of 1024 or more: paper Table 2)"
+               if t.batch_size >= 1024 else ""))
+
+
+def check_train(t: TrainConfig, where: str) -> None:
+    """``train.*``: length, batch, device, precision, seed, output and logging."""
+    require(t.epochs > 0, where, "train.epochs", t.epochs, "use a positive number of epochs")
+    require(t.batch_size >= 2, where, "train.batch_size", t.batch_size,
+            "use 2 or more (BatchNorm needs at least 2 samples per batch)")
+    require(t.device in DEVICES, where, "train.device", t.device, f"choose one of {DEVICES}")
+    require(t.amp in AMP, where, "train.amp", t.amp, f"choose one of {AMP}"
+            + (" (YAML reads off/no/on/yes as true/false; write fp32 or bf16)"
+               if t.amp in ("True", "False") else ""))
+    require(0 <= t.seed < 2**63, where, "train.seed", t.seed,
+            "use an integer from 0 to 2**63 - 1")
+    require(t.save_every >= 0, where, "train.save_every", t.save_every,
+            "use 0 (keep only last.pt) or a positive number of epochs")
+    require(t.log_every > 0, where, "train.log_every", t.log_every,
+            "use a positive number of steps")
+    require(bool(t.out), where, "train.out", t.out, "name an output directory")
+
+
+def check_eval(e: EvalConfig, where: str) -> None:
+    """``eval.*``: the kNN monitor, the online probe and the collapse guard."""
+    require(e.knn_every >= 0, where, "eval.knn_every", e.knn_every,
+            "use 0 (off) or a positive number")
+    require(e.knn_k > 0, where, "eval.knn_k", e.knn_k, "use a positive k such as 200")
+    require(e.knn_t > 0, where, "eval.knn_t", e.knn_t, "use a positive temperature such as 0.1")
+    require(e.batch_size > 0, where, "eval.batch_size", e.batch_size,
+            "use a positive batch size")
+    require(e.probe_lr > 0, where, "eval.probe_lr", e.probe_lr, "use a positive lr such as 0.1")
+    require(0 < e.collapse_ratio < 1, where, "eval.collapse_ratio", e.collapse_ratio,
+            "use a fraction of 1/sqrt(d) in (0, 1), e.g. 0.3")
+    require(e.collapse_patience > 0, where, "eval.collapse_patience", e.collapse_patience,
+            "use a positive number of steps")

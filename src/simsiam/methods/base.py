@@ -1,0 +1,123 @@
+"""What every method is to the rest of the package: one small interface, one registry entry.
+
+A method owns its networks, its loss, its config section (``model.<name>``), the checks of
+that section, its optimizer parameter groups and the rules those groups carry. The
+trainer, the benchmarks and the evaluation know only this interface (see
+``docs/ARCHITECTURE.md``):
+
+- ``Method.Settings``: the dataclass of its section ``model.<name>`` (defaults = the
+  published values; ``None`` where the published value depends on the view size);
+- ``Method.from_config(settings, backbone, feature_dim, image_size, steps_per_epoch)``;
+- ``Method.check(settings, run, where)``: range checks that need the run's shape (batch,
+  epochs, views), raising :class:`~simsiam.errors.ConfigError`;
+- ``method(inputs) -> (loss, metrics)``: ``inputs`` is what the method's data source puts
+  in a batch (``data_source = "views"``: a list of view batches ``(B, 3, H, W)``);
+  ``metrics`` holds detached 0-dim ``collapse_std`` and ``(B, c)`` ``features``;
+- ``method.param_groups()``: optimizer groups with flags the loop applies without knowing
+  the method (``fixed_lr``: the lr stays at the peak lr, SimSiam's Table 1c;
+  ``no_weight_decay``: weight decay 0 for the group);
+- ``method.on_step_end(step, total_steps)``: EMA targets, queues, frozen prototypes;
+- ``method.backbone`` and ``method.dim`` (the width of the embedding the collapse metric
+  watches).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
+
+import torch
+from torch import nn
+
+
+class Traits(NamedTuple):
+    """A method's row in the seed's comparison table (SIMSIAM.md section 6)."""
+
+    negatives: bool
+    momentum_encoder: bool
+    queue: bool
+
+
+@dataclass(frozen=True)
+class RunShape:
+    """The facts of a run that a method's checks may need (from other config sections).
+
+    Attributes:
+        image_size: side of the training views, pixels (``data.image_size``).
+        batch_size: the global batch (``train.batch_size``).
+        epochs: ``train.epochs``.
+        small_crops: extra small views per image (``augment.small_crops``).
+    """
+
+    image_size: int
+    batch_size: int
+    epochs: int
+    small_crops: int = 0
+
+
+def small_images(image_size: int) -> bool:
+    """Whether the CIFAR-scale published values apply (views of at most 64 px)."""
+    return image_size <= 64
+
+
+def param_group(name: str, modules: Iterable[nn.Module], fixed_lr: bool = False,
+                no_weight_decay: bool = False) -> dict[str, Any]:
+    """An optimizer parameter group: the trainable parameters of ``modules`` and the flags
+    the training loop applies (see the module docstring)."""
+    params = [p for m in modules for p in m.parameters() if p.requires_grad]
+    return {"name": name, "params": params, "fixed_lr": fixed_lr,
+            "no_weight_decay": no_weight_decay}
+
+
+def nonempty(*groups: dict[str, Any]) -> list[dict[str, Any]]:
+    """``groups`` without those that hold no trainable parameter."""
+    return [g for g in groups if g["params"]]
+
+
+class Method(nn.Module):
+    """Base class of the self-supervised methods (see the module docstring).
+
+    Subclasses set the class attributes and implement ``from_config``, ``forward`` and
+    ``param_groups``; ``check`` and ``on_step_end`` default to doing nothing.
+
+    Class attributes:
+        name: the registry key and the name of its config section, ``model.<name>``.
+        Settings: the dataclass of that section.
+        traits: negatives / momentum encoder / queue.
+        data_source: what a batch is (``"views"``: the augmented views of a batch of
+            images with their dataset indices, see :mod:`simsiam.data.batches`).
+        multi_crop: takes more than two views (``augment.small_crops > 0``).
+        published: settings of other sections that the method's authors used, applied
+            when ``--method`` switches a preset to this method (``--set`` still wins).
+    """
+
+    name: ClassVar[str]
+    Settings: ClassVar[type]
+    traits: ClassVar[Traits]
+    data_source: ClassVar[str] = "views"
+    multi_crop: ClassVar[bool] = False
+    published: ClassVar[dict[str, Any]] = {}
+
+    backbone: nn.Module
+    dim: int
+
+    @classmethod
+    def from_config(cls, settings: Any, backbone: nn.Module, feature_dim: int,
+                    image_size: int = 224, steps_per_epoch: int = 0) -> Method:
+        """Build the method from its section on ``backbone`` (``feature_dim`` wide)."""
+        raise NotImplementedError
+
+    @classmethod
+    def check(cls, settings: Any, run: RunShape, where: str) -> None:
+        """Raise :class:`~simsiam.errors.ConfigError` for a bad value in ``settings``."""
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimizer groups made with :func:`param_group` (trainable parameters only)."""
+        raise NotImplementedError
+
+    def on_step_end(self, step: int, total_steps: int) -> None:
+        """Called after every optimizer step; ``step`` is its 0-based index."""
+
+    def forward(self, inputs: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        raise NotImplementedError

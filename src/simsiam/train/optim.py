@@ -1,0 +1,59 @@
+"""The optimizer factory: one place that turns a method's parameter groups into an optimizer.
+
+Used by the trainer, ``simsiam bench`` and the benchmarks. ``optim.optimizer`` names the
+optimizer (:data:`OPTIMIZERS`); a method's published settings may choose another one.
+Each group carries the method's flags (:mod:`simsiam.methods.base`): ``no_weight_decay``
+is applied here (the group's weight decay becomes 0); ``fixed_lr`` is applied by the
+schedule (:class:`simsiam.train.schedule.LrSchedule`).
+
+Source: SIMSIAM.md section 3 (SGD, momentum 0.9, weight decay on all parameters).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from simsiam.config import OptimConfig
+
+
+def _sgd(groups: list[dict[str, Any]], optim: OptimConfig, lr: float) -> torch.optim.Optimizer:
+    """SGD with momentum (SIMSIAM.md section 3); ``fused``: one kernel for the whole update
+    on CPU and CUDA, the same update rule."""
+    return torch.optim.SGD(groups, lr=lr, momentum=optim.momentum,
+                           weight_decay=optim.weight_decay, fused=True)
+
+
+# name -> (groups, the optim section, initial lr) -> optimizer
+OPTIMIZERS: dict[str, Callable[[list[dict[str, Any]], Any, float], torch.optim.Optimizer]] = {
+    "sgd": _sgd,
+}
+
+
+def build_optimizer(groups: list[dict[str, Any]], optim: OptimConfig,
+                    lr: float) -> torch.optim.Optimizer:
+    """The optimizer ``optim.optimizer`` over ``groups`` (a method's ``param_groups()``).
+
+    Args:
+        groups: dicts with ``params`` and optionally ``name``, ``fixed_lr`` and
+            ``no_weight_decay`` (kept in the optimizer's groups, so the schedule and a
+            resumed run see them).
+        optim: the ``optim`` config section (momentum, weight decay, the optimizer's name).
+        lr: the initial lr of every group (the schedule sets it before each step).
+
+    Raises:
+        KeyError: an optimizer name that :data:`OPTIMIZERS` lacks (the config check
+            refuses it first, naming ``optim.optimizer``).
+    """
+    prepared = []
+    for g in groups:
+        g = dict(g)
+        g.setdefault("fixed_lr", False)
+        g.setdefault("no_weight_decay", False)
+        if g["no_weight_decay"]:
+            g["weight_decay"] = 0.0
+        prepared.append(g)
+    return OPTIMIZERS[optim.optimizer](prepared, optim, lr)
