@@ -15,6 +15,7 @@ proj_layers (2 | 3); speed: warmup, steps; train: epochs, out (backbone state di
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -23,22 +24,14 @@ import time
 
 T_START = time.perf_counter()
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from lightly_compare import TreeMemory  # noqa: E402  (stdlib only)
-
-MEMORY = TreeMemory()
-
-import lightly  # noqa: E402
 import torch  # noqa: E402
 import torchvision  # noqa: E402
-from lightly.loss import NegativeCosineSimilarity  # noqa: E402
-from lightly.models.modules.heads import (  # noqa: E402
-    ProjectionHead,
-    SimSiamPredictionHead,
-    SimSiamProjectionHead,
-)
-from lightly.transforms import SimSiamTransform  # noqa: E402
+from _memory import TreeMemory  # noqa: E402  (stdlib only)
 from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, Subset  # noqa: E402
+
+# lightly itself is imported where it is used: this file then imports (for the
+# benchmark scripts' import test) without lightly installed.
 
 CIFAR10_NORMALIZE = {"mean": [0.4914, 0.4822, 0.4465], "std": [0.2470, 0.2435, 0.2616]}
 
@@ -46,6 +39,8 @@ CIFAR10_NORMALIZE = {"mean": [0.4914, 0.4822, 0.4465], "std": [0.2470, 0.2435, 0
 def projector(layers: int) -> nn.Module:
     """lightly's SimSiam projector: the published 3-layer head, or the CIFAR 2-layer one
     assembled from lightly's own ProjectionHead blocks (same block types, one fewer)."""
+    from lightly.models.modules.heads import ProjectionHead, SimSiamProjectionHead
+
     if layers == 3:
         return SimSiamProjectionHead(512, 2048, 2048)
     return ProjectionHead([
@@ -56,6 +51,8 @@ def projector(layers: int) -> nn.Module:
 
 class LightlySimSiam(nn.Module):
     def __init__(self, proj_layers: int) -> None:
+        from lightly.models.modules.heads import SimSiamPredictionHead
+
         super().__init__()
         self.backbone = torchvision.models.resnet18()  # ImageNet stem: 7x7 conv + maxpool
         self.backbone.fc = nn.Identity()
@@ -67,8 +64,16 @@ class LightlySimSiam(nn.Module):
         return z.detach(), self.prediction_head(z)
 
 
-def main() -> None:
-    spec = json.loads(open(sys.argv[1]).read())
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("spec", help="a JSON file with the settings (see the module docstring)")
+    args = p.parse_args(argv)
+    memory = TreeMemory()
+    import lightly
+    from lightly.loss import NegativeCosineSimilarity
+    from lightly.transforms import SimSiamTransform
+
+    spec = json.loads(open(args.spec).read())
     torch.set_num_threads(spec["threads"])
     torch.manual_seed(spec["seed"])
     files = set(json.loads(open(spec["files"]).read()))
@@ -110,12 +115,12 @@ def main() -> None:
         it = batches()
         for _ in range(spec["warmup"]):
             step(next(it))
-        MEMORY.pause()
+        memory.pause()
         t0 = time.perf_counter()
         for _ in range(spec["steps"]):
             loss = step(next(it))
         dt = time.perf_counter() - t0
-        MEMORY.resume()
+        memory.resume()
         result |= {"pairs_per_s": spec["batch"] * spec["steps"] / dt, "seconds": dt,
                    "loss": float(loss)}
         it.close()
@@ -136,7 +141,7 @@ def main() -> None:
         result |= {"train_seconds": time.perf_counter() - t0, "steps": n,
                    "final_loss": float(torch.stack(losses[-per_epoch:]).mean())}
         torch.save(model.backbone.state_dict(), spec["out"])  # torchvision keys, no fc
-    result |= {"setup_s": setup_s} | MEMORY.stop()
+    result |= {"setup_s": setup_s} | memory.stop()
     print("RESULT " + json.dumps(result), flush=True)
 
 

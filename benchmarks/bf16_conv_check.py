@@ -10,6 +10,8 @@ Run: ``python benchmarks/bf16_conv_check.py``.
 
 from __future__ import annotations
 
+import argparse
+
 import torch
 
 SHAPES = [  # (in, out, kernel, stride, padding, input side): ResNet-18 layer4 at 16 / 32 px
@@ -18,7 +20,8 @@ SHAPES = [  # (in, out, kernel, stride, padding, input side): ResNet-18 layer4 a
 ]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}; relative error of bf16 autocast vs float32")
     for cin, cout, k, s, p, hw in SHAPES:

@@ -8,6 +8,11 @@ Commands (from the repository root, with the project's venv)::
     .venv/bin/python benchmarks/lightly_compare.py knn [--epochs 3] [--per-class 1000] \\
         [--workers N]
 
+Parts: this driver (argument parsing, the subprocesses, the tables); ``_lightly_venv.py``
+(lightly's venv); ``_ours_runner.py`` (our side, simsiam's public API only, in the
+project's venv); ``_lightly_runner.py`` (lightly's side, in lightly's venv); ``_memory.py``
+(peak memory of a process tree, stdlib only, used by both sides).
+
 ``setup`` makes a separate venv, ``.cache/bench/lightly-venv`` (``python -m venv`` and plain
 pip), with ``torch==2.14.1 torchvision==0.29.1 lightly``; it does nothing when that venv
 already imports them. lightly is used only as an installed library, from
@@ -64,12 +69,13 @@ What differs (by design: each side as its library is meant to be used):
   (``--lightly-proj 2``) builds the 2-layer CIFAR head from lightly's own
   ``ProjectionHead`` blocks so the networks are the same size; ``--lightly-proj 3`` uses
   the published head as is (4.2M more parameters, a slower step).
-- ``knn``: ours trains with the real trainer (``simsiam.train.trainer.pretrain``), kNN
+- ``knn``: ours trains with the real trainer (``simsiam.train.pretrain``), kNN
   monitor and online probe off; its wall time includes loading the decoded cache (and
   decoding it on a first run, train and test). lightly's loop is the plain one in
   ``_lightly_runner.py``. Initialisations and shuffles come from different generators.
 - Not part of either timed step: our online linear probe, metrics logging, checkpoints.
 """
+
 
 from __future__ import annotations
 
@@ -82,140 +88,14 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-BENCH = REPO / ".cache" / "bench"
-VENV = BENCH / "lightly-venv"
-VPY = VENV / "bin" / "python"
+from _lightly_venv import BENCH, REPO, VPY, need_venv, setup
+
 RUNNER = Path(__file__).resolve().parent / "_lightly_runner.py"
-PINS = ["torch==2.14.1", "torchvision==0.29.1", "lightly"]
+OURS = Path(__file__).resolve().parent / "_ours_runner.py"
 DEFAULT_DATA = "/work/shared/data/cifar10-jpeg"
 
 LR, MOMENTUM, WEIGHT_DECAY, SEED = 0.06, 0.9, 5e-4, 0
 BATCH_REF = 128  # lr 0.06 at batch 128; scaled linearly for other --batch
-
-
-# --- memory (stdlib only: _lightly_runner.py imports this from lightly's venv) ------------
-
-class TreeMemory:
-    """Peak memory of this process and its descendants (DataLoader workers), sampled.
-
-    A thread reads, every ``interval`` s, ``/proc/PID/smaps_rollup`` of this process and of
-    every descendant. ``peak_tree_pss_mib``: the largest sum of their PSS (proportional set
-    size: pages shared between a forked worker and its parent are split, not counted
-    twice); ``peak_children_rss_mib``: the largest sum of the descendants' RSS alone.
-    (``RUSAGE_CHILDREN`` is useless here: ``import torch`` itself forks a short-lived child
-    whose inherited high-water mark is the parent's whole RSS.)
-    """
-
-    def __init__(self, interval: float = 0.25) -> None:
-        import threading
-
-        self.interval, self.pid = interval, os.getpid()
-        self.peak_tree_pss_mib = self.peak_children_rss_mib = 0.0
-        self.paused = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-
-    @staticmethod
-    def _rollup(pid: int) -> tuple[float, float]:
-        rss = pss = 0.0
-        try:
-            with open(f"/proc/{pid}/smaps_rollup") as f:
-                for line in f:
-                    if line.startswith("Rss:"):
-                        rss = int(line.split()[1]) / 1024
-                    elif line.startswith("Pss:"):
-                        pss = int(line.split()[1]) / 1024
-        except OSError:  # the process ended meanwhile
-            pass
-        return rss, pss
-
-    def _descendants(self) -> list[int]:
-        parent: dict[int, int] = {}
-        for name in os.listdir("/proc"):
-            if name.isdigit():
-                try:
-                    with open(f"/proc/{name}/stat") as f:
-                        parent[int(name)] = int(f.read().rsplit(")", 1)[1].split()[1])
-                except (OSError, IndexError, ValueError):
-                    pass
-        found, todo = [], [self.pid]
-        while todo:
-            p = todo.pop()
-            kids = [c for c, pp in parent.items() if pp == p]
-            found += kids
-            todo += kids
-        return found
-
-    def sample(self) -> None:
-        _, pss = self._rollup(self.pid)
-        child_rss = 0.0
-        for c in self._descendants():
-            r, q = self._rollup(c)
-            pss, child_rss = pss + q, child_rss + r
-        self.peak_tree_pss_mib = max(self.peak_tree_pss_mib, pss)
-        self.peak_children_rss_mib = max(self.peak_children_rss_mib, child_rss)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            if not self.paused:
-                self.sample()
-
-    def pause(self) -> None:
-        """Sample now, then not until :meth:`resume`: the sampler reads /proc and holds the
-        GIL, which on 2 cores slowed the timed steps by up to 30% (measured), so it is
-        paused while steps are timed. Memory is at its steady state after the warm-up."""
-        self.sample()
-        self.paused = True
-
-    def resume(self) -> None:
-        self.paused = False
-        self.sample()
-
-    def stop(self) -> dict[str, float]:
-        """Stop sampling; peaks in MiB, with this process's ``ru_maxrss``."""
-        import resource
-
-        self._stop.set()
-        self._thread.join()
-        self.sample()
-        return {"rss_main_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                "pss_tree_mib": self.peak_tree_pss_mib,
-                "rss_children_mib": self.peak_children_rss_mib}
-
-
-# --- setup -------------------------------------------------------------------------------
-
-def _venv_ok() -> bool:
-    if not VPY.exists():
-        return False
-    probe = ("import torch, torchvision, lightly; "
-             "assert torch.__version__.startswith('2.14.1'), torch.__version__; "
-             "assert torchvision.__version__.startswith('0.29.1'), torchvision.__version__")
-    return subprocess.run([str(VPY), "-c", probe], capture_output=True).returncode == 0
-
-
-def setup() -> None:
-    if _venv_ok():
-        print(f"lightly venv ready: {VENV}")
-        return
-    BENCH.mkdir(parents=True, exist_ok=True)
-    if not VPY.exists():
-        base = Path(sys.base_prefix) / "bin" / "python3"
-        subprocess.run([str(base if base.exists() else "python3"), "-m", "venv", str(VENV)],
-                       check=True)
-    subprocess.run([str(VPY), "-m", "pip", "install", *PINS], check=True)
-    if not _venv_ok():
-        sys.exit("setup: the lightly venv does not import torch 2.14.1, torchvision 0.29.1 "
-                 "and lightly; see pip's output above")
-    print(f"lightly venv ready: {VENV}")
-
-
-def _need_venv() -> None:
-    if not _venv_ok():
-        sys.exit(f"no working lightly venv at {VENV}: run "
-                 "`python benchmarks/lightly_compare.py setup` first")
 
 
 # --- subprocesses ------------------------------------------------------------------------
@@ -242,7 +122,7 @@ def _child_env() -> dict[str, str]:
 
 def _file_list(data: str, per_class: int) -> Path:
     """The first ``per_class`` training files of each class, as our loader picks them."""
-    from simsiam.data.folder import first_per_class, scan_image_folder
+    from simsiam.data import first_per_class, scan_image_folder
 
     paths, labels, _ = scan_image_folder(Path(data) / "train")
     keep = first_per_class(labels, per_class)
@@ -260,102 +140,7 @@ def _lightly(spec: dict) -> dict:
 
 
 def _ours(spec: dict) -> dict:
-    return _run_child([sys.executable, __file__, "_ours", json.dumps(spec)], _child_env())
-
-
-# --- our side (runs in a child of this script, in the project's venv) ----------------------
-
-def _ours_config(spec: dict):
-    from simsiam.config import load_config
-
-    over = {"data.source": spec["data"], "data.per_class": spec["per_class"],
-            "train.batch_size": spec["batch"], "train.device": "cpu",
-            "train.amp": spec.get("amp", "auto"),
-            "train.channels_last": spec.get("channels_last", True),
-            "train.seed": spec.get("seed", SEED)}
-    if spec["mode"] == "speed":
-        over["data.test_per_class"] = 1  # only the training images matter here
-    else:  # the trainer, with the same optimizer rule as the lightly loop
-        over |= {"train.epochs": spec["epochs"], "train.out": spec["out"],
-                 "optim.base_lr": spec["lr"] * 256 / spec["batch"],
-                 "optim.momentum": MOMENTUM, "optim.weight_decay": WEIGHT_DECAY,
-                 "optim.warmup_epochs": 0.0, "optim.fix_pred_lr": False,
-                 "optim.schedule": "step", "eval.knn_every": 0, "eval.knn_at_start": False,
-                 "eval.online_probe": False,
-                 # torchvision's init, as lightly's backbone has (the official SimSiam
-                 # zero-initialised residual branches learn slower in 234 steps)
-                 "model.zero_init_residual": False}
-    return load_config("demo-cpu", over)
-
-
-def _ours_child(spec: dict) -> None:
-    t_start = time.perf_counter()
-    memory = TreeMemory()
-    import torch
-
-    torch.set_num_threads(spec["threads"])
-    from simsiam.data import load_splits
-    from simsiam.methods import build_method
-    from simsiam.train.trainer import make_loader, train_step, use_bf16
-
-    cfg = _ours_config(spec)
-    device = torch.device("cpu")
-    result: dict = {"amp": cfg.train.amp, "channels_last": cfg.train.channels_last,
-                    "backend": cfg.augment.backend}
-    if spec["mode"] == "speed":
-        train, _ = load_splits(cfg.data, cfg.train.seed, progress=False)
-        loader = make_loader(train, cfg, device)
-        torch.manual_seed(cfg.train.seed)
-        fmt = torch.channels_last if cfg.train.channels_last else torch.preserve_format
-        model = build_method(cfg.method, cfg.model).to(memory_format=fmt)
-        opt = torch.optim.SGD(model.param_groups(), lr=spec["lr"], momentum=MOMENTUM,
-                              weight_decay=WEIGHT_DECAY, fused=True)
-        bf16 = use_bf16(cfg.train.amp, device)
-        model.train()
-
-        def batches():
-            epoch = 0
-            while True:
-                loader.sampler.set_epoch(epoch)
-                yield from loader
-                epoch += 1
-
-        def step(batch):
-            x1, x2, _ = batch
-            x1 = x1.to(device, non_blocking=True, memory_format=fmt)
-            x2 = x2.to(device, non_blocking=True, memory_format=fmt)
-            return train_step(model, opt, [x1, x2], bf16)[0]
-
-        result |= {"bf16": bf16, "images": len(train),
-                   "setup_s": time.perf_counter() - t_start}
-        it = batches()
-        for _ in range(spec["warmup"]):
-            step(next(it))
-        memory.pause()
-        t0 = time.perf_counter()
-        for _ in range(spec["steps"]):
-            loss = step(next(it))
-        dt = time.perf_counter() - t0
-        memory.resume()
-        result |= {"pairs_per_s": spec["batch"] * spec["steps"] / dt, "seconds": dt,
-                   "loss": float(loss)}
-        it.close()
-        del loader
-    else:
-        from simsiam.train.trainer import pretrain
-
-        t0 = time.perf_counter()
-        res = pretrain(cfg, overwrite=True, progress=False)
-        total = time.perf_counter() - t0
-        records = [json.loads(ln) for ln in
-                   (Path(cfg.train.out) / "metrics.jsonl").read_text().splitlines() if ln]
-        epochs = [r for r in records if r.get("kind") == "epoch"]
-        result |= {"bf16": use_bf16(cfg.train.amp, device), "steps": res.steps,
-                   "train_seconds": sum(r["seconds"] for r in epochs), "pretrain_s": total,
-                   "final_loss": res.epoch_loss[res.epochs],
-                   "backbone": str(res.backbone_path)}
-    result |= memory.stop()
-    print("RESULT " + json.dumps(result), flush=True)
+    return _run_child([sys.executable, str(OURS), json.dumps(spec)], _child_env())
 
 
 # --- speed -------------------------------------------------------------------------------
@@ -374,7 +159,7 @@ HEADER = (f"{'side':8s} {'setting':34s} {'runs':>4s} {'median':>9s} {'min':>7s} 
 
 
 def speed(args: argparse.Namespace) -> None:
-    _need_venv()
+    need_venv()
     files = _file_list(args.data, args.per_class)
     lr = LR * args.batch / BATCH_REF
     common = {"batch": args.batch, "threads": args.threads, "seed": SEED, "lr": lr,
@@ -454,7 +239,7 @@ def _knn_eval(checkpoint: str, args: argparse.Namespace) -> str:
 
 
 def knn(args: argparse.Namespace) -> None:
-    _need_venv()
+    need_venv()
     if args.workers is None:  # the fastest of the last speed probe, else 0
         saved = BENCH / "lightly-workers.json"
         args.workers = json.loads(saved.read_text())["workers"] if saved.exists() else 0
@@ -526,13 +311,9 @@ def main(argv: list[str] | None = None) -> None:
             s.add_argument("--workers", type=int, default=None,
                            help="lightly DataLoader workers (default: the fastest in the "
                                 "last speed probe, else 0)")
-    p_child = sub.add_parser("_ours", help=argparse.SUPPRESS)
-    p_child.add_argument("spec")
     args = p.parse_args(argv)
     if args.cmd == "setup":
         setup()
-    elif args.cmd == "_ours":
-        _ours_child(json.loads(args.spec))
     elif args.cmd == "speed":
         speed(args)
     else:

@@ -37,11 +37,9 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets
 from torchvision import transforms as T
 
-from simsiam.augment.batched import BatchedSimSiamAugment
-from simsiam.augment.views import CIFAR10_MEAN, CIFAR10_STD
+from simsiam.augment import CIFAR10_MEAN, CIFAR10_STD, BatchedSimSiamAugment
 from simsiam.config import AugmentConfig, DataConfig
-from simsiam.data import load_splits
-from simsiam.data.device_loader import BatchedViewLoader
+from simsiam.data import BatchedViewLoader, load_splits
 
 
 def pil_recipe(size: int = 32) -> T.Compose:
@@ -83,13 +81,13 @@ def rate_of(batches, batch: int, n: int) -> float:
     return batch * n / (time.perf_counter() - t0)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="../shared/data/cifar10-jpeg")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--batches", type=int, default=20)
     ap.add_argument("--passes", type=int, default=3)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     n, bs = args.batches, args.batch
     train, _ = load_splits(DataConfig(source=args.data, image_size=32, per_class=1000),
                            progress=False)
