@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from simsiam.config import ModelConfig, OptimConfig, load_config
+from simsiam.config import ModelConfig, OptimConfig, config_to_dict, load_config
 from simsiam.data.batches import ViewBatch
 from simsiam.distributed import DistContext
 from simsiam.errors import CheckpointError, ConfigError
@@ -93,7 +93,11 @@ def test_a_config_yaml_written_by_version_0_1_is_read_into_the_sections(tmp_path
                    "  proj_hidden_dim: null\n  temperature: 0.2\n  swav_queue_size: 0\n"
                    "  stop_gradient: true\n  ema_momentum: null\noptim:\n  fix_pred_lr: true\n"
                    "augment:\n  small_crops: 2\n")
-    with pytest.warns(UserWarning, match=r"0\.1 keys model\.dim, .* as model\.swav\.\*"):
+    with pytest.warns(UserWarning, match=r"0\.1 config .*: read model\.dim, model\."
+                                         r"proj_hidden_dim, model\.temperature, model\."
+                                         r"swav_queue_size as model\.swav\.\*; ignored "
+                                         r"model\.stop_gradient, model\.ema_momentum, "
+                                         r"optim\.fix_pred_lr \(not settings of swav"):
         cfg = load_config(old)
     s = cfg.model.swav
     assert (s.dim, s.hidden_dim, s.temperature, s.queue_size) == (64, 2048, 0.2, 0)
@@ -198,7 +202,7 @@ def test_run_state_round_trips_and_epoch_sums_resume_whole():
     sums = EpochSums(torch.device("cpu"))
     for loss in (0.5, 0.25, 0.125):
         sums.add(torch.tensor(loss), 16, torch.tensor(3))
-    state.partial = sums.partial()
+    state.partial = sums.snapshot()
     again = RunState()
     again.load_state_dict(state.state_dict())
     assert again == state and again.partial["seen"] == 48
@@ -228,8 +232,7 @@ def test_checkpointer_writes_format_2_and_restores_everything(tmp_path):
     ck = Checkpointer(tmp_path, ctx, keep_every=2)
     assert ck.kept() == "no checkpoint was written yet"
     state = RunState(epoch=2, step=10, knn={2: 12.5})
-    ck.save(state, {"model": model, "optimizer": opt}, {"data": {"image_size": 32}},
-            torch.device("cpu"))
+    ck.save(state, model, opt, None, {"data": {"image_size": 32}}, torch.device("cpu"))
     raw = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert raw["format"] == FORMAT == 2 and (raw["epoch"], raw["step"]) == (2, 10)
     assert (tmp_path / "checkpoints" / "epoch_0002.pt").is_file()  # kept every 2 epochs
@@ -237,7 +240,7 @@ def test_checkpointer_writes_format_2_and_restores_everything(tmp_path):
 
     fresh_model, fresh_opt = _parts()
     again, ck2 = RunState(), Checkpointer(tmp_path, ctx)
-    ck2.restore(again, {"model": fresh_model, "optimizer": fresh_opt}, torch.device("cpu"))
+    ck2.restore(again, fresh_model, fresh_opt, None, torch.device("cpu"))
     assert again.step == 10 and again.knn == {2: 12.5} and ck2.last_saved == (2, 10)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
                                                  fresh_model.state_dict().values(),
@@ -258,7 +261,7 @@ def test_a_format_1_checkpoint_resumes_with_the_methods_flags_and_loads_for_eval
     fresh_model, fresh_opt = _parts()
     state = RunState()
     Checkpointer(tmp_path, DistContext(device=torch.device("cpu"))).restore(
-        state, {"model": fresh_model, "optimizer": fresh_opt}, torch.device("cpu"))
+        state, fresh_model, fresh_opt, None, torch.device("cpu"))
     assert (state.epoch, state.step, state.epoch_loss) == (1, 5, {1: -0.3})
     assert [g["fixed_lr"] for g in fresh_opt.param_groups] == [False, True]
     backbone, info = load_backbone_for_eval(tmp_path / "checkpoints" / "last.pt")
@@ -284,3 +287,27 @@ def test_nonfinite_guard_names_the_first_bad_step():
         model.weight[0, 0] = float("nan")
     with pytest.raises(FloatingPointError, match=r"'weight'"):
         guard.check_parameters(model, 45, 4, NullLogger(), "")
+
+
+def test_a_finished_row_of_version_0_1_is_recognised_by_reproduce(tmp_path):
+    """reproduce/compare reuse a finished run whose config.yaml holds the same settings,
+    also when simsiam 0.1 wrote it (flat model keys), and only then."""
+    import yaml
+
+    from simsiam.reproduce.runner import finished_run
+
+    cfg = load_config("demo-cpu", {"data.source": "x", "train.out": str(tmp_path)})
+    old = config_to_dict(cfg)
+    flat = old["model"].pop("simsiam")
+    old["optim"]["fix_pred_lr"] = flat.pop("fix_pred_lr")
+    for name in ("simclr", "mocov2", "byol", "swav"):
+        del old["model"][name]
+    old["model"] |= flat | {"temperature": None, "ema_momentum": None, "queue_size": None,
+                            "num_prototypes": 3000, "swav_queue_size": 0}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    (tmp_path / "backbone.safetensors").write_bytes(b"")
+    assert finished_run(cfg)
+    assert not finished_run(load_config("demo-cpu", {
+        "data.source": "x", "train.out": str(tmp_path), "model.simsiam.dim": 512}))
+    (tmp_path / "backbone.safetensors").unlink()
+    assert not finished_run(cfg)  # not finished

@@ -406,7 +406,7 @@ def _image_text_method():
     from simsiam.models import build_backbone
 
     class ImageText(Method):
-        name, data_source = "image-text", "captioned"
+        name, batch_kind = "image-text", "captioned"
         traits = Traits(True, False, False)
 
         def __init__(self):
@@ -436,9 +436,9 @@ def test_the_loop_trains_a_method_whose_batch_is_not_views(cifar_dir, tmp_path, 
     """A method with its own kind of batch (images + token ids) runs through the unchanged
     loop: steps, online probe, kNN monitor, checkpoint, export."""
     import simsiam.train.trainer as trainer
-    from simsiam.data import DATA_SOURCES
+    from simsiam.data import BATCH_LOADERS
 
-    monkeypatch.setitem(DATA_SOURCES, "captioned", _CaptionedLoader)
+    monkeypatch.setitem(BATCH_LOADERS, "captioned", _CaptionedLoader)
     monkeypatch.setattr(trainer, "build_method", lambda *args, **kw: _image_text_method())
     cfg = tiny_cfg(cifar_dir, tmp_path / "it", **{"train.epochs": 3, "train.log_every": 1,
                                                   "train.amp": "fp32", "optim.base_lr": 1.0})

@@ -30,8 +30,9 @@ from simsiam.distributed.context import resolve_device
 from simsiam.methods import build_method
 from simsiam.train.optim import build_optimizer
 from simsiam.train.resources import peak_memory_mib
-from simsiam.train.schedule import scaled_lr
 from simsiam.train.step import bf16_for_run, train_step
+
+TIMING_LR = 0.01  # the lr of the timed steps (speed does not depend on it)
 
 # Dense bf16 tensor-core peak, FLOP/s (vendor data sheets), matched on the device name.
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12,
@@ -130,7 +131,7 @@ def run_bench(cfg: Config, train_images, warmup: int = 3, windows: int = 5,
     """Measure the three rates for ``cfg`` on ``train_images`` (``(N, H, W, 3)`` uint8).
 
     The model and optimizer are built as the trainer builds them (the method's parameter
-    groups, :func:`~simsiam.train.optim.build_optimizer` at the preset's peak lr).
+    groups, :func:`~simsiam.train.optim.build_optimizer`), at the lr ``TIMING_LR``.
 
     Raises:
         ConfigError: the device asked for is not available.
@@ -143,8 +144,10 @@ def run_bench(cfg: Config, train_images, warmup: int = 3, windows: int = 5,
     torch.manual_seed(cfg.train.seed)
     model = build_method(cfg.method, cfg.model, cfg.data.image_size).to(device).to(
         memory_format=fmt)
-    opt = build_optimizer(model.param_groups(), cfg.optim, scaled_lr(cfg.optim.base_lr, bs))
-    batches = EndlessBatches(make_batches(model.data_source, data, cfg, device))
+    # a small fixed lr: the model step repeats one batch, which a large lr could drive to
+    # non-finite values (and those can run at another speed on a CPU)
+    opt = build_optimizer(model.param_groups(), cfg.optim, TIMING_LR)
+    batches = EndlessBatches(make_batches(model.batch_kind, data, cfg, device))
     fixed = next(batches).to(device, fmt)
     steps = TimedSteps(batches, torch.compile(model) if cfg.train.compile else model, opt,
                        fixed, device, fmt, bf16_for_run(cfg, device))

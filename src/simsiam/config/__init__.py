@@ -8,6 +8,7 @@ Every setting of a run is a key of :class:`Config`; ``configs/*.yaml`` are the p
 from simsiam.config.load import (
     PRESET_DIR,
     auto_warmup_epochs,
+    config_differences,
     config_to_dict,
     config_to_yaml,
     fit_warmup,
@@ -28,6 +29,7 @@ from simsiam.config.validate import validate
 from simsiam.methods import METHODS
 
 __all__ = ["AugmentConfig", "Config", "DataConfig", "EvalConfig", "METHODS", "ModelConfig",
-           "OptimConfig", "PRESET_DIR", "TrainConfig", "auto_warmup_epochs", "config_to_dict",
+           "OptimConfig", "PRESET_DIR", "TrainConfig", "auto_warmup_epochs", "config_differences",
+           "config_to_dict",
            "config_to_yaml", "fit_warmup", "load_config", "preset_names",
            "resolve_config_path", "validate"]

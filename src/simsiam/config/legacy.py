@@ -41,21 +41,28 @@ def new_key(old: str, method: str) -> str | None:
     return f"model.{method}.{inner}" if inner else None
 
 
-def migrate(loaded: dict[str, Any]) -> list[str]:
+def migrate(loaded: dict[str, Any]) -> tuple[list[str], list[str]]:
     """Move the 0.1 keys of a loaded config file (plain nested dicts) into the section of
-    its method, in place; keys that method never used are dropped, and null values are
-    left to today's defaults (they meant the same published value). Returns the 0.1 keys
-    found, in file order (empty: nothing to migrate)."""
+    the file's method, in place. Null values are left to today's defaults (they meant the
+    same published value). Keys that method never used are dropped: they had no effect on
+    its runs (a later ``--method`` switch does not bring them back).
+
+    Returns:
+        (moved, ignored): the 0.1 keys found, in file order (both empty: nothing to do).
+    """
     method = loaded.get("method") or "simsiam"
-    found = []
+    moved, ignored = [], []
     for section in ("model", "optim"):
         block = loaded.get(section)
         if not isinstance(block, dict):
             continue
         for key in [k for k in block if f"{section}.{k}" in LEGACY_KEYS]:
             value = block.pop(key)
-            found.append(f"{section}.{key}")
             inner = MOVED.get(method, {}).get(f"{section}.{key}")
-            if inner is not None and value is not None:
+            if inner is None:
+                ignored.append(f"{section}.{key}")
+                continue
+            moved.append(f"{section}.{key}")
+            if value is not None:
                 loaded.setdefault("model", {}).setdefault(method, {})[inner] = value
-    return found
+    return moved, ignored

@@ -74,12 +74,15 @@ def _read_file(path: str | Path) -> tuple[DictConfig, str]:
         raise ConfigError(f"config file '{p}' must hold a mapping of sections, "
                           f"not a {type(loaded).__name__}")
     plain = OmegaConf.to_container(loaded)
-    moved = legacy.migrate(plain)  # type: ignore[arg-type]
-    if moved:
+    moved, ignored = legacy.migrate(plain)  # type: ignore[arg-type]
+    if moved or ignored:
         method = plain.get("method") or "simsiam"  # type: ignore[union-attr]
+        said = [f"read {', '.join(moved)} as model.{method}.*"] if moved else []
+        said += [f"ignored {', '.join(ignored)} (not settings of {method}; give them as "
+                 "model.<method>.* to use them)"] if ignored else []
         warnings.warn(ConfigNotice(
-            f"{path}: read the simsiam 0.1 keys {', '.join(moved)} as model.{method}.* "
-            "(each method has its own section now)"), stacklevel=3)
+            f"{path}: a simsiam 0.1 config (each method has its own section now): "
+            + "; ".join(said)), stacklevel=3)
         loaded = OmegaConf.create(plain)
     return loaded, str(path)
 
@@ -156,6 +159,26 @@ def fit_warmup(cfg: Config, where: str, explicit: bool) -> None:
         f"train.epochs = {epochs}: the warm-up is shortened to {fitted:g} epochs (half the "
         "run); set --set optim.warmup_epochs=N to choose another"), stacklevel=3)
     o.warmup_epochs = fitted
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": {"c": 8}}}`` -> ``{"a.b.c": 8}``."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out |= _flat(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_differences(a: Config, b: Config) -> list[str]:
+    """Every key whose value differs between ``a`` and ``b``, as ``"key: run has X, given
+    Y"``, leaving out the sections of methods that neither runs (they change nothing)."""
+    x, y = _flat(config_to_dict(a)), _flat(config_to_dict(b))
+    unused = tuple(f"model.{m}." for m in METHODS if m not in (a.method, b.method))
+    return [f"{k}: run has {x.get(k)!r}, given {y.get(k)!r}" for k in dict.fromkeys([*x, *y])
+            if x.get(k) != y.get(k) and not k.startswith(unused)]
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:

@@ -70,8 +70,8 @@ class AugmentConfig:
 class ModelConfig:
     """The backbone (shared by every method) and each method's own section.
 
-    Only the section of the run's ``method`` is used (and checked, and written to a run's
-    ``config.yaml``); the others keep their defaults. Source: SIMSIAM.md sections 2 and 6.
+    Only the section of the run's ``method`` is used and checked; a run's ``config.yaml``
+    holds them all (so that it loads back to an equal config). Source: SIMSIAM.md sections 2 and 6.
     """
 
     backbone: str = "resnet50"

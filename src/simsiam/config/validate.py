@@ -127,9 +127,7 @@ def check_warmup(o: OptimConfig, t: TrainConfig, where: str) -> None:
     require(o.warmup_epochs is not None and 0 <= o.warmup_epochs < t.epochs, where,
             "optim.warmup_epochs", o.warmup_epochs,
             f"it must be 0 or more and fewer than train.epochs ({t.epochs}): raise --epochs or "
-            "lower it, e.g. --set optim.warmup_epochs=0"
-            + (" (unset, it is 10 for batches of 1024 or more: paper Table 2)"
-               if t.batch_size >= 1024 else ""))
+            "lower it, e.g. --set optim.warmup_epochs=0")
 
 
 def check_train(t: TrainConfig, where: str) -> None:

@@ -11,8 +11,8 @@ from simsiam.data.dataset import (
 )
 from simsiam.data.device_loader import BatchedViewLoader
 from simsiam.data.folder import first_per_class, scan_image_folder
-from simsiam.data.loaders import DATA_SOURCES, make_batches, make_loader
+from simsiam.data.loaders import BATCH_LOADERS, make_batches, make_loader
 
-__all__ = ["BatchedViewLoader", "DATA_SOURCES", "EpochShuffleSampler", "ImageSet",
+__all__ = ["BatchedViewLoader", "BATCH_LOADERS", "EpochShuffleSampler", "ImageSet",
            "TwoViewDataset", "ViewBatch", "ViewBatches", "first_per_class", "load_splits",
            "make_batches", "make_loader", "scan_image_folder", "view_seed"]

@@ -2,7 +2,7 @@
 
 The trainer never unpacks a batch: it calls ``batch.to(device, memory_format)``, hands
 ``batch.inputs`` to the method and ``batch.index`` to the online probe, and counts
-``len(batch)`` images. A method names its kind of batch (``Method.data_source``) and
+``len(batch)`` images. A method names its kind of batch (``Method.batch_kind``) and
 :func:`simsiam.data.loaders.make_batches` builds the matching loader, so a new kind
 (images with token ids for CLIP, say) needs a batch class and a loader here, and no
 change to the loop.

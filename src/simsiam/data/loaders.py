@@ -3,7 +3,7 @@
 ``augment.backend`` picks one (SIMSIAM.md section 3 recipe either way); both yield
 ``(x1, x2, ..., index)`` batches from an :class:`EpochShuffleSampler`, so runs are
 reproducible and resumable mid-epoch. :func:`make_batches` gives the trainer the batches
-of a method's data source (:mod:`simsiam.data.batches`).
+of a method's kind of batch (:mod:`simsiam.data.batches`).
 """
 
 from __future__ import annotations
@@ -66,23 +66,23 @@ def make_loader(train: ImageSet, cfg: Config, device: torch.device, rank: int = 
 
 def view_batches(train: ImageSet, cfg: Config, device: torch.device, rank: int = 0,
                  world_size: int = 1) -> ViewBatches:
-    """The ``views`` data source: :func:`make_loader`'s batches as ``ViewBatch`` objects."""
+    """Batches of kind ``views``: :func:`make_loader`'s batches as ``ViewBatch`` objects."""
     return ViewBatches(make_loader(train, cfg, device, rank, world_size))
 
 
-# data source name (``Method.data_source``) -> loader of batch objects
-DATA_SOURCES = {"views": view_batches}
+# kind of batch (``Method.batch_kind``) -> its loader (yields batch objects, has .sampler)
+BATCH_LOADERS = {"views": view_batches}
 
 
-def make_batches(source: str, train: ImageSet, cfg: Config, device: torch.device,
+def make_batches(kind: str, train: ImageSet, cfg: Config, device: torch.device,
                  rank: int = 0, world_size: int = 1):
-    """The training loader of data source ``source`` (``"views"``: :class:`ViewBatches` of
+    """The training loader of batches of ``kind`` (``"views"``: :class:`ViewBatches` of
     :func:`make_loader`), yielding batch objects with ``to``, ``inputs`` and ``index``.
 
     Raises:
-        ConfigError: an unknown data source.
+        ConfigError: an unknown kind of batch.
     """
-    if source not in DATA_SOURCES:
-        raise ConfigError(f"data source {source!r} is unknown: choose one of "
-                          f"{tuple(DATA_SOURCES)}")
-    return DATA_SOURCES[source](train, cfg, device, rank, world_size)
+    if kind not in BATCH_LOADERS:
+        raise ConfigError(f"kind of batch {kind!r} is unknown: choose one of "
+                          f"{tuple(BATCH_LOADERS)}")
+    return BATCH_LOADERS[kind](train, cfg, device, rank, world_size)

@@ -10,8 +10,8 @@ trainer, the benchmarks and the evaluation know only this interface (see
 - ``Method.from_config(settings, backbone, feature_dim, image_size, steps_per_epoch)``;
 - ``Method.check(settings, run, where)``: range checks that need the run's shape (batch,
   epochs, views), raising :class:`~simsiam.errors.ConfigError`;
-- ``method(inputs) -> (loss, metrics)``: ``inputs`` is what the method's data source puts
-  in a batch (``data_source = "views"``: a list of view batches ``(B, 3, H, W)``);
+- ``method(inputs) -> (loss, metrics)``: ``inputs`` is what the method's kind of batch
+  holds (``batch_kind = "views"``: a list of view batches ``(B, 3, H, W)``);
   ``metrics`` holds detached 0-dim ``collapse_std`` and ``(B, c)`` ``features``;
 - ``method.param_groups()``: optimizer groups with flags the loop applies without knowing
   the method (``fixed_lr``: the lr stays at the peak lr, SimSiam's Table 1c;
@@ -85,7 +85,7 @@ class Method(nn.Module):
         name: the registry key and the name of its config section, ``model.<name>``.
         Settings: the dataclass of that section.
         traits: negatives / momentum encoder / queue.
-        data_source: what a batch is (``"views"``: the augmented views of a batch of
+        batch_kind: what a batch is (``"views"``: the augmented views of a batch of
             images with their dataset indices, see :mod:`simsiam.data.batches`).
         multi_crop: takes more than two views (``augment.small_crops > 0``).
         published: settings of other sections that the method's authors used, applied
@@ -95,7 +95,7 @@ class Method(nn.Module):
     name: ClassVar[str]
     Settings: ClassVar[type]
     traits: ClassVar[Traits]
-    data_source: ClassVar[str] = "views"
+    batch_kind: ClassVar[str] = "views"
     multi_crop: ClassVar[bool] = False
     published: ClassVar[dict[str, Any]] = {}
 

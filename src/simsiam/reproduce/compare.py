@@ -3,9 +3,10 @@
 Source: SIMSIAM.md section 6 (the paper's claim: SimSiam is SimCLR without negatives, BYOL
 without the momentum encoder, SwAV without online clustering; the seed's comparison
 table). Everything but the method is held equal: the scale's preset (backbone, views,
-data, batch, optimizer, epochs), then each method's published settings
-(``configs/methods/METHOD.yaml``). Each method trains in its own process (so its peak
-memory is its own) into ``OUT/METHOD``; a finished run with the same config is reused.
+data, batch, optimizer, epochs), then each method's own section ``model.<method>`` (the
+published values) and the settings its authors used in other sections
+(``Method.published``). Each method trains in its own process (so its peak memory is its
+own) into ``OUT/METHOD``; a finished run with the same config is reused.
 Outputs: ``OUT/compare.md`` (method, negatives, momentum encoder, queue, batch, kNN and
 linear top-1, training time, peak memory), ``OUT/compare.json`` and ``OUT/compare.png``
 (kNN accuracy per epoch for every method).

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from simsiam.config import Config, config_to_yaml, load_config
-from simsiam.errors import ConfigError
+from simsiam.config import Config, config_differences, load_config
+from simsiam.errors import ConfigError, ConfigNotice
 from simsiam.reproduce.experiments import EXPERIMENTS, Experiment, Row
 from simsiam.train.logger import read_metrics
 
@@ -97,11 +98,18 @@ def _summarise(row: Row, cfg: Config, status: str, linear: float | None) -> RowR
 
 
 def finished_run(cfg: Config) -> bool:
-    """Whether ``cfg``'s run directory holds a finished run of exactly this config."""
+    """Whether ``cfg``'s run directory holds a finished run of this config (every setting
+    equal but other methods' sections; a run of simsiam 0.1 is read as today's)."""
     run = Path(cfg.train.out)
     if not (run / "backbone.safetensors").is_file() or not (run / "config.yaml").is_file():
         return False
-    return (run / "config.yaml").read_text() == config_to_yaml(cfg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConfigNotice)  # a 0.1 file's note: not for here
+        try:
+            saved = load_config(run / "config.yaml")
+        except ConfigError:
+            return False
+    return not config_differences(saved, cfg)
 
 
 def linear_top1(cfg: Config, epochs: int) -> float:

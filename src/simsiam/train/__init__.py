@@ -18,7 +18,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "pretrain": "trainer", "RunResult": "trainer", "train_one_epoch": "trainer",
+    "pretrain": "trainer", "RunResult": "trainer",
     "train_step": "step", "use_bf16": "step", "bf16_for_run": "step",
     "build_optimizer": "optim", "OPTIMIZERS": "optim",
     "LrSchedule": "schedule", "cosine_lr": "schedule", "scaled_lr": "schedule",

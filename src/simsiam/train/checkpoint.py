@@ -104,7 +104,8 @@ class Checkpointer:
     :class:`~simsiam.train.state.RunState`) and, with an online probe, ``probe`` and
     ``probe_optimizer``. Under torchrun rank 0 writes and every process waits at a barrier
     until the file is complete. Every ``keep_every`` epochs a copy
-    ``checkpoints/epoch_NNNN.pt`` is kept.
+    ``checkpoints/epoch_NNNN.pt`` is kept. (Evaluation reads only ``model`` and ``config``
+    of such a file, in :mod:`simsiam.eval.loading`.)
 
     Args:
         out: the run directory.
@@ -113,10 +114,12 @@ class Checkpointer:
     """
 
     def __init__(self, out: Path, ctx, keep_every: int = 0) -> None:
-        self.path = Path(out) / "checkpoints" / "last.pt"
+        self.out = Path(out)
+        self.path = self.out / "checkpoints" / "last.pt"
         self.ctx = ctx
         self.keep_every = keep_every
         self.last_saved: tuple[int, int] | None = None  # (epoch, step) of the last write
+        self._loaded: dict[str, Any] | None = None  # read by load(), used by restore()
 
     def kept(self, what: str = "last good checkpoint") -> str:
         """The sentence an error ends with: which checkpoint is left to resume from."""
@@ -125,14 +128,14 @@ class Checkpointer:
         epoch, step = self.last_saved
         return f"the {what}, {self.path} (epoch {epoch}, step {step}), is kept"
 
-    def save(self, state, parts: dict[str, Any], config: dict[str, Any],
-             device: torch.device) -> None:
+    def save(self, state, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+             probe, config: dict[str, Any], device: torch.device) -> None:
         """Write ``last.pt`` (rank 0; the others wait), then a kept copy if one is due.
 
         Args:
             state: the :class:`~simsiam.train.state.RunState`.
-            parts: objects with ``state_dict()`` by checkpoint key (``model``,
-                ``optimizer``, and optionally ``probe``, ``probe_optimizer``).
+            model, optimizer: the method and its optimizer.
+            probe: the :class:`~simsiam.eval.probe.OnlineProbe`, or None.
             config: the resolved config as plain dicts.
             device: the training device (its CUDA RNG state is saved).
         """
@@ -140,8 +143,11 @@ class Checkpointer:
         if not self.ctx.is_main:
             self.ctx.barrier()
             return
-        ckpt = {"format": FORMAT, "config": config, **rng_state(device), **state.state_dict()}
-        ckpt |= {key: part.state_dict() for key, part in parts.items()}
+        ckpt = {"format": FORMAT, "config": config, **rng_state(device), **state.state_dict(),
+                "model": model.state_dict(), "optimizer": optimizer.state_dict()}
+        if probe is not None:
+            ckpt |= {"probe": probe.classifier.state_dict(),
+                     "probe_optimizer": probe.optimizer.state_dict()}
         save_checkpoint(ckpt, self.path)
         if self.keep_every and state.batch_in_epoch == 0 and state.epoch % self.keep_every == 0:
             keep = self.path.with_name(f"epoch_{state.epoch:04d}.pt")
@@ -149,39 +155,45 @@ class Checkpointer:
         self.ctx.barrier()
 
     def load(self) -> dict[str, Any]:
-        """The checkpoint to resume from, format 1 or 2.
+        """The checkpoint to resume from, format 1 or 2 (kept for :meth:`restore`).
 
         Raises:
             CheckpointError: missing or unsafe file, or one written by a newer simsiam.
         """
-        ckpt = load_checkpoint(self.path)
-        version = int(ckpt.get("format", 1))
-        if version > FORMAT:
-            raise CheckpointError(
-                f"'{self.path}' has checkpoint format {version}, written by a newer simsiam "
-                f"than this one (which reads formats 1-{FORMAT}); upgrade simsiam to resume")
-        return ckpt
+        if self._loaded is None:
+            ckpt = load_checkpoint(self.path)
+            version = int(ckpt.get("format", 1))
+            if version > FORMAT:
+                raise CheckpointError(
+                    f"'{self.path}' has checkpoint format {version}, written by a newer "
+                    f"simsiam than this one (which reads formats 1-{FORMAT}); upgrade "
+                    "simsiam to resume")
+            self._loaded = ckpt
+        return self._loaded
 
-    def restore(self, state, parts: dict[str, Any], device: torch.device) -> None:
-        """Load ``last.pt`` into ``state`` and ``parts`` (see :meth:`save`) and set the RNG.
+    def restore(self, state, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                probe, device: torch.device) -> None:
+        """Load ``last.pt`` into ``state``, ``model``, ``optimizer`` and ``probe`` (see
+        :meth:`save`) and set the RNG.
 
-        A part absent from the file (a probe switched on after the run started) keeps its
-        fresh state. The optimizer's groups keep the flags of the current method (format 1
-        wrote none).
+        The optimizer's groups keep the flags of the current method (format 1 wrote none)
+        and their effect (weight decay 0 in a ``no_weight_decay`` group). A probe absent
+        from the file (switched on after the run started) keeps its fresh state.
         """
         ckpt = self.load()
+        self._loaded = None
         state.load_state_dict(ckpt)
-        for key, part in parts.items():
-            if key not in ckpt:
-                continue
-            if isinstance(part, torch.optim.Optimizer):
-                flags = [{k: g[k] for k in ("fixed_lr", "no_weight_decay") if k in g}
-                         for g in part.param_groups]
-                part.load_state_dict(ckpt[key])
-                for group, keep in zip(part.param_groups, flags, strict=True):
-                    group.update(keep)
-            else:
-                part.load_state_dict(ckpt[key])
+        model.load_state_dict(ckpt["model"])
+        flags = [{k: g[k] for k in ("fixed_lr", "no_weight_decay") if k in g}
+                 for g in optimizer.param_groups]
+        optimizer.load_state_dict(ckpt["optimizer"])
+        for group, keep in zip(optimizer.param_groups, flags, strict=True):
+            group.update(keep)
+            if group.get("no_weight_decay"):
+                group["weight_decay"] = 0.0
+        if probe is not None and "probe" in ckpt:
+            probe.classifier.load_state_dict(ckpt["probe"])
+            probe.optimizer.load_state_dict(ckpt["probe_optimizer"])
         restore_rng_state(ckpt, device)
         self.last_saved = (state.epoch, state.step)
 
@@ -192,7 +204,7 @@ class Checkpointer:
         from simsiam.config import config_to_yaml
         from simsiam.models.backbones import backbone_state_dict
 
-        path = self.path.parent.parent / "backbone.safetensors"
+        path = self.out / "backbone.safetensors"
         metadata = {"format": "torchvision", "arch": cfg.model.backbone,
                     "stem": cfg.model.stem, "image_size": str(cfg.data.image_size),
                     "normalize": cfg.augment.normalize, "seed": str(cfg.train.seed),

@@ -75,9 +75,3 @@ class StopSignals:
             signal.signal(s, handler)
         self._previous.clear()
 
-
-def ignore_stop_signals() -> None:
-    """For DataLoader worker processes: leave SIGINT/SIGTERM to the main process, which
-    stops the workers itself after saving (a Ctrl-C reaches the whole process group)."""
-    for s in STOP_SIGNALS:
-        signal.signal(s, signal.SIG_IGN)

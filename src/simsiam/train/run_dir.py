@@ -11,10 +11,9 @@ import json
 import shutil
 from pathlib import Path
 
-from simsiam.config import Config, config_to_dict, load_config
+from simsiam.config import Config, config_differences, load_config
 from simsiam.errors import ConfigError
 from simsiam.fileio import atomic_write
-from simsiam.methods import METHODS
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "tb", "checkpoints", "backbone.safetensors")
 
@@ -65,17 +64,6 @@ _RESUME_FREE = {("train", "out"), ("train", "device"), ("train", "log_every"),
                 ("data", "strict")}
 
 
-def _flat(d: dict, prefix: str = "") -> dict[str, object]:
-    """``{"a": {"b": {"c": 8}}}`` -> ``{"a.b.c": 8}``."""
-    out: dict[str, object] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out |= _flat(v, f"{prefix}{k}.")
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def resume_config(cfg: Config, out: Path) -> Config:
     """``cfg`` when it matches the run's ``config.yaml`` except for keys that do not change
     what is computed (output paths, device, workers, logging, ``eval.*``, the sections of
@@ -85,11 +73,9 @@ def resume_config(cfg: Config, out: Path) -> Config:
         ConfigError: naming every key that differs, with both values.
     """
     saved = load_config(out / "config.yaml")
-    a, b = _flat(config_to_dict(saved)), _flat(config_to_dict(cfg))
     free = {f"{s}.{k}" for s, k in _RESUME_FREE}
-    unused = tuple(f"model.{m}." for m in METHODS if m not in (saved.method, cfg.method))
-    diff = [f"{k}: run has {a.get(k)!r}, given {b.get(k)!r}" for k in dict.fromkeys([*a, *b])
-            if a.get(k) != b.get(k) and k not in free and not k.startswith(("eval.", *unused))]
+    diff = [d for d in config_differences(saved, cfg)
+            if d.split(":")[0] not in free and not d.startswith("eval.")]
     if diff:
         raise ConfigError(f"--resume: the config differs from the run in '{out}' "
                           f"({'; '.join(diff)}). --resume continues the same schedule, so "

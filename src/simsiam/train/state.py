@@ -62,8 +62,9 @@ class EpochSums:
         return (self.base_seen + self.seen * self.world_size, sums[0] / self.world_size,
                 sums[1])
 
-    def partial(self) -> dict[str, Any]:
-        """The totals as a checkpoint keeps them (CPU tensors); a collective."""
+    def snapshot(self) -> dict[str, Any]:
+        """The totals as a checkpoint keeps them (``RunState.partial``: CPU tensors); a
+        collective."""
         seen, loss_sum, hits = self.totals()
         return {"seen": seen, "loss_sum": loss_sum.cpu(), "probe_hits": hits.cpu()}
 

@@ -152,11 +152,13 @@ def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False,
 def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool,
               stop_after_epoch: int | None, signals: StopSignals,
               ctx: DistContext) -> RunResult:
+    checkpointer = Checkpointer(out, ctx, cfg.train.save_every)
     if resume:
+        checkpointer.load()  # a checkpoint of a newer format is named before its config
         cfg = resume_config(cfg, out)
     train, test = ctx.main_first(lambda: load_splits(cfg.data, cfg.train.seed,
                                                      progress=progress))
-    run, state = _build(cfg, out, train, test, resume, progress, signals, ctx)
+    run, state = _build(cfg, train, test, resume, progress, signals, ctx, checkpointer)
     try:
         if cfg.eval.knn_at_start and state.step == 0:
             _monitor(run, state)
@@ -181,20 +183,21 @@ def _build_model(cfg: Config, plan: BatchPlan, ctx: DistContext) -> Method:
     return model.to(ctx.device).to(memory_format=fmt)
 
 
-def _build(cfg: Config, out: Path, train: ImageSet, test: ImageSet | None, resume: bool,
-           progress: bool, signals: StopSignals, ctx: DistContext) -> tuple[Run, RunState]:
+def _build(cfg: Config, train: ImageSet, test: ImageSet | None, resume: bool,
+           progress: bool, signals: StopSignals, ctx: DistContext,
+           checkpointer: Checkpointer) -> tuple[Run, RunState]:
     """Model, optimizer, probe and run state (restored from the checkpoint with
     ``resume``, else the run directory is (re)started), then the loop's other objects."""
-    device = ctx.device
+    device, out = ctx.device, checkpointer.out
     plan = batch_plan(len(train), cfg.train.batch_size, ctx.world_size, cfg.optim.base_lr)
     model = _build_model(cfg, plan, ctx)
     optimizer = build_optimizer(model.param_groups(), cfg.optim, plan.peak_lr)
     probe = (OnlineProbe(feature_dim(cfg.model.backbone), train.labels, len(train.classes),
                          cfg.eval.probe_lr, device, ctx.distributed)
              if cfg.eval.online_probe else None)
-    state, checkpointer = RunState(), Checkpointer(out, ctx, cfg.train.save_every)
+    state = RunState()
     if resume:
-        checkpointer.restore(state, _checkpoint_parts(model, optimizer, probe), device)
+        checkpointer.restore(state, model, optimizer, probe, device)
         if state.epoch >= cfg.train.epochs:
             raise ConfigError(f"--resume: the run in '{out}' already finished all "
                               f"{cfg.train.epochs} epochs; nothing to resume. To train longer, "
@@ -224,7 +227,7 @@ def _build(cfg: Config, out: Path, train: ImageSet, test: ImageSet | None, resum
         optimizer=optimizer,
         schedule=LrSchedule(plan.peak_lr, plan.steps_per_epoch, cfg.train.epochs,
                             cfg.optim.warmup_epochs, cfg.optim.schedule == "step"),
-        loader=make_batches(model.data_source, train, cfg, device, ctx.rank, ctx.world_size),
+        loader=make_batches(model.batch_kind, train, cfg, device, ctx.rank, ctx.world_size),
         probe=probe, monitor=KnnMonitor(train, test, cfg, device), checkpointer=checkpointer,
         logger=logger, nonfinite=NonFiniteGuard(device, state.step),
         collapse=CollapseGuard(model.dim, cfg.eval.collapse_ratio, cfg.eval.collapse_patience),
@@ -232,15 +235,6 @@ def _build(cfg: Config, out: Path, train: ImageSet, test: ImageSet | None, resum
         memory_format=torch.channels_last if cfg.train.channels_last else torch.preserve_format,
         progress=progress)
     return run, state
-
-
-def _checkpoint_parts(model: Method, optimizer: torch.optim.Optimizer,
-                      probe: OnlineProbe | None) -> dict[str, Any]:
-    """What a checkpoint holds besides the run state, RNG and config, by key."""
-    parts: dict[str, Any] = {"model": model, "optimizer": optimizer}
-    if probe is not None:
-        parts |= {"probe": probe.classifier, "probe_optimizer": probe.optimizer}
-    return parts
 
 
 def _fit(run: Run, state: RunState, stop_after_epoch: int | None) -> bool:
@@ -310,10 +304,10 @@ def _log_step(run: Run, state: RunState, loss: torch.Tensor, collapse_std: torch
     world = run.ctx.world_size
     shown = all_reduce_sum(torch.stack([loss.float(), collapse_std.float()])) / world
     healthy = healthy_std(run.model.dim)
-    lr_predictor = next((g["lr"] for g in run.optimizer.param_groups
-                         if g.get("name") == "predictor"), lr)
+    # lr_predictor: the lr of a fixed_lr group (SimSiam's predictor), else the schedule's
+    lr_fixed = next((g["lr"] for g in run.optimizer.param_groups if g.get("fixed_lr")), lr)
     record = {"kind": "step", "step": state.step, "epoch": state.epoch,
-              "loss": shown[0].item(), "lr": lr, "lr_predictor": lr_predictor,
+              "loss": shown[0].item(), "lr": lr, "lr_predictor": lr_fixed,
               "collapse_std": shown[1].item(), "collapse_healthy": healthy,
               "pairs_per_s": state.sums.seen * world / (time.perf_counter()
                                                         - state.sums.started)}
@@ -375,8 +369,8 @@ def _save(run: Run, state: RunState) -> None:
     epoch_of_step = state.epoch - 1 if state.batch_in_epoch == 0 else state.epoch
     run.nonfinite.check_parameters(run.model, state.step, epoch_of_step, run.logger,
                                    run.checkpointer.kept())
-    run.checkpointer.save(state, _checkpoint_parts(run.model, run.optimizer, run.probe),
-                          config_to_dict(run.cfg), run.ctx.device)
+    run.checkpointer.save(state, run.model, run.optimizer, run.probe, config_to_dict(run.cfg),
+                          run.ctx.device)
 
 
 def _stop(run: Run, state: RunState, request: StopRequest) -> None:
@@ -385,7 +379,7 @@ def _stop(run: Run, state: RunState, request: StopRequest) -> None:
     ``--stop-after-epoch`` stop (already saved at the epoch's end) just returns."""
     if state.batch_in_epoch:
         run.nonfinite.check_loss(state.epoch, run.logger, run.checkpointer.kept())
-        state.partial = state.sums.partial()
+        state.partial = state.sums.snapshot()
         _save(run, state)
     if request.signum is None:
         return
@@ -395,7 +389,7 @@ def _stop(run: Run, state: RunState, request: StopRequest) -> None:
     n = run.plan.steps_per_epoch
     where = (f"epoch {state.epoch + 1}, batch {state.batch_in_epoch}/{n}"
              if state.batch_in_epoch else f"end of epoch {state.epoch}")
-    out = run.checkpointer.path.parent.parent
+    out = run.checkpointer.out
     raise RunInterrupted(request.signum, f"stopped by {name} at step {state.step} ({where}); "
                          f"checkpoint saved to {run.checkpointer.path}. Continue with: "
                          f"{launcher()} pretrain --config {out / 'config.yaml'} --out {out} "
