@@ -63,7 +63,7 @@ def speed(spec: dict, cfg, memory: TreeMemory) -> dict:
     model = build_method(cfg.method, cfg.model).to(memory_format=fmt)
     # one lr for all parameters, as the lightly side (no fixed predictor lr in the timing)
     opt = build_optimizer(model.param_groups(), cfg.optim, spec["lr"])
-    loader = make_batches(model.data_source, train, cfg, device)
+    loader = make_batches(model.batch_kind, train, cfg, device)
     bf16 = use_bf16(cfg.train.amp, device)
     model.train()
     out = {"bf16": bf16, "images": len(train), "setup_s": time.perf_counter() - T_START}

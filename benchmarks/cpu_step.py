@@ -55,7 +55,7 @@ def bench_pipeline(data: str = "../shared/data/cifar10-jpeg") -> None:
                                        "augment.backend": "per_image"})
         train, _ = load_splits(cfg.data)
         model = build_method("simsiam", cfg.model).to(memory_format=torch.channels_last)
-        loader = make_batches(model.data_source, train, cfg, torch.device("cpu"))
+        loader = make_batches(model.batch_kind, train, cfg, torch.device("cpu"))
         loader.sampler.set_epoch(0)
         opt = build_optimizer(model.param_groups(), TIMING_OPTIM, TIMING_OPTIM.base_lr)
         n = 0
