@@ -157,7 +157,7 @@ def fit_warmup(cfg: Config, where: str, explicit: bool) -> None:
     warnings.warn(ConfigNotice(
         f"{where}: optim.warmup_epochs = {o.warmup_epochs:g} ({source}) does not fit "
         f"train.epochs = {epochs}: the warm-up is shortened to {fitted:g} epochs (half the "
-        "run); set --set optim.warmup_epochs=N to choose another"), stacklevel=3)
+        "run); to choose another, give --set optim.warmup_epochs=N"), stacklevel=3)
     o.warmup_epochs = fitted
 
 
