@@ -83,3 +83,71 @@ def test_collapse_guard_needs_patience_and_fires_once():
     fired = [s for s in range(6, 20) if guard.update(s, low)]
     assert fired == [10]  # steps 6..10 below the threshold
     assert "since step 6" in guard.message(10) and "0.30/sqrt(d)" in guard.message(10)
+
+
+def test_effective_rank_of_known_matrices():
+    from simsiam.eval.collapse import effective_rank, rank_reference
+
+    g = torch.Generator().manual_seed(0)
+    rank1 = torch.randn(100, 1, generator=g) @ torch.randn(1, 30, generator=g)
+    assert effective_rank(rank1).item() == pytest.approx(1.0, abs=1e-3)
+    q, _ = torch.linalg.qr(torch.randn(200, 7, generator=g))  # 7 orthonormal columns
+    assert effective_rank(q).item() == pytest.approx(7.0, abs=1e-3)
+    assert effective_rank(5.0 * q).item() == pytest.approx(7.0, abs=1e-3)  # scale-free
+    # isotropic Gaussian: close to min(n, d) when n and d differ a lot (within 2%) ...
+    for n, d in ((4096, 64), (64, 4096)):
+        r = effective_rank(torch.randn(n, d, generator=g)).item()
+        assert 0.98 * 64 < r <= 64
+    # ... and, as Marchenko-Pastur spreads the singular values, about 0.80 x n when square
+    assert effective_rank(torch.randn(512, 512, generator=g)).item() / 512 == pytest.approx(
+        0.80, abs=0.02)
+    assert rank_reference(128, 2048) == pytest.approx(127.0, abs=0.5)
+    # max_rows bounds the rows used; the result is a tensor on z's device (no host sync)
+    r = effective_rank(torch.randn(1000, 16, generator=g), max_rows=8)
+    assert isinstance(r, torch.Tensor) and r.dim() == 0 and r.item() <= 8
+    with pytest.raises(ValueError):
+        effective_rank(torch.randn(8))
+
+
+def test_a_rank_guard_fires_on_the_rank_and_names_it():
+    from simsiam.config import EvalConfig
+    from simsiam.eval.collapse import CollapseGuard
+
+    guard = CollapseGuard(dim=2048, ratio=0.1, patience=3, measure="rank", healthy=127.0)
+    assert guard.threshold == pytest.approx(12.7)
+    assert [guard.update(s, v) for s, v in enumerate((50.0, 12.0, 9.0, 5.0, 4.0), 1)] == [
+        False, False, False, True, False]
+    assert "effective rank of z (RankMe) has stayed below 12.7" in guard.message(4)
+    assert "since step 2" in guard.message(4)
+    with pytest.raises(ValueError):
+        CollapseGuard(dim=16, measure="rank")  # no healthy value
+    # the run's guard: the method's measure with "auto", else the one named
+    auto = CollapseGuard.for_run(EvalConfig(), 2048, "rank", 127.0)
+    assert (auto.measure, auto.threshold) == ("rank", pytest.approx(12.7))
+    named = CollapseGuard.for_run(EvalConfig(collapse_measure="std"), 2048, "rank", 127.0)
+    assert (named.measure, named.threshold) == ("std", pytest.approx(0.3 / 2048 ** 0.5))
+
+
+def test_each_method_names_the_measure_that_can_see_its_collapse():
+    from simsiam.config import ModelConfig
+    from simsiam.methods import SimSiamConfig, build_method
+
+    small = dict(proj_layers=2, proj_hidden_dim=32, dim=32, pred_hidden_dim=8)
+    default = build_method("simsiam", ModelConfig("resnet18", simsiam=SimSiamConfig(**small)))
+    no_out_bn = build_method("simsiam", ModelConfig("resnet18", simsiam=SimSiamConfig(
+        **small, proj_out_bn=False)))
+    assert (default.collapse_measure, no_out_bn.collapse_measure) == ("rank", "std")
+    assert build_method("simclr", ModelConfig("resnet18")).collapse_measure == "std"
+    loss, metrics = default([torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)])
+    assert metrics["embedding"].shape == (4, 32) and metrics["embedding"].grad_fn is None
+
+
+@pytest.mark.parametrize("key,value", [("eval.collapse_measure", "entropy"),
+                                       ("eval.rank_ratio", 1.5), ("eval.rank_rows", 1),
+                                       ("eval.feature_rank_rows", 0)])
+def test_bad_collapse_settings_are_named(key, value):
+    from simsiam.config import load_config
+    from simsiam.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config("demo-cpu", {key: value})

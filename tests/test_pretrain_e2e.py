@@ -39,8 +39,14 @@ def test_short_pretraining_writes_metrics_checkpoint_and_export(cifar_dir, tmp_p
     assert steps and all(-1.0 <= r["loss"] <= 1.0 for r in steps)
     assert all(0.0 < r["collapse_std"] <= 1.0 for r in steps)
     assert steps[0]["collapse_healthy"] == pytest.approx(1 / 16)
+    # effective rank of z on the batch's 32 rows, against an isotropic 32 x 256 matrix's
+    assert all(1.0 <= r["collapse_rank"] <= 32 for r in steps)
+    assert steps[0]["collapse_rank_healthy"] == pytest.approx(31.5, abs=0.3)
     knn = [r for r in records if r["kind"] == "knn"]
     assert [r["epoch"] for r in knn] == [0, 1, 2, 3] and all(0 <= r["knn_top1"] <= 100 for r in knn)
+    # held-out backbone features: 80 rows x 512, against an isotropic 80 x 512 matrix's
+    assert all(1.0 <= r["feature_rank"] <= 80 for r in knn)
+    assert knn[0]["feature_rank_healthy"] == pytest.approx(78.4, abs=0.1)
     assert (tmp_path / "run" / "tb").is_dir() and (tmp_path / "run" / "config.yaml").is_file()
     ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     assert ckpt["epoch"] == 3 and ckpt["step"] == res.steps
@@ -132,7 +138,7 @@ def test_cli_pretrain_and_knn(cifar_dir, tmp_path, capsys):
     assert rc == 2 and "does not exist" in capsys.readouterr().err
 
 
-def collapse_cfg(cifar_dir, out, stop_gradient):
+def collapse_cfg(cifar_dir, out, stop_gradient, measure="std"):
     # A fast route to collapse without stop-gradient (paper Fig. 2): high lr and weight
     # decay at 16 px. Measured: the metric falls to about 0.35/sqrt(d) by step 60 without
     # stop-gradient and stays at 0.96-1.01/sqrt(d) with it. float32: under bf16 on this CPU
@@ -141,6 +147,7 @@ def collapse_cfg(cifar_dir, out, stop_gradient):
         "model.simsiam.stop_gradient": stop_gradient, "train.log_every": 1, "train.epochs": 16,
         "eval.knn_every": 0, "eval.knn_at_start": False, "optim.base_lr": 3.2,
         "optim.weight_decay": 1e-2, "data.image_size": 16, "eval.collapse_ratio": 0.6,
+        "eval.collapse_measure": measure,
         "eval.collapse_patience": 8, "eval.stop_on_collapse": True})
 
 
@@ -157,6 +164,28 @@ def test_collapse_guard_stops_a_collapsing_run_and_spares_a_healthy_one(cifar_di
     assert not (tmp_path / "nosg" / "backbone.safetensors").exists()
 
     res = pretrain(collapse_cfg(cifar_dir, tmp_path / "sg", True), progress=False)
+    assert res.epochs == 16
+    assert not [r for r in read_metrics(tmp_path / "sg") if r["kind"] == "collapse"]
+
+
+def test_the_rank_guard_of_the_default_head_stops_a_collapsing_run(cifar_dir, tmp_path):
+    """The default head (affine-free BN on z) gets the rank guard ("auto"). Measured: the
+    effective rank of z falls to 0.06 of an isotropic batch's by step 30 without
+    stop-gradient and stays at 0.16-0.87 with it over the 80 steps."""
+    from simsiam.errors import CollapseError
+
+    with pytest.raises(CollapseError, match="effective rank of z") as err:
+        pretrain(collapse_cfg(cifar_dir, tmp_path / "nosg", False, "auto"), progress=False)
+    assert "last checkpoint" in str(err.value)
+    records = read_metrics(tmp_path / "nosg")
+    fired = [r for r in records if r["kind"] == "collapse"]
+    assert len(fired) == 1 and fired[0]["measure"] == "rank"
+    step = next(r for r in records if r["kind"] == "step" and r["step"] == fired[0]["step"])
+    assert fired[0]["collapse_rank"] == step["collapse_rank"] < 0.1 * step[
+        "collapse_rank_healthy"] == pytest.approx(fired[0]["threshold"])
+    assert fired[0]["step"] - fired[0]["since_step"] + 1 == 8  # eval.collapse_patience
+
+    res = pretrain(collapse_cfg(cifar_dir, tmp_path / "sg", True, "auto"), progress=False)
     assert res.epochs == 16
     assert not [r for r in read_metrics(tmp_path / "sg") if r["kind"] == "collapse"]
 
@@ -275,9 +304,9 @@ def test_report_writes_plots_and_summary(cifar_dir, tmp_path, capsys, monkeypatc
     plotted = {}
     real_plot = run_report._plot
 
-    def spy(out, name, title, xlabel, ylabel, series, hline=None, ylim=None):
-        plotted[name] = (series, hline)
-        return real_plot(out, name, title, xlabel, ylabel, series, hline, ylim)
+    def spy(out, name, title, xlabel, ylabel, series, hline=None, ylim=None, band=None):
+        plotted[name] = (series, hline, band)
+        return real_plot(out, name, title, xlabel, ylabel, series, hline, ylim, band)
 
     monkeypatch.setattr(run_report, "_plot", spy)
     pretrain(tiny_cfg(cifar_dir, tmp_path / "run", **{"train.epochs": 2}), progress=False)
@@ -286,8 +315,12 @@ def test_report_writes_plots_and_summary(cifar_dir, tmp_path, capsys, monkeypatc
     steps = [r for r in records if r["kind"] == "step"]
     evals = [r for r in records if r["kind"] == "knn"]
     # Each plot shows what its title claims: the logged values, against the right lines.
-    series, hline = plotted["collapse.png"]
+    series, hline, _ = plotted["collapse.png"]
     assert series[0][1] == [r["collapse_std"] for r in steps] and hline[0] == 1 / 16
+    series, hline, band = plotted["rank.png"]  # effective rank with the healthy band
+    iso = steps[0]["collapse_rank_healthy"]
+    assert series[0][1] == [r["collapse_rank"] for r in steps] and hline[0] == iso
+    assert band[:2] == (pytest.approx(0.1 * iso), iso)  # eval.rank_ratio up to isotropic
     assert plotted["loss.png"][0][0][1] == [r["loss"] for r in steps]
     assert plotted["lr.png"][0][1][1] == [r["lr_predictor"] for r in steps]
     acc = plotted["accuracy.png"][0]
@@ -296,7 +329,8 @@ def test_report_writes_plots_and_summary(cifar_dir, tmp_path, capsys, monkeypatc
     assert "report:" in capsys.readouterr().out
     rep = tmp_path / "run" / "report"
     names = sorted(p.name for p in rep.glob("*.png"))
-    assert names == ["accuracy.png", "collapse.png", "embedding_tsne.png", "loss.png", "lr.png"]
+    assert names == ["accuracy.png", "collapse.png", "embedding_tsne.png", "loss.png", "lr.png",
+                     "rank.png"]
     for name in names:
         with Image.open(rep / name) as im:
             assert im.size[0] >= 600 and im.size[1] >= 350
@@ -304,6 +338,7 @@ def test_report_writes_plots_and_summary(cifar_dir, tmp_path, capsys, monkeypatc
     knn = evals[-1]
     assert f"{knn['knn_top1']:.2f}% at epoch 2" in summary
     assert "| epochs | 2 |" in summary and "![collapse.png](collapse.png)" in summary
+    assert f"| final effective rank of z | {steps[-1]['collapse_rank']:.1f} (isotropic" in summary
     assert "stop_gradient: true" in summary  # the config is included
     # A run stopped before its first checkpoint still gets its plots and summary.
     (tmp_path / "run" / "backbone.safetensors").unlink()
@@ -401,8 +436,7 @@ def _image_text_method():
     """A minimal image-text method: symmetric InfoNCE between image and token embeddings."""
     from torch import nn
 
-    from simsiam.eval.collapse import collapse_std
-    from simsiam.methods import Method, Traits, param_group
+    from simsiam.methods import Method, Traits, param_group, step_metrics
     from simsiam.models import build_backbone
 
     class ImageText(Method):
@@ -424,7 +458,7 @@ def _image_text_method():
             target = torch.arange(len(images))
             loss = 0.5 * (nn.functional.cross_entropy(logits, target)
                           + nn.functional.cross_entropy(logits.T, target))
-            return loss, {"collapse_std": collapse_std(zi), "features": h.detach()}
+            return loss, step_metrics(zi, h)
 
         def param_groups(self):
             return [param_group("all", (self,))]

@@ -103,5 +103,5 @@ def test_a_row_that_stops_on_a_nonfinite_loss_is_reported_as_diverged(tmp_path, 
     assert [r.status for r in res] == ["diverged: the loss became NaN or infinite at step 3 "
                                        "(epoch 1); ..."] * 2
     assert all(r.linear_top1 is None and r.knn_top1 is None for r in res)
-    assert "| cosine | 68.1 | - | - | - | - | 0 | diverged:" in (
+    assert "| cosine | 68.1 | - | - | - | - | - | - | 0 | diverged:" in (
         tmp_path / "similarity" / "table.md").read_text()

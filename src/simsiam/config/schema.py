@@ -121,7 +121,8 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """kNN monitor (SIMSIAM.md section 4)."""
+    """kNN monitor, online probe and the collapse guard (SIMSIAM.md section 4;
+    :mod:`simsiam.eval.collapse`)."""
 
     knn_every: int = 1  # epochs between kNN evaluations; 0 switches the monitor off
     knn_k: int = 200
@@ -130,7 +131,15 @@ class EvalConfig:
     batch_size: int = 512  # feature-extraction batch
     online_probe: bool = True  # BN + Linear on detached backbone features, own SGD
     probe_lr: float = 0.1  # the online probe's lr (SGD, momentum 0.9, constant)
-    collapse_ratio: float = 0.3  # guard threshold, as a fraction of 1/sqrt(d)
+    # The guard decides on "std" (the paper's metric) or "rank" (RankMe's effective rank of
+    # z); "auto": the method's choice, rank when z leaves an affine-free BN (SimSiam's).
+    collapse_measure: str = "auto"
+    collapse_ratio: float = 0.3  # std guard threshold, as a fraction of 1/sqrt(d)
+    rank_ratio: float = 0.1  # rank guard threshold, as a fraction of an isotropic batch's
+    # Rows of the batch's z the effective rank uses: a fixed count, so that the rank guard's
+    # threshold means the same at any batch of at least that size (it was chosen at 128).
+    rank_rows: int = 128
+    feature_rank_rows: int = 1024  # held-out backbone features ranked at each kNN evaluation
     collapse_patience: int = 100  # steps under the threshold before the guard fires
     stop_on_collapse: bool = False  # stop the run (last checkpoint kept) when it fires
 

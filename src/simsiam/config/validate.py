@@ -29,6 +29,7 @@ NORMALIZE = ("auto", "cifar10", "imagenet")
 SCHEDULES = ("epoch", "step")
 AMP = ("auto", "bf16", "fp32")
 AUG_BACKENDS = ("batched", "per_image")
+COLLAPSE_MEASURES = ("auto", "std", "rank")
 
 
 def validate(cfg: Config, where: str = "config") -> None:
@@ -157,7 +158,14 @@ def check_eval(e: EvalConfig, where: str) -> None:
     require(e.batch_size > 0, where, "eval.batch_size", e.batch_size,
             "use a positive batch size")
     require(e.probe_lr > 0, where, "eval.probe_lr", e.probe_lr, "use a positive lr such as 0.1")
+    require(e.collapse_measure in COLLAPSE_MEASURES, where, "eval.collapse_measure",
+            e.collapse_measure, f"choose one of {COLLAPSE_MEASURES}")
     require(0 < e.collapse_ratio < 1, where, "eval.collapse_ratio", e.collapse_ratio,
             "use a fraction of 1/sqrt(d) in (0, 1), e.g. 0.3")
+    require(0 < e.rank_ratio < 1, where, "eval.rank_ratio", e.rank_ratio,
+            "use a fraction of a healthy batch's effective rank in (0, 1)")
+    for key in ("rank_rows", "feature_rank_rows"):
+        v = getattr(e, key)
+        require(v >= 2, where, f"eval.{key}", v, "use 2 or more rows, e.g. 128")
     require(e.collapse_patience > 0, where, "eval.collapse_patience", e.collapse_patience,
             "use a positive number of steps")

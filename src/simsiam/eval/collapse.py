@@ -1,12 +1,22 @@
-"""Collapse metric of the paper's Figure 2.
+"""Collapse measures: the paper's std of Figure 2 and the effective rank of RankMe.
 
-Source: SIMSIAM.md section 4; paper section 4.1: l2-normalise each output z, take the
-standard deviation over the batch for each channel, average over channels. A healthy
-encoder stays near 1/sqrt(d) (0.0221 for d = 2048); a collapsed one is near 0.
+- :func:`collapse_std` (SIMSIAM.md section 4; paper section 4.1): l2-normalise each output
+  z, take the standard deviation over the batch for each channel, average over channels.
+  A healthy encoder stays near 1/sqrt(d) (0.0221 for d = 2048); one collapsed to a
+  constant is near 0. Blind spot: when z leaves an affine-free BatchNorm (SimSiam's
+  default projector) every channel has zero mean and unit variance over the batch
+  whatever the network does, so the std stays near 1/sqrt(d) even when z has collapsed to
+  a few directions.
+- :func:`effective_rank` (Garrido et al., "RankMe", ICML 2023, eq. 1): exp of the entropy
+  of the normalised singular values of the embedding matrix: how many directions the
+  batch really spans, whatever the scale of each channel. Compared with
+  :func:`rank_reference`, the effective rank of an isotropic Gaussian matrix of the same
+  shape.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -33,35 +43,110 @@ def collapse_std(z: torch.Tensor) -> torch.Tensor:
     return zn.std(dim=0).mean()
 
 
+@torch.no_grad()
+def effective_rank(z: torch.Tensor, max_rows: int | None = None,
+                   eps: float = 1e-7) -> torch.Tensor:
+    """RankMe's effective rank of the rows of ``z``: ``exp(-sum_k p_k log p_k)`` with
+    ``p_k = sigma_k / sum_j sigma_j + eps`` over the singular values ``sigma`` (Garrido et
+    al. 2023, eq. 1, with their eps = 1e-7).
+
+    Args:
+        z: ``(n, d)`` embeddings, any float dtype (computed in float32, no centering).
+        max_rows: use only the first rows (bounds the cost: an SVD of ``(n, d)``).
+        eps: added to every ``p_k``.
+
+    Returns:
+        A 0-dim float32 tensor on z's device (no host sync), between 1 and ``min(n, d)``
+        (up to eps): 1 for a rank-1 matrix, k for k orthonormal columns.
+
+    Raises:
+        ValueError: not a 2-D tensor with at least one row.
+    """
+    if z.dim() != 2 or z.shape[0] < 1:
+        raise ValueError(f"effective_rank needs a (n, d) tensor with n >= 1, got "
+                         f"{tuple(z.shape)}")
+    rows = z.detach()[:max_rows].float() if max_rows else z.detach().float()
+    with torch.autocast(device_type=rows.device.type, enabled=False):
+        s = torch.linalg.svdvals(rows)
+        p = s / s.sum().clamp_min(torch.finfo(torch.float32).tiny) + eps
+        return torch.exp(-(p * p.log()).sum())
+
+
+@functools.lru_cache(maxsize=64)
+def rank_reference(n: int, d: int, draws: int = 3) -> float:
+    """The healthy reference of :func:`effective_rank` for an ``(n, d)`` batch: the mean
+    effective rank of ``draws`` isotropic standard Gaussian ``(n, d)`` matrices (fixed
+    seed, on the CPU; cached). Close to ``min(n, d)`` when n and d differ a lot
+    (Marchenko-Pastur: the singular values spread as n and d approach each other), e.g.
+    about 0.97 x 128 for a batch of 128 rows of d = 2048.
+
+    Raises:
+        ValueError: n or d below 1.
+    """
+    if n < 1 or d < 1:
+        raise ValueError(f"rank_reference needs n, d >= 1, got n={n} d={d}")
+    g = torch.Generator().manual_seed(0)
+    ranks = [effective_rank(torch.randn(n, d, generator=g)).item()
+             for _ in range(draws)]
+    return sum(ranks) / draws
+
+
 def healthy_std(dim: int) -> float:
     """1/sqrt(d): the collapse metric of d-dimensional unit vectors spread isotropically."""
     return 1.0 / math.sqrt(dim)
 
 
 class CollapseGuard:
-    """Flags a run whose collapse metric stays below ``ratio / sqrt(d)`` for ``patience`` steps.
+    """Flags a run whose collapse measure stays below a threshold for ``patience`` steps.
 
-    Feed it ``(step, collapse_std)`` pairs as they are logged; :meth:`update` returns True
-    once, when the metric has been under the threshold at every check from some step s to
-    the current step t with ``t - s + 1 >= patience``. A healthy SimSiam run sits near
-    1/sqrt(d); one without stop-gradient falls to about 0 (paper Fig. 2).
+    Feed it ``(step, value)`` pairs of its ``measure`` as they are logged; :meth:`update`
+    returns True once, when the value has been under the threshold at every check from
+    some step s to the current step t with ``t - s + 1 >= patience``.
+
+    - ``measure="std"`` (the paper's, :func:`collapse_std`): threshold ``ratio / sqrt(d)``;
+      a healthy run sits near 1/sqrt(d), one without stop-gradient falls towards 0 (paper
+      Fig. 2) unless z leaves an affine-free BN (see the module docstring).
+    - ``measure="rank"`` (:func:`effective_rank` of z): threshold ``ratio x healthy``,
+      ``healthy`` being :func:`rank_reference` for the batch rows and d.
 
     Args:
         dim: d, the width of z.
-        ratio: threshold as a fraction of 1/sqrt(d) (0.3 by default).
-        patience: steps the metric must stay under the threshold.
+        ratio: threshold as a fraction of the healthy value (0.3 by default).
+        patience: steps the value must stay under the threshold.
+        measure: "std" or "rank".
+        healthy: the healthy value of a ``rank`` guard (required for it).
+
+    Raises:
+        ValueError: an unknown measure, or a rank guard without ``healthy``.
     """
 
-    def __init__(self, dim: int, ratio: float = 0.3, patience: int = 100) -> None:
-        self.threshold = ratio * healthy_std(dim)
-        self.healthy = healthy_std(dim)
+    def __init__(self, dim: int, ratio: float = 0.3, patience: int = 100,
+                 measure: str = "std", healthy: float | None = None) -> None:
+        if measure not in ("std", "rank") or (measure == "rank" and healthy is None):
+            raise ValueError(f"CollapseGuard needs measure 'std', or 'rank' with its healthy "
+                             f"value; got measure={measure!r} healthy={healthy}")
+        self.measure = measure
+        self.healthy = healthy_std(dim) if measure == "std" else float(healthy)
+        self.ratio = ratio
+        self.threshold = ratio * self.healthy
         self.patience = patience
         self.since: int | None = None
         self.fired = False
         self.last = float("nan")
 
+    @classmethod
+    def for_run(cls, eval_cfg, dim: int, method_measure: str,
+                rank_healthy: float) -> CollapseGuard:
+        """The guard of a run: on ``eval.collapse_measure``, or with ``auto`` on the
+        method's ``collapse_measure`` (the one that can see a collapse of its z), with
+        ``eval.collapse_ratio`` or ``eval.rank_ratio`` and ``eval.collapse_patience``."""
+        e = eval_cfg
+        measure = method_measure if e.collapse_measure == "auto" else e.collapse_measure
+        ratio = e.rank_ratio if measure == "rank" else e.collapse_ratio
+        return cls(dim, ratio, e.collapse_patience, measure, rank_healthy)
+
     def update(self, step: int, value: float) -> bool:
-        """Record the metric at ``step``; True the first time the guard fires."""
+        """Record the measure at ``step``; True the first time the guard fires."""
         self.last = value
         if value >= self.threshold:
             self.since = None
@@ -75,8 +160,15 @@ class CollapseGuard:
 
     def message(self, step: int) -> str:
         """The warning text, with the numbers."""
-        return (f"collapse: the collapse metric (std of l2-normalised z) has stayed below "
-                f"{self.threshold:.4f} = {self.threshold / self.healthy:.2f}/sqrt(d) since step "
-                f"{self.since} (now {self.last:.5f} at step {step}; healthy is about "
-                f"{self.healthy:.4f}). The outputs are collapsing to a constant: check the "
-                "stop-gradient, the predictor and the learning rate")
+        if self.measure == "std":
+            what = (f"the collapse metric (std of l2-normalised z) has stayed below "
+                    f"{self.threshold:.4f} = {self.ratio:.2f}/sqrt(d) since step {self.since} "
+                    f"(now {self.last:.5f} at step {step}; healthy is about "
+                    f"{self.healthy:.4f}). The outputs are collapsing to a constant")
+        else:
+            what = (f"the effective rank of z (RankMe) has stayed below {self.threshold:.1f} "
+                    f"= {self.ratio:.2f} x that of an isotropic batch ({self.healthy:.1f}) "
+                    f"since step {self.since} (now {self.last:.1f} at step {step}). The "
+                    "outputs span only a few directions")
+        return (f"collapse: {what}: check the stop-gradient, the predictor and the learning "
+                "rate")

@@ -15,6 +15,7 @@ from torch import nn
 
 from simsiam.config import Config
 from simsiam.data.dataset import ImageSet
+from simsiam.eval.collapse import effective_rank, rank_reference
 from simsiam.eval.knn import extract_features, knn_top1
 from simsiam.eval.probe import OnlineProbe
 
@@ -22,9 +23,11 @@ from simsiam.eval.probe import OnlineProbe
 def monitor_record(backbone: nn.Module, train: ImageSet, test: ImageSet, cfg: Config,
                    device: torch.device, probe: OnlineProbe | None = None) -> dict[str, Any]:
     """kNN top-1 (percent) of ``backbone`` with the training images as the bank and the
-    held-out images as queries, and the online probe's top-1 on the held-out features when
-    ``probe`` is given: the fields of a ``knn`` record of ``metrics.jsonl``
-    (``knn_top1``, ``k``, ``bank``, ``queries`` and maybe ``online_probe_top1``).
+    held-out images as queries, the effective rank (RankMe) of the held-out features (on at
+    most ``eval.feature_rank_rows`` of them) beside that of an isotropic matrix of their shape, and
+    the online probe's top-1 on the held-out features when ``probe`` is given: the fields of
+    a ``knn`` record of ``metrics.jsonl`` (``knn_top1``, ``k``, ``bank``, ``queries``,
+    ``feature_rank``, ``feature_rank_healthy`` and maybe ``online_probe_top1``).
 
     The backbone is evaluated in eval mode and returned to train mode.
     """
@@ -37,8 +40,11 @@ def monitor_record(backbone: nn.Module, train: ImageSet, test: ImageSet, cfg: Co
     test_labels = torch.as_tensor(test.labels, device=device)
     acc = knn_top1(bank, labels, queries, test_labels, len(train.classes), cfg.eval.knn_k,
                    cfg.eval.knn_t)
+    rows = min(len(test), cfg.eval.feature_rank_rows)
     record: dict[str, Any] = {"knn_top1": acc, "k": min(cfg.eval.knn_k, len(train)),
-                              "bank": len(train), "queries": len(test)}
+                              "bank": len(train), "queries": len(test),
+                              "feature_rank": effective_rank(queries, rows).item(),
+                              "feature_rank_healthy": rank_reference(rows, queries.shape[1])}
     if probe is not None:
         record["online_probe_top1"] = probe.top1(queries, test_labels)
     return record

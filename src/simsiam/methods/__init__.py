@@ -11,7 +11,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from simsiam.errors import ConfigError
-from simsiam.methods.base import Method, RunShape, Traits, param_group, small_images
+from simsiam.methods.base import (
+    Method,
+    RunShape,
+    Traits,
+    param_group,
+    small_images,
+    step_metrics,
+)
 from simsiam.methods.byol import BYOL, BYOLConfig
 from simsiam.methods.losses import (
     cross_entropy_similarity,
@@ -72,4 +79,4 @@ __all__ = ["BYOL", "BYOLConfig", "METHODS", "Method", "MoCoV2", "MoCoV2Config", 
            "SimCLR", "SimCLRConfig", "SimSiam", "SimSiamConfig", "SimSiamOutput", "SwAV",
            "SwAVConfig", "TRAITS", "Traits", "build_method", "cross_entropy_similarity",
            "method_class", "negative_cosine", "param_group", "siamese_loss", "small_images",
-           "symmetric_negative_cosine"]
+           "step_metrics", "symmetric_negative_cosine"]

@@ -12,13 +12,16 @@ trainer, the benchmarks and the evaluation know only this interface (see
   epochs, views), raising :class:`~simsiam.errors.ConfigError`;
 - ``method(inputs) -> (loss, metrics)``: ``inputs`` is what the method's kind of batch
   holds (``batch_kind = "views"``: a list of view batches ``(B, 3, H, W)``);
-  ``metrics`` holds detached 0-dim ``collapse_std`` and ``(B, c)`` ``features``;
+  ``metrics`` is :func:`step_metrics`: detached 0-dim ``collapse_std``, the ``(B, d)``
+  ``embedding`` it is computed on and the ``(B, c)`` backbone ``features``;
 - ``method.param_groups()``: optimizer groups with flags the loop applies without knowing
   the method (``fixed_lr``: the lr stays at the peak lr, SimSiam's Table 1c;
   ``no_weight_decay``: weight decay 0 for the group);
 - ``method.on_step_end(step, total_steps)``: EMA targets, queues, frozen prototypes;
-- ``method.backbone`` and ``method.dim`` (the width of the embedding the collapse metric
-  watches).
+- ``method.backbone``, ``method.dim`` (the width of the embedding the collapse measures
+  watch) and ``method.collapse_measure`` (which of them can see a collapse of that
+  embedding: ``"std"``, the paper's, or ``"rank"`` when the embedding leaves an
+  affine-free BatchNorm, see :mod:`simsiam.eval.collapse`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
+
+from simsiam.eval.collapse import collapse_std
 
 
 class Traits(NamedTuple):
@@ -70,6 +75,15 @@ def param_group(name: str, modules: Iterable[nn.Module], fixed_lr: bool = False,
             "no_weight_decay": no_weight_decay}
 
 
+def step_metrics(z: torch.Tensor, features: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What every method's step returns beside its loss, all detached, no host sync:
+    ``collapse_std`` of its embedding ``z`` ``(B, d)`` (0-dim), ``embedding`` (``z``
+    itself; the loop measures its effective rank on log steps only) and ``features`` (the
+    backbone's ``(B, c)`` output of the first view, for the online probe)."""
+    return {"collapse_std": collapse_std(z), "embedding": z.detach(),
+            "features": features.detach()}
+
+
 def nonempty(*groups: dict[str, Any]) -> list[dict[str, Any]]:
     """``groups`` without those that hold no trainable parameter."""
     return [g for g in groups if g["params"]]
@@ -101,6 +115,7 @@ class Method(nn.Module):
 
     backbone: nn.Module
     dim: int
+    collapse_measure: str = "std"  # "rank" when the embedding leaves an affine-free BN
 
     @classmethod
     def from_config(cls, settings: Any, backbone: nn.Module, feature_dim: int,

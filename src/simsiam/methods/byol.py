@@ -18,8 +18,7 @@ import torch
 from torch import nn
 
 from simsiam.errors import require
-from simsiam.eval.collapse import collapse_std
-from simsiam.methods.base import Method, RunShape, Traits, nonempty, param_group
+from simsiam.methods.base import Method, RunShape, Traits, nonempty, param_group, step_metrics
 from simsiam.methods.contrastive import byol_loss, check_two_views
 from simsiam.methods.momentum import byol_tau, ema_update, momentum_copy
 from simsiam.models.heads import PredictionHead, ProjectionHead
@@ -104,10 +103,10 @@ class BYOL(Method):
         """Loss and metrics for ``views = [x1, x2]``, each ``(B, 3, H, W)`` float.
 
         Returns:
-            ``(loss, metrics)``: the float32 scalar
-            ``byol_loss(p1, z2') + byol_loss(p2, z1')`` (BYOL eq. 2, its L + L~; range
-            [0, 8]) with z' the target projections, and detached ``collapse_std`` (0-dim,
-            of the online projection z1) and ``features`` (``(B, c)``, online backbone
+            ``(loss, metrics)``: the float32 scalar ``byol_loss(p1, z2') + byol_loss(p2,
+            z1')`` (BYOL eq. 2, its L + L~; range [0, 8]) with z' the target projections,
+            and detached ``collapse_std`` (0-dim, of the online projection z1),
+            ``embedding`` (that z, ``(B, d)``) and ``features`` (``(B, c)``, online backbone
             output of x1).
 
         Raises:
@@ -120,7 +119,7 @@ class BYOL(Method):
         p1, p2 = self.predictor(z1), self.predictor(z2)
         t1, t2 = self.target(views[0]), self.target(views[1])
         loss = byol_loss(p1, t2) + byol_loss(p2, t1)
-        return loss, {"collapse_std": collapse_std(z1), "features": h1.detach()}
+        return loss, step_metrics(z1, h1)
 
     def param_groups(self) -> list[dict]:
         """Groups ``encoder`` (backbone + projector) and ``predictor``; no target parameter.

@@ -26,8 +26,7 @@ from torch import nn
 
 from simsiam.distributed.ops import gather_no_grad, world_size
 from simsiam.errors import require
-from simsiam.eval.collapse import collapse_std
-from simsiam.methods.base import Method, RunShape, Traits, param_group, small_images
+from simsiam.methods.base import Method, RunShape, Traits, param_group, small_images, step_metrics
 from simsiam.methods.contrastive import check_two_views, info_nce
 from simsiam.methods.momentum import Queue, ema_update, momentum_copy
 
@@ -159,8 +158,8 @@ class MoCoV2(Method):
 
         Returns:
             ``(loss, metrics)``: the float32 InfoNCE scalar and detached ``collapse_std``
-            (0-dim, of the query head output q) and ``features`` (``(B, c)``, query
-            backbone output of x1).
+            (0-dim, of the query head output q), ``embedding`` (that z, ``(B, d)``) and
+            ``features`` (``(B, c)``, query backbone output of x1).
 
         Raises:
             ValueError: not exactly two views.
@@ -174,7 +173,7 @@ class MoCoV2(Method):
         loss = info_nce(q, k, self.queue.keys, self.temperature)
         if self.training:
             self._pending_keys = k
-        return loss, {"collapse_std": collapse_std(q), "features": h1.detach()}
+        return loss, step_metrics(q, h1)
 
     def param_groups(self) -> list[dict]:
         """One group, ``encoder`` (query backbone + head); the key encoder is not trained."""

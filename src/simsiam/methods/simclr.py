@@ -17,8 +17,7 @@ from torch import nn
 
 from simsiam.distributed.ops import gather_with_grad, rank, world_size
 from simsiam.errors import require
-from simsiam.eval.collapse import collapse_std
-from simsiam.methods.base import Method, RunShape, Traits, param_group, small_images
+from simsiam.methods.base import Method, RunShape, Traits, param_group, small_images, step_metrics
 from simsiam.methods.contrastive import check_two_views, nt_xent
 from simsiam.models.heads import ProjectionHead
 
@@ -93,8 +92,8 @@ class SimCLR(Method):
 
         Returns:
             ``(loss, metrics)``: the float32 NT-Xent scalar and detached ``collapse_std``
-            (0-dim, of the projector output z1) and ``features`` (``(B, c)``, backbone
-            output of x1).
+            (0-dim, of the projector output z1), ``embedding`` (that z, ``(B, d)``) and
+            ``features`` (``(B, c)``, backbone output of x1).
 
         Raises:
             ValueError: not exactly two views.
@@ -109,7 +108,7 @@ class SimCLR(Method):
                            offset=rank() * z1.shape[0])
         else:
             loss = nt_xent(z1, z2, self.temperature)
-        return loss, {"collapse_std": collapse_std(z1), "features": h1.detach()}
+        return loss, step_metrics(z1, h1)
 
     def param_groups(self) -> list[dict]:
         """One group, ``encoder`` (backbone + projector), trainable parameters only."""

@@ -15,8 +15,7 @@ import torch
 from torch import nn
 
 from simsiam.errors import require
-from simsiam.eval.collapse import collapse_std
-from simsiam.methods.base import Method, RunShape, Traits, nonempty, param_group
+from simsiam.methods.base import Method, RunShape, Traits, nonempty, param_group, step_metrics
 from simsiam.methods.losses import SIMILARITIES, siamese_loss
 from simsiam.models.heads import PredictionHead, ProjectionHead
 
@@ -116,6 +115,9 @@ class SimSiam(Method):
         self.similarity = similarity
         self.symmetric = symmetric
         self.fix_pred_lr = fix_pred_lr
+        # z leaves an affine-free BN (bn[1]): every channel has zero mean and unit variance
+        # over the batch, so the std of normalised z cannot see a collapse; its rank can
+        self.collapse_measure = "rank" if bn[1] else "std"
 
     @classmethod
     def from_config(cls, settings: SimSiamConfig, backbone: nn.Module, feature_dim: int,
@@ -165,9 +167,9 @@ class SimSiam(Method):
 
         Returns:
             ``(loss, metrics)``: the float32 scalar loss of paper eq. (4) (or its ablated
-            form, see the constructor) and a dict of
-            detached tensors: ``collapse_std`` (0-dim: std of l2-normalised z, mean over
-            channels; healthy near 1/sqrt(d)) and ``features`` (``(B, c)``: the backbone
+            form, see the constructor) and a dict of detached tensors: ``collapse_std``
+            (0-dim: std of l2-normalised z, mean over channels; healthy near 1/sqrt(d)),
+            ``embedding`` (that z, ``(B, d)``) and ``features`` (``(B, c)``: the backbone
             output for x1, detached, for an online probe).
 
         Raises:
@@ -177,7 +179,7 @@ class SimSiam(Method):
             raise ValueError(f"SimSiam takes exactly 2 views, got {len(views)}")
         out = self.forward_views(views[0], views[1])
         loss = siamese_loss(out.p1, out.p2, out.z1, out.z2, self.similarity, self.symmetric)
-        return loss, {"collapse_std": collapse_std(out.z1), "features": out.h1.detach()}
+        return loss, step_metrics(out.z1, out.h1)
 
     def param_groups(self) -> list[dict]:
         """Optimizer groups: ``encoder`` (backbone + projector) and ``predictor``, the

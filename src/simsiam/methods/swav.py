@@ -24,8 +24,7 @@ from torch import nn
 
 from simsiam.distributed.ops import gather_no_grad, shard_bounds, world_size
 from simsiam.errors import require
-from simsiam.eval.collapse import collapse_std
-from simsiam.methods.base import Method, RunShape, Traits, nonempty, param_group
+from simsiam.methods.base import Method, RunShape, Traits, nonempty, param_group, step_metrics
 from simsiam.methods.contrastive import sinkhorn, swav_loss
 from simsiam.models.heads import ProjectionHead
 
@@ -207,9 +206,10 @@ class SwAV(Method):
         Every view is ``(B, 3, H_v, W_v)`` float with one B; sizes may differ between views.
 
         Returns:
-            ``(loss, metrics)``: the float32 swapped-prediction scalar
-            (:func:`swav_loss`) and detached ``collapse_std`` (0-dim, of the projection of
-            view 1) and ``features`` (``(B, c)``, backbone output of view 1).
+            ``(loss, metrics)``: the float32 swapped-prediction scalar (:func:`swav_loss`)
+            and detached ``collapse_std`` (0-dim, of the projection of view 1),
+            ``embedding`` (that z, ``(B, d)``) and ``features`` (``(B, c)``, backbone output
+            of view 1).
 
         Raises:
             ValueError: fewer than ``large_views + ...`` views (at least max(2, large_views))
@@ -244,7 +244,7 @@ class SwAV(Method):
         if self.training and self.queue_length and filling:
             self._enqueue([gather_no_grad(F.normalize(z.detach().float(), dim=1))
                            for z in zs[: self.large_views]])
-        return loss, {"collapse_std": collapse_std(zs[0]), "features": h1.detach()}
+        return loss, step_metrics(zs[0], h1)
 
     def _queue_state(self) -> tuple[bool, int]:
         """(filling, filled rows) of the queue, read from the buffers once after a load."""

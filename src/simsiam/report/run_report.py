@@ -28,9 +28,13 @@ def _save(fig, path: Path) -> None:
 
 
 def _plot(out: Path, name: str, title: str, xlabel: str, ylabel: str, series: list[tuple],
-          hline: tuple | None = None, ylim: tuple | None = None) -> str:
-    """One line chart: ``series`` of (x, y, style, label); ``hline`` (y, style, label)."""
+          hline: tuple | None = None, ylim: tuple | None = None,
+          band: tuple | None = None) -> str:
+    """One line chart: ``series`` of (x, y, style, label); ``hline`` (y, style, label);
+    ``band`` (low, high, label), a shaded horizontal band."""
     fig, ax = plt.subplots(figsize=(6, 3.6))
+    if band is not None:
+        ax.axhspan(band[0], band[1], color="green", alpha=0.12, label=band[2])
     for x, y, style, label in series:
         ax.plot(x, y, style, lw=1.2, label=label)
     if hline is not None:
@@ -44,7 +48,21 @@ def _plot(out: Path, name: str, title: str, xlabel: str, ylabel: str, series: li
     return name
 
 
-def _plot_training(records: list[dict], out: Path) -> list[str]:
+def _plot_rank(steps: list[dict], out: Path, rank_ratio: float) -> str:
+    """Effective rank of z per logged step against an isotropic batch's, with the band
+    from the rank guard's threshold up to that reference."""
+    x = [r["step"] for r in steps]
+    healthy = steps[0]["collapse_rank_healthy"]
+    values = [r["collapse_rank"] for r in steps]
+    return _plot(out, "rank.png", "Effective rank of z (RankMe; low = collapsed)", "step",
+                 "effective rank", [(x, values, "-", "effective rank of z (batch)")],
+                 hline=(healthy, "--", f"isotropic batch = {healthy:.1f}"),
+                 ylim=(0, 1.1 * max(values + [healthy])),
+                 band=(rank_ratio * healthy, healthy,
+                       f"healthy band (guard threshold {rank_ratio:g} x isotropic and up)"))
+
+
+def _plot_training(records: list[dict], out: Path, rank_ratio: float) -> list[str]:
     steps = [r for r in records if r["kind"] == "step"]
     epochs = [r for r in records if r["kind"] == "epoch"]
     evals = [r for r in records if r["kind"] == "knn"]
@@ -65,6 +83,8 @@ def _plot_training(records: list[dict], out: Path) -> list[str]:
                           "collapse metric", [(x, values, "-", "std of l2-normalised z")],
                           hline=(healthy, "--", f"1/sqrt(d) = {healthy:.4f}"),
                           ylim=(0, 1.2 * max(values + [healthy]))))
+    if steps and "collapse_rank" in steps[0]:  # runs of simsiam 0.1 logged no rank
+        made.append(_plot_rank(steps, out, rank_ratio))
     series = []
     if evals:
         series.append(([r["epoch"] for r in evals], [r["knn_top1"] for r in evals], "o-",
@@ -84,10 +104,21 @@ def _plot_training(records: list[dict], out: Path) -> list[str]:
     return made
 
 
+def _run_config(run: Path):
+    """The run's config (a config.yaml of simsiam 0.1 is read as today's, quietly)."""
+    import warnings
+
+    from simsiam.config import load_config
+    from simsiam.errors import ConfigNotice
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConfigNotice)
+        return load_config(run / "config.yaml")
+
+
 def _plot_embedding(run: Path, out: Path, points: int, seed: int) -> str | None:
     from sklearn.manifold import TSNE
 
-    from simsiam.config import load_config
     from simsiam.data import load_splits
     from simsiam.eval.knn import extract_features
     from simsiam.eval.loading import load_backbone_for_eval
@@ -97,7 +128,7 @@ def _plot_embedding(run: Path, out: Path, points: int, seed: int) -> str | None:
         weights = run / "checkpoints" / "last.pt"
     if not weights.exists():  # stopped before its first checkpoint: no map, the rest stays
         return None
-    cfg = load_config(run / "config.yaml")
+    cfg = _run_config(run)
     backbone, info = load_backbone_for_eval(weights)
     _, test = load_splits(cfg.data, cfg.train.seed, progress=False)
     if test is None:
@@ -135,7 +166,8 @@ def write_report(run: str | Path, embedding_points: int = 2000) -> Path:
     out = run / "report"
     out.mkdir(exist_ok=True)
     records = read_metrics(run)
-    plots = _plot_training(records, out)
+    rank_ratio = _run_config(run).eval.rank_ratio
+    plots = _plot_training(records, out, rank_ratio)
     if embedding_points > 0:
         emb = _plot_embedding(run, out, embedding_points, seed=0)
         if emb:
@@ -151,6 +183,9 @@ def write_report(run: str | Path, embedding_points: int = 2000) -> Path:
     if steps:
         rows.append(("final collapse metric", f"{steps[-1]['collapse_std']:.4f} "
                      f"(1/sqrt(d) = {steps[-1]['collapse_healthy']:.4f})"))
+        if "collapse_rank" in steps[-1]:
+            rows.append(("final effective rank of z", f"{steps[-1]['collapse_rank']:.1f} "
+                         f"(isotropic batch: {steps[-1]['collapse_rank_healthy']:.1f})"))
     if evals:
         first, last = evals[0], evals[-1]
         rows.append(("kNN top-1", f"{last['knn_top1']:.2f}% at epoch {last['epoch']} "
@@ -158,6 +193,10 @@ def write_report(run: str | Path, embedding_points: int = 2000) -> Path:
                      f"{last['queries']} held-out images)"))
         if "online_probe_top1" in last:
             rows.append(("online probe top-1", f"{last['online_probe_top1']:.2f}%"))
+        if "feature_rank" in last:
+            rows.append(("effective rank of the backbone features",
+                         f"{last['feature_rank']:.1f} at epoch {last['epoch']} (isotropic: "
+                         f"{last['feature_rank_healthy']:.1f})"))
     linear = run / "linear" / "linear.json"
     if linear.is_file():
         lin = json.loads(linear.read_text())

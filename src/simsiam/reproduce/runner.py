@@ -41,7 +41,9 @@ CPU_OVERRIDES = {"data.per_class": 1000, "data.test_per_class": 500, "eval.knn_a
 @dataclass
 class RowResult:
     """What one row measured. Accuracies in percent; ``collapse_std`` is the mean over the
-    last epoch's logged steps, ``collapse_ratio`` that divided by 1/sqrt(d)."""
+    last epoch's logged steps, ``collapse_ratio`` that divided by 1/sqrt(d); ``rank_ratio``
+    the mean effective rank of z over the same steps divided by an isotropic batch's;
+    ``guard_step`` the step at which the collapse guard fired (None: it did not)."""
 
     label: str
     paper: str
@@ -54,6 +56,8 @@ class RowResult:
     knn_top1: float | None
     linear_top1: float | None
     status: str  # "ok" | "diverged: ..." | "reused"
+    rank_ratio: float | None = None
+    guard_step: int | None = None
 
 
 def slug(label: str) -> str:
@@ -90,11 +94,16 @@ def _summarise(row: Row, cfg: Config, status: str, linear: float | None) -> RowR
     tail = [r for r in steps if r["epoch"] == last_epoch]
     std = sum(r["collapse_std"] for r in tail) / len(tail) if tail else None
     healthy = tail[0]["collapse_healthy"] if tail else None
+    ranked = [r for r in tail if "collapse_rank" in r]  # not logged by simsiam 0.1
+    rank_ratio = (sum(r["collapse_rank"] / r["collapse_rank_healthy"] for r in ranked)
+                  / len(ranked) if ranked else None)
+    fired = [r["step"] for r in recs if r.get("kind") == "collapse"]
     return RowResult(row.label, row.paper, str(run), len(epochs),
                      steps[-1]["step"] if steps else 0,
                      epochs[-1]["loss"] if epochs else None, std,
                      std / healthy if std is not None and healthy else None,
-                     knns[-1]["knn_top1"] if knns else None, linear, status)
+                     knns[-1]["knn_top1"] if knns else None, linear, status,
+                     rank_ratio=rank_ratio, guard_step=fired[0] if fired else None)
 
 
 def finished_run(cfg: Config) -> bool:
@@ -188,12 +197,14 @@ def format_table(exp: Experiment, scale: str, results: list[RowResult]) -> str:
     f = fmt
     lines = [f"## {exp.title} ({exp.source}); scale {scale}", "",
              "| row | paper (ImageNet linear %) | kNN top-1 % | linear top-1 % | final loss "
-             "| collapse std / (1/sqrt d) | epochs | status |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| collapse std / (1/sqrt d) | effective rank / isotropic | guard fired at step "
+             "| epochs | status |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r.label} | {r.paper} | {f(r.knn_top1, '.2f')} | "
                      f"{f(r.linear_top1, '.2f')} | {f(r.final_loss, '.4f')} | "
-                     f"{f(r.collapse_ratio, '.3f')} | {r.epochs} | {r.status} |")
+                     f"{f(r.collapse_ratio, '.3f')} | {f(r.rank_ratio, '.3f')} | "
+                     f"{f(r.guard_step, 'd')} | {r.epochs} | {r.status} |")
     return "\n".join(lines) + "\n"
 
 
@@ -209,13 +220,14 @@ def _write(exp: Experiment, scale: str, root: Path, results: list[RowResult]) ->
 
 
 def _plot(exp: Experiment, root: Path, results: list[RowResult]) -> Path:
-    """Loss, collapse metric and kNN accuracy per epoch for every row (Figure 2's panels)."""
+    """Loss, collapse metric, effective rank and kNN accuracy per epoch for every row
+    (Figure 2's panels and the rank)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4))
     for r in results:
         recs = read_metrics(r.run_dir, missing_ok=True)
         steps = [x for x in recs if x.get("kind") == "step"]
@@ -223,8 +235,12 @@ def _plot(exp: Experiment, root: Path, results: list[RowResult]) -> Path:
         x = [s["step"] / spe for s in steps]
         axes[0].plot(x, [s["loss"] for s in steps], label=r.label)
         axes[1].plot(x, [s["collapse_std"] for s in steps], label=r.label)
+        ranked = [s for s in steps if "collapse_rank" in s]
+        axes[2].plot([s["step"] / spe for s in ranked],
+                     [s["collapse_rank"] / s["collapse_rank_healthy"] for s in ranked],
+                     label=r.label)
         knn = [k for k in recs if k.get("kind") == "knn"]
-        axes[2].plot([k["epoch"] for k in knn], [k["knn_top1"] for k in knn], "o-",
+        axes[3].plot([k["epoch"] for k in knn], [k["knn_top1"] for k in knn], "o-",
                      label=r.label)
     if results:
         first = read_metrics(results[0].run_dir, missing_ok=True)
@@ -233,8 +249,11 @@ def _plot(exp: Experiment, root: Path, results: list[RowResult]) -> Path:
         if healthy:
             axes[1].axhline(healthy, color="grey", ls="--", lw=1, label="1/sqrt(d)")
     axes[1].set_ylim(bottom=0.0)  # collapse means 0
+    axes[2].axhline(1.0, color="grey", ls="--", lw=1, label="isotropic batch")
+    axes[2].set_ylim(bottom=0.0)
     for ax, title in zip(axes, ("training loss", "collapse: std of l2-normalised z",
-                                "kNN top-1 (%)"), strict=True):
+                                "effective rank of z / isotropic", "kNN top-1 (%)"),
+                         strict=True):
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.legend(fontsize=8)

@@ -44,7 +44,7 @@ from simsiam.distributed import (
 from simsiam.distributed.context import launcher
 from simsiam.distributed.ddp import wrap_ddp
 from simsiam.errors import CollapseError, ConfigError
-from simsiam.eval.collapse import CollapseGuard, healthy_std
+from simsiam.eval.collapse import CollapseGuard, effective_rank, healthy_std, rank_reference
 from simsiam.eval.monitor import KnnMonitor
 from simsiam.eval.probe import OnlineProbe
 from simsiam.methods import Method, build_method
@@ -105,6 +105,7 @@ class Run:
     logger: MetricsLogger | NullLogger
     nonfinite: NonFiniteGuard
     collapse: CollapseGuard
+    rank_healthy: float  # effective rank of an isotropic batch of the rows logged
     signals: StopSignals
     bf16: bool
     memory_format: torch.memory_format
@@ -216,6 +217,7 @@ def _build(cfg: Config, train: ImageSet, test: ImageSet | None, resume: bool,
     logger = (MetricsLogger(out, purge_step=state.step + 1 if resume else None)
               if ctx.is_main else NullLogger())
     bf16 = bf16_for_run(cfg, device)
+    rank_healthy = rank_reference(min(plan.per_device, cfg.eval.rank_rows), model.dim)
     logger.log({"kind": "setup", "step": state.step, "world_size": ctx.world_size,
                 "global_batch": plan.global_batch, "per_device_batch": plan.per_device,
                 "steps_per_epoch": plan.steps_per_epoch, "peak_lr": plan.peak_lr,
@@ -230,7 +232,9 @@ def _build(cfg: Config, train: ImageSet, test: ImageSet | None, resume: bool,
         loader=make_batches(model.batch_kind, train, cfg, device, ctx.rank, ctx.world_size),
         probe=probe, monitor=KnnMonitor(train, test, cfg, device), checkpointer=checkpointer,
         logger=logger, nonfinite=NonFiniteGuard(device, state.step),
-        collapse=CollapseGuard(model.dim, cfg.eval.collapse_ratio, cfg.eval.collapse_patience),
+        collapse=CollapseGuard.for_run(cfg.eval, model.dim, model.collapse_measure,
+                                       rank_healthy),
+        rank_healthy=rank_healthy,
         signals=signals, bf16=bf16,
         memory_format=torch.channels_last if cfg.train.channels_last else torch.preserve_format,
         progress=progress)
@@ -286,15 +290,16 @@ def train_one_epoch(run: Run, state: RunState) -> None:
             run.nonfinite.observe(loss)
             bar.update(1)
             if state.step % cfg.train.log_every == 0 or i + 1 == plan.steps_per_epoch:
-                _log_step(run, state, loss, metrics["collapse_std"], lr, bar)
+                _log_step(run, state, loss, metrics, lr, bar)
             if i + 1 < plan.steps_per_epoch and run.stop_requested():
                 raise StopRequest(run.signals.signum or signal.SIGTERM)
 
 
-def _log_step(run: Run, state: RunState, loss: torch.Tensor, collapse_std: torch.Tensor,
+def _log_step(run: Run, state: RunState, loss: torch.Tensor, metrics: dict[str, torch.Tensor],
               lr: float, bar: tqdm) -> None:
     """A ``step`` record (means over the processes, so all take the same decisions), after
-    the non-finite check; then the collapse guard.
+    the non-finite check, with both collapse measures of the step's embedding (the
+    effective rank on at most ``eval.rank_rows`` rows of it); then the collapse guard.
 
     Raises:
         FloatingPointError: a NaN/inf loss since the last check.
@@ -302,24 +307,29 @@ def _log_step(run: Run, state: RunState, loss: torch.Tensor, collapse_std: torch
     """
     run.nonfinite.check_loss(state.epoch, run.logger, run.checkpointer.kept())
     world = run.ctx.world_size
-    shown = all_reduce_sum(torch.stack([loss.float(), collapse_std.float()])) / world
+    rank = effective_rank(metrics["embedding"], run.cfg.eval.rank_rows)
+    shown = all_reduce_sum(torch.stack([loss.float(), metrics["collapse_std"].float(),
+                                        rank])) / world
     healthy = healthy_std(run.model.dim)
     # lr_predictor: the lr of a fixed_lr group (SimSiam's predictor), else the schedule's
     lr_fixed = next((g["lr"] for g in run.optimizer.param_groups if g.get("fixed_lr")), lr)
     record = {"kind": "step", "step": state.step, "epoch": state.epoch,
               "loss": shown[0].item(), "lr": lr, "lr_predictor": lr_fixed,
               "collapse_std": shown[1].item(), "collapse_healthy": healthy,
+              "collapse_rank": shown[2].item(), "collapse_rank_healthy": run.rank_healthy,
               "pairs_per_s": state.sums.seen * world / (time.perf_counter()
                                                         - state.sums.started)}
     run.logger.log(record)
     bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.4f}",
-                    std=f"{record['collapse_std']:.4f}/{healthy:.4f}")
+                    std=f"{record['collapse_std']:.4f}/{healthy:.4f}",
+                    rank=f"{record['collapse_rank']:.0f}/{run.rank_healthy:.0f}")
     guard = run.collapse
-    if not guard.update(state.step, record["collapse_std"]):
+    if not guard.update(state.step, record[f"collapse_{guard.measure}"]):
         return
     msg = guard.message(state.step)
     run.logger.log({"kind": "collapse", "step": state.step, "epoch": state.epoch,
-                    "collapse_std": guard.last, "threshold": guard.threshold,
+                    "measure": guard.measure, "collapse_std": record["collapse_std"],
+                    "collapse_rank": record["collapse_rank"], "threshold": guard.threshold,
                     "since_step": guard.since})
     tqdm.write(f"WARNING {msg}", file=sys.stderr)
     if run.cfg.eval.stop_on_collapse:
