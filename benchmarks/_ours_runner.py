@@ -2,8 +2,8 @@
 
 Not meant to be run by hand: ``lightly_compare.py`` starts it as
 ``python benchmarks/_ours_runner.py SPEC_JSON`` and reads the ``RESULT {json}`` line it
-prints last. It uses only simsiam's public API (``simsiam.config``, ``simsiam.data``,
-``simsiam.methods``, ``simsiam.train``).
+prints last. It uses only simsiam's public API (``simsiam.bench``, ``simsiam.config``,
+``simsiam.data``, ``simsiam.methods``, ``simsiam.train``).
 
 SPEC keys: mode ("speed" | "train"), data, per_class, batch, threads, lr; optional amp
 ("auto" | "fp32"), channels_last, seed; speed: warmup, steps; train: epochs, out.
@@ -52,6 +52,7 @@ def speed(spec: dict, cfg, memory: TreeMemory) -> dict:
     """Time ``steps`` full training steps (next batch + step) after ``warmup`` steps."""
     import torch
 
+    from simsiam.bench import EndlessBatches
     from simsiam.data import load_splits, make_batches
     from simsiam.methods import build_method
     from simsiam.train import build_optimizer, train_step, use_bf16
@@ -63,22 +64,16 @@ def speed(spec: dict, cfg, memory: TreeMemory) -> dict:
     model = build_method(cfg.method, cfg.model).to(memory_format=fmt)
     # one lr for all parameters, as the lightly side (no fixed predictor lr in the timing)
     opt = build_optimizer(model.param_groups(), cfg.optim, spec["lr"])
-    loader = make_batches(model.batch_kind, train, cfg, device)
+    batches = EndlessBatches(make_batches(model.batch_kind, train, cfg, device))
     bf16 = use_bf16(cfg.train.amp, device)
     model.train()
     out = {"bf16": bf16, "images": len(train), "setup_s": time.perf_counter() - T_START}
-    epoch, it = 0, iter(())
     losses = []
     for i in range(spec["warmup"] + spec["steps"]):
         if i == spec["warmup"]:
             memory.pause()
             t0 = time.perf_counter()
-        batch = next(it, None)
-        if batch is None:  # a new epoch
-            loader.sampler.set_epoch(epoch)
-            epoch, it = epoch + 1, iter(loader)
-            batch = next(it)
-        batch = batch.to(device, fmt)
+        batch = next(batches).to(device, fmt)
         losses.append(train_step(model, opt, batch.inputs, bf16)[0])
     dt = time.perf_counter() - t0
     memory.resume()

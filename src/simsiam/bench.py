@@ -32,6 +32,9 @@ from simsiam.train.optim import build_optimizer
 from simsiam.train.resources import peak_memory_mib
 from simsiam.train.step import bf16_for_run, train_step
 
+__all__ = ["BenchResult", "EndlessBatches", "PEAK_BF16", "TIMING_LR", "TimedSteps",
+           "format_table", "main_bench", "peak_flops", "run_bench"]
+
 TIMING_LR = 0.01  # the lr of the timed steps (speed does not depend on it)
 
 # Dense bf16 tensor-core peak, FLOP/s (vendor data sheets), matched on the device name.

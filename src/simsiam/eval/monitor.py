@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from simsiam.config import Config
 from simsiam.data.dataset import ImageSet
@@ -70,11 +71,22 @@ class KnnMonitor:
         return bool(every) and (epochs_done % every == 0
                                 or epochs_done == self.cfg.train.epochs)
 
-    def evaluate(self, backbone: nn.Module, epochs_done: int,
-                 probe: OnlineProbe | None) -> dict[str, Any] | None:
-        """The ``knn`` record after ``epochs_done`` epochs (the probe is scored from epoch
-        1 on), or None without held-out images."""
+    def run(self, backbone: nn.Module, probe: OnlineProbe | None, state, logger,
+            progress: bool) -> None:
+        """Evaluate after ``state.epoch`` epochs (the probe from epoch 1 on): the accuracies
+        go into ``state.knn`` / ``state.probe_top1`` (a
+        :class:`~simsiam.train.state.RunState`), a ``knn`` record to ``logger``, and a line
+        to the terminal with ``progress``. Nothing without held-out images."""
         if self.test is None:
-            return None
-        return monitor_record(backbone, self.train, self.test, self.cfg, self.device,
-                              probe if epochs_done > 0 else None)
+            return
+        epoch = state.epoch
+        record = monitor_record(backbone, self.train, self.test, self.cfg, self.device,
+                                probe if epoch > 0 else None)
+        state.knn[epoch] = record["knn_top1"]
+        text = f"epoch {epoch}: knn_top1 {record['knn_top1']:.2f}%"
+        if "online_probe_top1" in record:
+            state.probe_top1[epoch] = record["online_probe_top1"]
+            text += f", online probe top1 {record['online_probe_top1']:.2f}%"
+        logger.log({"kind": "knn", "step": state.step, "epoch": epoch} | record)
+        if progress:
+            tqdm.write(f"{text} ({record['queries']} held-out images)")

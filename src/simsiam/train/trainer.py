@@ -360,18 +360,8 @@ def _end_epoch(run: Run, state: RunState) -> bool:
 
 
 def _monitor(run: Run, state: RunState) -> None:
-    """Run the kNN monitor (and score the online probe) after ``state.epoch`` epochs."""
-    record = run.monitor.evaluate(run.model.backbone, state.epoch, run.probe)
-    if record is None:
-        return
-    state.knn[state.epoch] = record["knn_top1"]
-    text = f"epoch {state.epoch}: knn_top1 {record['knn_top1']:.2f}%"
-    if "online_probe_top1" in record:
-        state.probe_top1[state.epoch] = record["online_probe_top1"]
-        text += f", online probe top1 {record['online_probe_top1']:.2f}%"
-    run.logger.log({"kind": "knn", "step": state.step, "epoch": state.epoch} | record)
-    if run.progress:
-        tqdm.write(f"{text} ({record['queries']} held-out images)")
+    """The kNN monitor (and the online probe's held-out score) after ``state.epoch``."""
+    run.monitor.run(run.model.backbone, run.probe, state, run.logger, run.progress)
 
 
 def _save(run: Run, state: RunState) -> None:
