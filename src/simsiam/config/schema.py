@@ -38,6 +38,9 @@ class DataConfig:
     num_workers: int = 2  # DataLoader worker processes for augmentation
     strict: bool = False  # undecodable image files: False skips them with a warning, True stops
     resident_max_mb: int = 4096  # batched path: hold the decoded images on the device up to this
+    # "auto": class subfolder names are labels (for the kNN monitor and probes only; one
+    # class, e.g. a flat folder, is unlabelled); "none": ignore them (label-free signals only)
+    labels: str = "auto"
 
 
 @dataclass
@@ -121,13 +124,17 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """kNN monitor, online probe and the collapse guard (SIMSIAM.md section 4;
-    :mod:`simsiam.eval.collapse`)."""
+    """The monitor (kNN with labels, label-free signals always; SIMSIAM.md section 4 and
+    :mod:`simsiam.eval.monitor`), the online probe and the collapse guard
+    (:mod:`simsiam.eval.collapse`)."""
 
     knn_every: int = 1  # epochs between kNN evaluations; 0 switches the monitor off
     knn_k: int = 200
     knn_t: float = 0.1
-    knn_at_start: bool = False  # also evaluate the randomly initialised encoder
+    # also evaluate the randomly initialised encoder (epoch 0: the baseline of every figure)
+    knn_at_start: bool = True
+    # held-out images whose two fixed views measure copy retrieval and alignment; 0: off
+    label_free_images: int = 512
     batch_size: int = 512  # feature-extraction batch
     online_probe: bool = True  # BN + Linear on detached backbone features, own SGD
     probe_lr: float = 0.1  # the online probe's lr (SGD, momentum 0.9, constant)

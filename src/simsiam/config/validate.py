@@ -67,6 +67,8 @@ def check_data(d: DataConfig, where: str) -> None:
     require(d.num_workers >= 0, where, "data.num_workers", d.num_workers, "use 0 or more")
     require(d.resident_max_mb >= 0, where, "data.resident_max_mb", d.resident_max_mb,
             "use 0 or more")
+    require(d.labels in ("auto", "none"), where, "data.labels", d.labels,
+            "use auto (class subfolders are labels; one class is unlabelled) or none")
 
 
 def _interval(v: list[float], upper: float | None) -> bool:
@@ -153,6 +155,8 @@ def check_eval(e: EvalConfig, where: str) -> None:
     """``eval.*``: the kNN monitor, the online probe and the collapse guard."""
     require(e.knn_every >= 0, where, "eval.knn_every", e.knn_every,
             "use 0 (off) or a positive number")
+    require(e.label_free_images >= 0, where, "eval.label_free_images", e.label_free_images,
+            "use 0 (no copy retrieval) or a number of held-out images such as 512")
     require(e.knn_k > 0, where, "eval.knn_k", e.knn_k, "use a positive k such as 200")
     require(e.knn_t > 0, where, "eval.knn_t", e.knn_t, "use a positive temperature such as 0.1")
     require(e.batch_size > 0, where, "eval.batch_size", e.batch_size,

@@ -3,9 +3,12 @@ training loaders and the batches they yield."""
 
 from simsiam.data.batches import ViewBatch, ViewBatches
 from simsiam.data.dataset import (
+    CapWarning,
+    DataSplits,
     EpochShuffleSampler,
     ImageSet,
     TwoViewDataset,
+    load_data,
     load_splits,
     view_seed,
 )
@@ -13,6 +16,7 @@ from simsiam.data.device_loader import BatchedViewLoader
 from simsiam.data.folder import first_per_class, scan_image_folder
 from simsiam.data.loaders import BATCH_LOADERS, make_batches, make_loader
 
-__all__ = ["BatchedViewLoader", "BATCH_LOADERS", "EpochShuffleSampler", "ImageSet",
+__all__ = ["BatchedViewLoader", "BATCH_LOADERS", "CapWarning", "DataSplits",
+           "EpochShuffleSampler", "ImageSet", "load_data",
            "TwoViewDataset", "ViewBatch", "ViewBatches", "first_per_class", "load_splits",
            "make_batches", "make_loader", "scan_image_folder", "view_seed"]

@@ -13,7 +13,8 @@ are converted to RGB.
 
 Size policy: if every image is S x S already (CIFAR), pixels are stored unchanged.
 Otherwise each image is resized so its shorter side is S (bilinear, antialiased) and
-centre-cropped to S x S.
+centre-cropped to S x S, exactly as torchvision's ``Resize(S)`` then ``CenterCrop(S)`` do
+on a PIL image (same output sizes, same offsets, same PIL filter).
 
 Bad-file policy: files that cannot be decoded (truncated, empty, not an image, a mode
 PIL cannot convert, a decompression bomb) are found while decoding, before any training
@@ -40,7 +41,7 @@ from tqdm import tqdm
 from simsiam.errors import DataError, DataWarning
 from simsiam.fileio import atomic_write, remove_stale_temps
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: the resize and crop of torchvision's Resize + CenterCrop
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
@@ -72,11 +73,12 @@ def _read(path: str | Path, side: int) -> np.ndarray:
         raw.load()  # decode now: truncation surfaces here
         im = _to_rgb(ImageOps.exif_transpose(raw))
     if im.size != (side, side):
+        # torchvision's Resize(side) and CenterCrop(side) on a PIL image, to the pixel: the
+        # longer side int(side x long / short), the crop offset int(round(excess / 2))
         w, h = im.size
-        scale = side / min(w, h)
-        nw, nh = max(side, round(w * scale)), max(side, round(h * scale))
+        nw, nh = (side, int(side * h / w)) if w <= h else (int(side * w / h), side)
         im = im.resize((nw, nh), Image.BILINEAR, reducing_gap=None)
-        left, top = (nw - side) // 2, (nh - side) // 2
+        left, top = int(round((nw - side) / 2.0)), int(round((nh - side) / 2.0))
         im = im.crop((left, top, left + side, top + side))
     return np.asarray(im, dtype=np.uint8)
 

@@ -8,6 +8,7 @@ monitor. Labels are read for evaluation only.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from torch.utils.data import Dataset, Sampler
 from simsiam.config import DataConfig
 from simsiam.data.cache import decode_to_cache, default_cache_dir, uniform_square_side
 from simsiam.data.folder import first_per_class, scan_image_folder
-from simsiam.errors import DataError
+from simsiam.errors import DataError, DataWarning
 
 TORCHVISION_SOURCES = ("cifar10", "cifar100")
 # view_seed(seed, epoch, _ORDER_STREAM) seeds the shuffle; sample indices never reach it.
@@ -44,6 +45,16 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def labelled(self) -> bool:
+        """Whether the labels mean anything: two classes or more. A flat folder (or one
+        class folder, or ``data.labels: none``) is unlabelled: no accuracy is computed."""
+        return len(self.classes) > 1
+
+    def without_labels(self) -> ImageSet:
+        """The same images as one unnamed class (``data.labels: none``)."""
+        return ImageSet(self.images, np.zeros(len(self), dtype=np.int64), [""], self.paths)
+
     def subset(self, indices: np.ndarray) -> ImageSet:
         """The images at ``indices`` (a copy for a memory map's fancy indexing)."""
         indices = np.asarray(indices, dtype=np.int64)
@@ -51,12 +62,45 @@ class ImageSet:
                         [self.paths[i] for i in indices])
 
 
+@dataclass
+class DataSplits:
+    """The splits of a source and how they were made: the numbers of the start-up summary.
+
+    Attributes:
+        train, test: the training images and the held-out images (None: none).
+        source: ``data.source`` as given.
+        found: images in the source's training part (files of a folder, or samples).
+        test_found: images in the source's own test split (``test/``, ``val/``, CIFAR's
+            test set); 0 when the held-out images come out of the training part.
+        held_out: images held out of the training part (``data.holdout_fraction``).
+        capped: training images left out by ``data.per_class``.
+        skipped: image files that could not be decoded (named in a DataWarning).
+        folder: whether the source is a folder (not a torchvision dataset).
+    """
+
+    train: ImageSet
+    test: ImageSet | None
+    source: str
+    found: int
+    test_found: int = 0
+    held_out: int = 0
+    capped: int = 0
+    skipped: int = 0
+    folder: bool = True
+
+
+class CapWarning(DataWarning):
+    """``data.per_class`` left out images of a folder (names both numbers)."""
+
+
 def _decode(paths: list[Path], labels: np.ndarray, classes: list[str], cfg: DataConfig,
-            cache_dir: Path, split: str, progress: bool) -> ImageSet:
+            cache_dir: Path, split: str, progress: bool) -> tuple[ImageSet, int]:
+    """The decoded images, and the number of files that could not be decoded."""
     side = cfg.cache_side or uniform_square_side(paths) or round(cfg.image_size * 8 / 7)
     dec = decode_to_cache(paths, side, cache_dir, desc=f"decode {split}", progress=progress,
                           strict=cfg.strict)
-    return ImageSet(dec.images, labels[dec.kept], classes, [str(paths[i]) for i in dec.kept])
+    return (ImageSet(dec.images, labels[dec.kept], classes, [str(paths[i]) for i in dec.kept]),
+            len(dec.skipped))
 
 
 def _pick(paths: list[Path], labels: np.ndarray, idx: np.ndarray) -> tuple[list[Path], np.ndarray]:
@@ -91,12 +135,21 @@ def _split_roots(root: Path) -> tuple[Path, Path | None]:
 
 def load_splits(cfg: DataConfig, seed: int = 0,
                 progress: bool = True) -> tuple[ImageSet, ImageSet | None]:
+    """``(train, test)`` of :func:`load_data` (same arguments, same errors)."""
+    splits = load_data(cfg, seed, progress)
+    return splits.train, splits.test
+
+
+def load_data(cfg: DataConfig, seed: int = 0, progress: bool = True) -> DataSplits:
     """The training set and the held-out set (None when ``holdout_fraction`` is 0 and
-    the source has no test split), with the per-class limits applied.
+    the source has no test split), with the per-class limits applied, and the counts of
+    how they were made.
 
     Files that cannot be decoded are skipped with a ``DataWarning`` naming each, or with
     ``cfg.strict`` the first raises (see :mod:`simsiam.data.cache`); either way this
-    happens here, before any training step.
+    happens here, before any training step. When ``data.per_class`` leaves out images of
+    a folder, a :class:`CapWarning` names both numbers. With ``data.labels: none`` the
+    class folders are ignored (one unnamed class: no accuracy is computed).
 
     Raises:
         DataError: the source is empty, missing or unreadable (names the path); with
@@ -109,12 +162,25 @@ def load_splits(cfg: DataConfig, seed: int = 0,
     if cfg.source in TORCHVISION_SOURCES:
         train = _from_torchvision(cfg.source, True, cache_dir)
         test: ImageSet | None = _from_torchvision(cfg.source, False, cache_dir)
+        found, test_found = len(train), len(test)
         train = train.subset(first_per_class(train.labels, cfg.per_class))
         test = test.subset(first_per_class(test.labels, cfg.test_per_class))
-        return train, test
-    # Folders: choose the files first, then decode only those.
+        splits = DataSplits(train, test, cfg.source, found, test_found,
+                            capped=found - len(train), folder=False)
+    else:
+        splits = _load_folder(cfg, seed, cache_dir, progress)
+    if cfg.labels == "none":
+        splits.train = splits.train.without_labels()
+        if splits.test is not None:
+            splits.test = splits.test.without_labels()
+    return splits
+
+
+def _load_folder(cfg: DataConfig, seed: int, cache_dir: Path, progress: bool) -> DataSplits:
+    """Folders: choose the files first (split, cap), then decode only those."""
     train_root, test_root = _split_roots(Path(cfg.source).expanduser())
     paths, labels, classes = scan_image_folder(train_root)
+    found, held_out = len(paths), 0
     test_files: tuple[list[Path], np.ndarray] | None = None
     if test_root is not None:
         tp, tl, tc = scan_image_folder(test_root)
@@ -131,13 +197,24 @@ def load_splits(cfg: DataConfig, seed: int = 0,
                             replace=False)] = True
         test_files = _pick(paths, labels, np.flatnonzero(held))
         paths, labels = _pick(paths, labels, np.flatnonzero(~held))
+        held_out = len(test_files[0])
+    before = len(paths)
     paths, labels = _pick(paths, labels, first_per_class(labels, cfg.per_class))
-    train = _decode(paths, labels, classes, cfg, cache_dir, "train", progress)
-    test = None
+    if len(paths) < before:
+        warnings.warn(f"data.per_class = {cfg.per_class} keeps {len(paths):,} of the "
+                      f"{before:,} training images of '{train_root}' "
+                      f"({before - len(paths):,} left out); "
+                      "to train on all of them pass --set data.per_class=null (or a larger "
+                      "--per-class)", CapWarning, stacklevel=3)
+    train, skipped = _decode(paths, labels, classes, cfg, cache_dir, "train", progress)
+    test, test_found = None, len(test_files[0]) if test_root is not None else 0
     if test_files is not None:
         tp, tl = _pick(*test_files, first_per_class(test_files[1], cfg.test_per_class))
-        test = _decode(tp, tl, classes, cfg, cache_dir, "test", progress) if tp else None
-    return train, test
+        if tp:
+            test, test_skipped = _decode(tp, tl, classes, cfg, cache_dir, "test", progress)
+            skipped += test_skipped
+    return DataSplits(train, test, cfg.source, found, test_found, held_out,
+                      before - len(paths), skipped)
 
 
 def view_seed(seed: int, epoch: int, index: int) -> int:
