@@ -1,1 +1,34 @@
-"""Evaluation: collapse metric and kNN monitor."""
+"""Evaluation: the monitor (kNN, label-free signals), collapse measures, probes, embeddings
+and similarity search.
+
+Public names (imported on first use, so that importing a leaf such as
+``simsiam.eval.collapse`` stays cheap and free of import cycles):
+
+- :func:`alignment`, :func:`uniformity`, :func:`copy_retrieval` (:mod:`.labelfree`);
+- :class:`NeighborIndex`, :func:`build_index`, :func:`query_features`,
+  :func:`faiss_available` (:mod:`.neighbors`): similarity search;
+- :func:`extract_features`, :func:`knn_top1` (:mod:`.knn`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "alignment": "labelfree", "uniformity": "labelfree", "copy_retrieval": "labelfree",
+    "NeighborIndex": "neighbors", "build_index": "neighbors", "query_features": "neighbors",
+    "faiss_available": "neighbors", "extract_features": "knn", "knn_top1": "knn",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'simsiam.eval' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"simsiam.eval.{_EXPORTS[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,9 +1,20 @@
-"""The kNN monitor of a training run: the backbone evaluated on the held-out images.
+"""The monitor of a training run: the backbone evaluated on the held-out images.
 
-Source: SIMSIAM.md section 4 (the InstDisc-style kNN monitor, k = 200, T = 0.1 on CIFAR).
-Run by the trainer at the start (``eval.knn_at_start``) and after every
-``eval.knn_every`` epochs and the last; under ``torchrun`` the feature extraction is
-sharded (:func:`simsiam.eval.knn.extract_features`).
+At each evaluation (the start with ``eval.knn_at_start``, every ``eval.knn_every`` epochs
+and after the last), on backbone (pool5) features:
+
+- label-free signals, for every dataset (:mod:`simsiam.eval.labelfree`): augmented-copy
+  retrieval top-1/top-5 (a fixed seeded pair of views of each of the first
+  ``eval.label_free_images`` held-out images, searched among every training and held-out
+  image), alignment of the two views, uniformity and the effective rank (RankMe) of the
+  held-out features;
+- with labels (two classes or more, :attr:`~simsiam.data.dataset.ImageSet.labelled`): the
+  kNN monitor (SIMSIAM.md section 4: InstDisc-style, k = 200, T = 0.1) and the online
+  probe's held-out top-1. A flat folder has one class: no accuracy is computed for it.
+
+Each evaluation is an ``eval`` record of ``metrics.jsonl`` (runs of simsiam 0.1 wrote
+``knn``; :func:`simsiam.train.logger.eval_records` reads both). Under ``torchrun`` the
+feature extraction is sharded (:func:`simsiam.eval.knn.extract_features`).
 """
 
 from __future__ import annotations
@@ -12,23 +23,58 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
+from simsiam.augment.views import SimSiamAugment
 from simsiam.config import Config
 from simsiam.data.dataset import ImageSet
 from simsiam.eval.collapse import effective_rank, rank_reference
 from simsiam.eval.knn import extract_features, knn_top1
+from simsiam.eval.labelfree import FixedViews, alignment, copy_retrieval, uniformity
 from simsiam.eval.probe import OnlineProbe
 
 
+def label_free_record(bank: torch.Tensor, queries: torch.Tensor,
+                      views: tuple[torch.Tensor, torch.Tensor] | None,
+                      rank_rows: int) -> dict[str, Any]:
+    """The label-free fields of an ``eval`` record from backbone features.
+
+    Args:
+        bank: ``(N, c)`` features of the training images.
+        queries: ``(M, c)`` features of the held-out images (evaluation transform).
+        views: features ``(n, c)`` of the two fixed views of held-out images ``0..n-1``,
+            or None (no retrieval nor alignment).
+        rank_rows: at most this many held-out rows for the effective rank and uniformity.
+
+    Returns:
+        ``feature_rank``, ``feature_rank_healthy``, ``uniformity`` (M >= 2) and with
+        ``views``: ``copy_top1``, ``copy_top5`` (percent; each view searches the
+        gallery of the M held-out and N training images), ``alignment``,
+        ``copy_queries``, ``copy_gallery``.
+    """
+    rows = min(len(queries), rank_rows)
+    record: dict[str, Any] = {"feature_rank": effective_rank(queries, rows).item(),
+                              "feature_rank_healthy": rank_reference(rows, queries.shape[1])}
+    if rows >= 2:
+        record["uniformity"] = uniformity(queries[:rows]).item()
+    if views is not None and len(views[0]):
+        first, second = views
+        n = len(first)
+        gallery = torch.cat([queries, bank])  # held-out image i is gallery row i
+        targets = torch.arange(n, device=queries.device).repeat(2)
+        hits = copy_retrieval(torch.cat([first, second]), gallery, targets, (1, 5))
+        record |= {"copy_top1": hits[1], "copy_top5": hits[5],
+                   "alignment": alignment(first, second).item(), "copy_queries": 2 * n,
+                   "copy_gallery": len(gallery)}
+    return record
+
+
 def monitor_record(backbone: nn.Module, train: ImageSet, test: ImageSet, cfg: Config,
-                   device: torch.device, probe: OnlineProbe | None = None) -> dict[str, Any]:
-    """kNN top-1 (percent) of ``backbone`` with the training images as the bank and the
-    held-out images as queries, the effective rank (RankMe) of the held-out features (on at
-    most ``eval.feature_rank_rows`` of them) beside that of an isotropic matrix of their shape, and
-    the online probe's top-1 on the held-out features when ``probe`` is given: the fields of
-    a ``knn`` record of ``metrics.jsonl`` (``knn_top1``, ``k``, ``bank``, ``queries``,
-    ``feature_rank``, ``feature_rank_healthy`` and maybe ``online_probe_top1``).
+                   device: torch.device, probe: OnlineProbe | None = None,
+                   views: FixedViews | None = None) -> dict[str, Any]:
+    """One evaluation of ``backbone``: the fields of an ``eval`` record (``bank``,
+    ``queries``, ``labelled``, the label-free fields of :func:`label_free_record`; with
+    labels ``knn_top1`` (percent) and ``k``, and ``online_probe_top1`` when ``probe`` is
+    given).
 
     The backbone is evaluated in eval mode and returned to train mode.
     """
@@ -37,32 +83,59 @@ def monitor_record(backbone: nn.Module, train: ImageSet, test: ImageSet, cfg: Co
               channels_last=cfg.train.channels_last, l2_normalize=False)
     bank = extract_features(backbone, train.images, **kw)
     queries = extract_features(backbone, test.images, **kw)
-    labels = torch.as_tensor(train.labels, device=device)
-    test_labels = torch.as_tensor(test.labels, device=device)
-    acc = knn_top1(bank, labels, queries, test_labels, len(train.classes), cfg.eval.knn_k,
-                   cfg.eval.knn_t)
-    rows = min(len(test), cfg.eval.feature_rank_rows)
-    record: dict[str, Any] = {"knn_top1": acc, "k": min(cfg.eval.knn_k, len(train)),
-                              "bank": len(train), "queries": len(test),
-                              "feature_rank": effective_rank(queries, rows).item(),
-                              "feature_rank_healthy": rank_reference(rows, queries.shape[1])}
-    if probe is not None:
-        record["online_probe_top1"] = probe.top1(queries, test_labels)
+    view_feats = (views.features(backbone, device, cfg.eval.batch_size,
+                                 cfg.train.channels_last) if views is not None and len(views)
+                  else None)
+    record: dict[str, Any] = {"bank": len(train), "queries": len(test),
+                              "labelled": train.labelled}
+    record |= label_free_record(bank, queries, view_feats, cfg.eval.feature_rank_rows)
+    if train.labelled:
+        labels = torch.as_tensor(train.labels, device=device)
+        test_labels = torch.as_tensor(test.labels, device=device)
+        record["knn_top1"] = knn_top1(bank, labels, queries, test_labels, len(train.classes),
+                                      cfg.eval.knn_k, cfg.eval.knn_t)
+        record["k"] = min(cfg.eval.knn_k, len(train))
+        if probe is not None:
+            record["online_probe_top1"] = probe.top1(queries, test_labels)
     return record
 
 
-class KnnMonitor:
+def monitor_text(record: dict[str, Any]) -> str:
+    """The monitor's figures of an ``eval`` record on one line, e.g. ``knn_top1 31.20%,
+    online probe top1 27.80%, copy top1 26.0% top5 45.7%, align 0.81, uniform -2.95,
+    feature rank 42.7/97.4``."""
+    parts = []
+    if "knn_top1" in record:
+        parts.append(f"knn_top1 {record['knn_top1']:.2f}%")
+    if "online_probe_top1" in record:
+        parts.append(f"online probe top1 {record['online_probe_top1']:.2f}%")
+    if "copy_top1" in record:
+        parts.append(f"copy top1 {record['copy_top1']:.1f}% top5 {record['copy_top5']:.1f}%, "
+                     f"align {record['alignment']:.3f}")
+    if "uniformity" in record:
+        parts.append(f"uniform {record['uniformity']:.3f}")
+    parts.append(f"feature rank {record['feature_rank']:.1f}/"
+                 f"{record['feature_rank_healthy']:.1f}")
+    return ", ".join(parts)
+
+
+class Monitor:
     """When and how a run is evaluated on its held-out images.
 
     Args:
-        train, test: the run's splits (``test`` None: the monitor never runs).
-        cfg: the run's config (``eval.*``, view size and normalisation).
+        train, test: the run's splits (``test`` None or empty: the monitor never runs).
+        cfg: the run's config (``eval.*``, the view recipe, size and normalisation).
         device: the training device.
     """
 
     def __init__(self, train: ImageSet, test: ImageSet | None, cfg: Config,
                  device: torch.device) -> None:
         self.train, self.test, self.cfg, self.device = train, test, cfg, device
+        self.views = None
+        if test is not None and cfg.eval.label_free_images > 0:
+            augment = SimSiamAugment(cfg.augment, cfg.data.image_size)
+            self.views = FixedViews(test.images, augment, cfg.train.seed,
+                                    cfg.eval.label_free_images)
 
     def due(self, epochs_done: int) -> bool:
         """Whether to evaluate after ``epochs_done`` epochs: every ``eval.knn_every``
@@ -72,21 +145,24 @@ class KnnMonitor:
                                 or epochs_done == self.cfg.train.epochs)
 
     def run(self, backbone: nn.Module, probe: OnlineProbe | None, state, logger,
-            progress: bool) -> None:
-        """Evaluate after ``state.epoch`` epochs (the probe from epoch 1 on): the accuracies
-        go into ``state.knn`` / ``state.probe_top1`` (a
-        :class:`~simsiam.train.state.RunState`), a ``knn`` record to ``logger``, and a line
-        to the terminal with ``progress``. Nothing without held-out images."""
-        if self.test is None:
-            return
+            progress: bool) -> dict[str, Any] | None:
+        """Evaluate after ``state.epoch`` epochs (the probe from epoch 1 on): the figures go
+        into ``state.evals`` (and ``state.knn`` / ``state.probe_top1`` with labels; a
+        :class:`~simsiam.train.state.RunState`), an ``eval`` record to ``logger``, and a
+        line to the terminal with ``progress``. Returns the record (None without
+        held-out images)."""
+        if self.test is None or len(self.test) == 0:
+            return None
         epoch = state.epoch
         record = monitor_record(backbone, self.train, self.test, self.cfg, self.device,
-                                probe if epoch > 0 else None)
-        state.knn[epoch] = record["knn_top1"]
-        text = f"epoch {epoch}: knn_top1 {record['knn_top1']:.2f}%"
-        if "online_probe_top1" in record:
-            state.probe_top1[epoch] = record["online_probe_top1"]
-            text += f", online probe top1 {record['online_probe_top1']:.2f}%"
-        logger.log({"kind": "knn", "step": state.step, "epoch": epoch} | record)
+                                probe if epoch > 0 else None, self.views)
+        state.record_eval(epoch, record)
+        logger.log({"kind": "eval", "step": state.step, "epoch": epoch} | record)
         if progress:
-            tqdm.write(f"{text} ({record['queries']} held-out images)")
+            from tqdm import tqdm
+
+            when = " (random init)" if epoch == 0 else ""
+            tqdm.write(f"epoch {epoch}{when}: {monitor_text(record)} ({record['queries']} "
+                       "held-out images)")
+        return record
+

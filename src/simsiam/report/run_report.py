@@ -1,9 +1,12 @@
 """``simsiam report RUN``: PNG plots and a markdown summary of a run directory.
 
 Plots (``RUN/report/``): loss per step with the epoch means; encoder and predictor lr;
-the collapse metric against 1/sqrt(d) (paper Fig. 2, middle); kNN and online-probe top-1
-per epoch; a 2-D t-SNE map (scikit-learn) of held-out backbone features coloured by
-class. ``summary.md`` holds the final figures, the list of plots and the config.
+the collapse metric against 1/sqrt(d) (paper Fig. 2, middle) and the effective rank of z;
+with labels, kNN and online-probe top-1 per epoch; always the label-free signals per
+evaluation (copy retrieval, alignment and uniformity, the features' effective rank); a
+2-D t-SNE map (scikit-learn) of held-out backbone features drawn with thumbnails of the
+images, and coloured by class with labels. ``summary.md`` holds the final figures
+(each against epoch 0, the random init), the list of plots and the config.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from simsiam.errors import ConfigError  # noqa: E402
-from simsiam.train.logger import read_metrics  # noqa: E402
+from simsiam.train.logger import eval_records, read_metrics  # noqa: E402
 
 
 def _save(fig, path: Path) -> None:
@@ -65,7 +68,7 @@ def _plot_rank(steps: list[dict], out: Path, rank_ratio: float) -> str:
 def _plot_training(records: list[dict], out: Path, rank_ratio: float) -> list[str]:
     steps = [r for r in records if r["kind"] == "step"]
     epochs = [r for r in records if r["kind"] == "epoch"]
-    evals = [r for r in records if r["kind"] == "knn"]
+    evals = [r for r in eval_records(records) if "knn_top1" in r]
     x = [r["step"] for r in steps]
     made = [
         _plot(out, "loss.png", "Loss (range [-1, 1])", "step", "negative cosine loss",
@@ -101,6 +104,38 @@ def _plot_training(records: list[dict], out: Path, rank_ratio: float) -> list[st
     if series:
         made.append(_plot(out, "accuracy.png", "Accuracy per epoch", "epoch", "top-1 (%)",
                           series))
+    return made + _plot_label_free(eval_records(records), out)
+
+
+def _plot_label_free(evals: list[dict], out: Path) -> list[str]:
+    """Copy retrieval, alignment and uniformity, and the features' effective rank per
+    evaluation (:mod:`simsiam.eval.labelfree`; epoch 0 is the random init)."""
+    made = []
+    copy = [r for r in evals if "copy_top1" in r]
+    if copy:
+        e = [r["epoch"] for r in copy]
+        made.append(_plot(out, "copy_retrieval.png", "Augmented-copy retrieval (held-out "
+                          "images; higher = better)", "epoch", "found (%)",
+                          [(e, [r["copy_top1"] for r in copy], "o-", "top-1"),
+                           (e, [r["copy_top5"] for r in copy], "s--", "top-5")]))
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        ax.plot(e, [r["alignment"] for r in copy], "o-", label="alignment (lower = views closer)")
+        ax.plot(e, [r["uniformity"] for r in copy], "s-",
+                label="uniformity (lower = spread; 0 = collapsed)")
+        ax.set(xlabel="epoch", title="Alignment and uniformity (Wang & Isola 2020)")
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.legend()
+        _save(fig, out / "alignment_uniformity.png")
+        made.append("alignment_uniformity.png")
+    ranked = [r for r in evals if "feature_rank" in r]
+    if ranked:
+        healthy = ranked[0]["feature_rank_healthy"]
+        made.append(_plot(out, "feature_rank.png", "Effective rank of the held-out features",
+                          "epoch", "effective rank",
+                          [([r["epoch"] for r in ranked], [r["feature_rank"] for r in ranked],
+                            "o-", "backbone features")],
+                          hline=(healthy, "--", f"isotropic = {healthy:.1f}"),
+                          ylim=(0, 1.1 * max([r["feature_rank"] for r in ranked] + [healthy]))))
     return made
 
 
@@ -116,38 +151,78 @@ def _run_config(run: Path):
         return load_config(run / "config.yaml")
 
 
-def _plot_embedding(run: Path, out: Path, points: int, seed: int) -> str | None:
+def _plot_embedding(run: Path, out: Path, points: int, seed: int) -> list[str]:
+    """A t-SNE map of held-out backbone features: drawn with the images' thumbnails
+    (``embedding_thumbs.png``), and coloured by class when the data has labels
+    (``embedding_tsne.png``)."""
     from sklearn.manifold import TSNE
 
     from simsiam.data import load_splits
     from simsiam.eval.knn import extract_features
     from simsiam.eval.loading import load_backbone_for_eval
+    from simsiam.report.sheets import thumbnail_map
 
     weights = run / "backbone.safetensors"
     if not weights.exists():
         weights = run / "checkpoints" / "last.pt"
     if not weights.exists():  # stopped before its first checkpoint: no map, the rest stays
-        return None
+        return []
     cfg = _run_config(run)
     backbone, info = load_backbone_for_eval(weights)
     _, test = load_splits(cfg.data, cfg.train.seed, progress=False)
-    if test is None:
-        return None
+    if test is None or len(test) < 3:
+        return []
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(len(test), size=min(points, len(test)), replace=False))
     feats = extract_features(backbone, np.asarray(test.images[idx]), info["image_size"],
                              info["normalize"]).numpy()
-    xy = TSNE(n_components=2, init="pca", random_state=seed, perplexity=30).fit_transform(feats)
+    xy = TSNE(n_components=2, init="pca", random_state=seed,
+              perplexity=min(30.0, len(idx) - 1.0)).fit_transform(feats)
+    made = ["embedding_thumbs.png"]
+    thumbnail_map(xy, np.asarray(test.images[idx]), out / made[0],
+                  title=f"t-SNE of {len(idx)} held-out images (backbone features)")
+    if not test.labelled:
+        return made
     labels = test.labels[idx]
     fig, ax = plt.subplots(figsize=(6.4, 5.6))
     cmap = plt.get_cmap("tab10" if len(test.classes) <= 10 else "tab20")
     for c, name in enumerate(test.classes):
         m = labels == c
-        ax.scatter(xy[m, 0], xy[m, 1], s=4, color=cmap(c % cmap.N), label=name or "images")
+        ax.scatter(xy[m, 0], xy[m, 1], s=4, color=cmap(c % cmap.N), label=name)
     ax.set(title=f"t-SNE of {len(idx)} held-out backbone features", xticks=[], yticks=[])
     ax.legend(markerscale=3, fontsize=7, loc="best")
     _save(fig, out / "embedding_tsne.png")
-    return "embedding_tsne.png"
+    return made + ["embedding_tsne.png"]
+
+
+def _eval_rows(evals: list[dict]) -> list[tuple[str, str]]:
+    """Summary rows of the monitor: the last evaluation against the first (epoch 0 is the
+    random init); accuracies only for labelled data, the label-free figures always."""
+    if not evals:
+        return []
+    first, last = evals[0], evals[-1]
+    since = f"epoch {first['epoch']}" + (" = random init" if first["epoch"] == 0 else "")
+    rows = []
+    if "knn_top1" in last:
+        rows.append(("kNN top-1", f"{last['knn_top1']:.2f}% at epoch {last['epoch']} "
+                     f"({since}: {first['knn_top1']:.2f}%; {last['queries']} held-out images)"))
+    elif last.get("labelled") is False:
+        rows.append(("labels", "none (one class): no kNN or probe accuracy; the label-free "
+                     "figures below say whether training helped"))
+    if "online_probe_top1" in last:
+        rows.append(("online probe top-1", f"{last['online_probe_top1']:.2f}%"))
+    for key, name, fmt in (("copy_top1", "copy retrieval top-1", "{:.1f}%"),
+                           ("copy_top5", "copy retrieval top-5", "{:.1f}%"),
+                           ("alignment", "alignment (lower = better)", "{:.3f}"),
+                           ("uniformity", "uniformity (lower = better)", "{:.3f}"),
+                           ("feature_rank", "effective rank of the backbone features",
+                            "{:.1f}")):
+        if key in last:
+            text = f"{fmt.format(last[key])} at epoch {last['epoch']}"
+            if key in first and first is not last:
+                text += f" ({since}: {fmt.format(first[key])})"
+            rows.append((name, text))
+    return rows
 
 
 def write_report(run: str | Path, embedding_points: int = 2000) -> Path:
@@ -169,12 +244,10 @@ def write_report(run: str | Path, embedding_points: int = 2000) -> Path:
     rank_ratio = _run_config(run).eval.rank_ratio
     plots = _plot_training(records, out, rank_ratio)
     if embedding_points > 0:
-        emb = _plot_embedding(run, out, embedding_points, seed=0)
-        if emb:
-            plots.append(emb)
+        plots += _plot_embedding(run, out, embedding_points, seed=0)
     steps = [r for r in records if r["kind"] == "step"]
     epochs = [r for r in records if r["kind"] == "epoch"]
-    evals = [r for r in records if r["kind"] == "knn"]
+    evals = eval_records(records)
     alarms = [r for r in records if r["kind"] == "collapse"]
     rows = [("epochs", len(epochs)), ("steps", steps[-1]["step"] if steps else 0)]
     if epochs:
@@ -186,17 +259,7 @@ def write_report(run: str | Path, embedding_points: int = 2000) -> Path:
         if "collapse_rank" in steps[-1]:
             rows.append(("final effective rank of z", f"{steps[-1]['collapse_rank']:.1f} "
                          f"(isotropic batch: {steps[-1]['collapse_rank_healthy']:.1f})"))
-    if evals:
-        first, last = evals[0], evals[-1]
-        rows.append(("kNN top-1", f"{last['knn_top1']:.2f}% at epoch {last['epoch']} "
-                     f"(epoch {first['epoch']}: {first['knn_top1']:.2f}%; "
-                     f"{last['queries']} held-out images)"))
-        if "online_probe_top1" in last:
-            rows.append(("online probe top-1", f"{last['online_probe_top1']:.2f}%"))
-        if "feature_rank" in last:
-            rows.append(("effective rank of the backbone features",
-                         f"{last['feature_rank']:.1f} at epoch {last['epoch']} (isotropic: "
-                         f"{last['feature_rank_healthy']:.1f})"))
+    rows += _eval_rows(evals)
     linear = run / "linear" / "linear.json"
     if linear.is_file():
         lin = json.loads(linear.read_text())

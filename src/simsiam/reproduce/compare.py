@@ -26,7 +26,7 @@ from simsiam.errors import ConfigError, SimSiamError
 from simsiam.fileio import atomic_write
 from simsiam.methods import METHODS
 from simsiam.reproduce.runner import CPU_OVERRIDES, PRESETS, finished_run, fmt, linear_top1
-from simsiam.train.logger import read_metrics
+from simsiam.train.logger import knn_records, read_metrics
 
 COMPARE_SCALES = ("cpu", "cifar10")
 
@@ -109,7 +109,7 @@ def run_compare(methods: list[str], budget: int, scale: str = "cpu", data: str =
             status = "ok"
         recs = read_metrics(cfg.train.out, missing_ok=True)
         epochs = [r for r in recs if r.get("kind") == "epoch"]
-        knn = [r for r in recs if r.get("kind") == "knn"]
+        knn = knn_records(recs)
         mem = [r["peak_mem_mib"] for r in epochs if "peak_mem_mib" in r]
         lin = linear_top1(cfg, linear_epochs or (30 if scale == "cpu" else 100)) if linear else None
         neg, mom, queue = TRAITS[cfg.method]
@@ -153,7 +153,7 @@ def _write(root: Path, scale: str, budget: int, rows: list[CompareRow]) -> None:
     atomic_write(root / "compare.md", lambda tmp: tmp.write_text(table, encoding="utf-8"))
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in rows:
-        knn = [k for k in read_metrics(r.run_dir, missing_ok=True) if k.get("kind") == "knn"]
+        knn = knn_records(read_metrics(r.run_dir, missing_ok=True))
         ax.plot([k["epoch"] for k in knn], [k["knn_top1"] for k in knn], "o-", label=r.method)
     ax.set_xlabel("epoch")
     ax.set_ylabel("kNN top-1 (%)")

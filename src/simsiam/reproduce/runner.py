@@ -29,7 +29,7 @@ from typing import Any
 from simsiam.config import Config, config_differences, load_config
 from simsiam.errors import ConfigError, ConfigNotice
 from simsiam.reproduce.experiments import EXPERIMENTS, Experiment, Row
-from simsiam.train.logger import read_metrics
+from simsiam.train.logger import knn_records, read_metrics
 
 SCALES = ("cpu", "cifar10", "imagenet")
 PRESETS = {"cpu": "demo-cpu", "cifar10": "cifar10", "imagenet": "imagenet"}
@@ -89,7 +89,7 @@ def _summarise(row: Row, cfg: Config, status: str, linear: float | None) -> RowR
     recs = read_metrics(run, missing_ok=True)
     steps = [r for r in recs if r.get("kind") == "step"]
     epochs = [r for r in recs if r.get("kind") == "epoch"]
-    knns = [r for r in recs if r.get("kind") == "knn"]
+    knns = knn_records(recs)
     last_epoch = max((r["epoch"] for r in steps), default=None)
     tail = [r for r in steps if r["epoch"] == last_epoch]
     std = sum(r["collapse_std"] for r in tail) / len(tail) if tail else None
@@ -239,7 +239,7 @@ def _plot(exp: Experiment, root: Path, results: list[RowResult]) -> Path:
         axes[2].plot([s["step"] / spe for s in ranked],
                      [s["collapse_rank"] / s["collapse_rank_healthy"] for s in ranked],
                      label=r.label)
-        knn = [k for k in recs if k.get("kind") == "knn"]
+        knn = knn_records(recs)
         axes[3].plot([k["epoch"] for k in knn], [k["knn_top1"] for k in knn], "o-",
                      label=r.label)
     if results:

@@ -11,7 +11,8 @@ from typing import Any
 class MetricsLogger:
     """Appends records to ``RUN/metrics.jsonl`` and mirrors numbers to ``RUN/tb``.
 
-    Each record is a dict with ``kind`` ("step", "epoch" or "knn") and ``step``; every
+    Each record is a dict with ``kind`` ("setup", "step", "epoch", "eval", ...) and
+    ``step``; every
     other numeric field becomes a TensorBoard scalar ``<kind>/<field>`` at that step.
     """
 
@@ -62,3 +63,14 @@ def read_metrics(run_dir: str | Path, missing_ok: bool = False) -> list[dict[str
         return []
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def eval_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The monitor's evaluations among ``records``: kind ``eval`` (kind ``knn`` in runs of
+    simsiam 0.1, which hold ``knn_top1``)."""
+    return [r for r in records if r.get("kind") in ("eval", "knn")]
+
+
+def knn_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The evaluations among ``records`` that measured kNN top-1 (labelled data)."""
+    return [r for r in eval_records(records) if "knn_top1" in r]

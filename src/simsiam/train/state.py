@@ -15,6 +15,9 @@ import torch
 
 from simsiam.distributed.ops import all_reduce_sum
 
+# The label-free figures of an evaluation that a run keeps (simsiam.eval.monitor).
+LABEL_FREE = ("copy_top1", "copy_top5", "alignment", "uniformity", "feature_rank")
+
 
 class EpochSums:
     """The running sums of the epoch in progress, kept on the device (no host sync per step).
@@ -79,7 +82,10 @@ class RunState:
         batch_in_epoch: steps completed in the epoch in progress (0 at an epoch boundary).
         partial: the epoch's global sums when it was saved mid-epoch (see
             :class:`EpochSums`), else None.
-        knn, probe_top1: kNN and online-probe top-1 (percent) by epoch (0: before training).
+        knn, probe_top1: kNN and online-probe top-1 (percent) by epoch (0: before training;
+            labelled data only).
+        evals: the label-free figures of each evaluation by epoch (``copy_top1``,
+            ``copy_top5``, ``alignment``, ``uniformity``, ``feature_rank``, when measured).
         epoch_loss: mean loss of each completed epoch, by 1-based epoch.
         sums: the running sums of the epoch in progress (not part of ``state_dict``:
             a checkpoint taken inside an epoch keeps their global totals as ``partial``).
@@ -92,6 +98,7 @@ class RunState:
     knn: dict[int, float] = field(default_factory=dict)
     probe_top1: dict[int, float] = field(default_factory=dict)
     epoch_loss: dict[int, float] = field(default_factory=dict)
+    evals: dict[int, dict[str, float]] = field(default_factory=dict)
     sums: EpochSums | None = field(default=None, repr=False, compare=False)
 
     def state_dict(self) -> dict[str, Any]:
@@ -100,7 +107,8 @@ class RunState:
             "epoch": self.epoch, "step": self.step, "batch_in_epoch": self.batch_in_epoch,
             "knn": {str(k): v for k, v in self.knn.items()},
             "epoch_loss": {str(k): v for k, v in self.epoch_loss.items()},
-            "probe_top1": {str(k): v for k, v in self.probe_top1.items()}}
+            "probe_top1": {str(k): v for k, v in self.probe_top1.items()},
+            "evals": {str(k): dict(v) for k, v in self.evals.items()}}
         if self.batch_in_epoch and self.partial is not None:
             out["partial"] = self.partial
         return out
@@ -113,3 +121,12 @@ class RunState:
         self.knn = {int(k): v for k, v in state.get("knn", {}).items()}
         self.epoch_loss = {int(k): v for k, v in state.get("epoch_loss", {}).items()}
         self.probe_top1 = {int(k): v for k, v in state.get("probe_top1", {}).items()}
+        self.evals = {int(k): dict(v) for k, v in state.get("evals", {}).items()}
+
+    def record_eval(self, epoch: int, record: dict[str, Any]) -> None:
+        """Keep the figures of the evaluation after ``epoch`` epochs (an ``eval`` record)."""
+        if "knn_top1" in record:
+            self.knn[epoch] = record["knn_top1"]
+        if "online_probe_top1" in record:
+            self.probe_top1[epoch] = record["online_probe_top1"]
+        self.evals[epoch] = {k: record[k] for k in LABEL_FREE if k in record}
