@@ -57,11 +57,16 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
                    "comparison method: its settings are model.METHOD.*, and the settings its "
                    "authors used in other sections (e.g. MoCo v2's lr) replace the preset's; "
                    "--set still wins")
-    p.add_argument("--data", help="image folder (class subfolders) or cifar10 / cifar100")
+    p.add_argument("--data", help="a folder of images: flat (unlabelled: label-free signals "
+                   "only) or one subfolder per class (labels feed the kNN monitor and probe "
+                   "only, never training); with train/ and test/ (or val/) those are the "
+                   "splits, else a seeded 10%% (data.holdout_fraction) is held out for the "
+                   "monitor. Or cifar10 / cifar100 (torchvision's download)")
     p.add_argument("--out", help="run directory (default from the config)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--per-class", type=int, help="at most N training images per class")
+    p.add_argument("--per-class", type=int, help="at most N training images per class (a "
+                   "flat folder is one class; a preset's cap that leaves images out warns)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
     p.add_argument("--seed", type=int)
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -73,7 +78,8 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
                    "such files with a warning naming each)")
     p.add_argument("--stop-after-epoch", type=int, metavar="N",
                    help="save and stop after epoch N of the schedule (continue with --resume)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars: one line "
+                   "per epoch (loss, the monitor's figures, seconds) instead")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override any config key, e.g. --set optim.base_lr=0.4 (repeatable)")
 
@@ -95,7 +101,27 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     knn = f" knn_top1={res.knn[last]:.2f}%" if last is not None else ""
     print(f"pretrain: {res.epochs} epochs, {res.steps} steps, final loss "
           f"{res.epoch_loss[res.epochs]:.4f}{knn}; backbone -> {res.backbone_path}")
+    copy = _copy_retrieval_line(res)
+    if copy:
+        print(copy)
     return 0
+
+
+def _copy_retrieval_line(res) -> str | None:
+    """``pretrain: copy retrieval top1 26.0% (random init 21.5%) ...``: the label-free
+    figure that says whether training helped, when the monitor measured it."""
+    measured = {e: v for e, v in res.evals.items() if "copy_top1" in v}
+    if not measured:
+        return None
+    last = measured[max(measured)]
+    text = (f"pretrain: copy retrieval top1 {last['copy_top1']:.1f}% top5 "
+            f"{last['copy_top5']:.1f}% at epoch {max(measured)}")
+    if 0 in measured and max(measured) > 0:
+        text += (f" (random init: {measured[0]['copy_top1']:.1f}% / "
+                 f"{measured[0]['copy_top5']:.1f}%; backbone_init.safetensors beside it)")
+    if not res.labelled:
+        text += "; no labels, so no kNN accuracy"
+    return text
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -105,6 +131,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     data = args.data or (str(SHARED_CIFAR_DIR) if SHARED_CIFAR_DIR.is_dir() else "cifar10")
     overrides = _overrides(args) | {"data.source": data, "eval.knn_at_start": True}
     cfg = load_config(args.config or "demo-cpu", overrides)
+    # the demo's cap is its design (stated on the next line), not a surprise to warn about
+    from simsiam.data import CapWarning
+
+    warnings.filterwarnings("ignore", category=CapWarning)
     print(f"demo: {cfg.method} {cfg.model.backbone} ({cfg.model.stem} stem) on '{data}', "
           f"{cfg.train.epochs} epochs, batch {cfg.train.batch_size}, {cfg.data.image_size} px, "
           f"{cfg.data.per_class} training images per class", flush=True)

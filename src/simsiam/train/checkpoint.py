@@ -197,18 +197,26 @@ class Checkpointer:
         restore_rng_state(ckpt, device)
         self.last_saved = (state.epoch, state.step)
 
-    def export_backbone(self, backbone: torch.nn.Module, cfg) -> Path:
-        """Write ``RUN/backbone.safetensors`` (torchvision key names; rank 0, the others
-        wait) and return its path. Its metadata says how to feed it: ``arch``, ``stem``,
-        ``image_size``, ``normalize``, ``seed`` and the whole run ``config`` (YAML)."""
+    def export_backbone(self, backbone: torch.nn.Module, cfg,
+                        name: str = "backbone.safetensors") -> Path:
+        """Write ``RUN/<name>`` (torchvision key names; rank 0, the others wait) and return
+        its path. Its metadata says how to feed it: ``arch``, ``stem``, ``image_size``,
+        ``normalize``, ``seed``, ``eval_transform`` (JSON: the exact resize, crop and
+        normalisation numbers the evaluation commands apply, see
+        :func:`simsiam.train.summary.eval_transform_spec`) and the whole run ``config``
+        (YAML)."""
+        import json
+
         from simsiam.config import config_to_yaml
         from simsiam.models.backbones import backbone_state_dict
+        from simsiam.train.summary import eval_transform_spec
 
-        path = self.out / "backbone.safetensors"
+        path = self.out / name
+        spec = eval_transform_spec(cfg.data.image_size, cfg.augment.normalize)
         metadata = {"format": "torchvision", "arch": cfg.model.backbone,
                     "stem": cfg.model.stem, "image_size": str(cfg.data.image_size),
                     "normalize": cfg.augment.normalize, "seed": str(cfg.train.seed),
-                    "config": config_to_yaml(cfg)}
+                    "eval_transform": json.dumps(spec), "config": config_to_yaml(cfg)}
         if self.ctx.is_main:
             save_backbone(backbone_state_dict(backbone), path, metadata)
         self.ctx.barrier()

@@ -15,7 +15,8 @@ from simsiam.config import Config, config_differences, load_config
 from simsiam.errors import ConfigError
 from simsiam.fileio import atomic_write
 
-RUN_FILES = ("config.yaml", "metrics.jsonl", "tb", "checkpoints", "backbone.safetensors")
+RUN_FILES = ("config.yaml", "metrics.jsonl", "tb", "checkpoints", "backbone.safetensors",
+             "backbone_init.safetensors", "report")
 
 
 def check_run_dir(out: Path, resume: bool, overwrite: bool) -> None:

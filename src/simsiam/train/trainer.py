@@ -5,7 +5,7 @@ owns its networks, loss, parameter groups and their flags, and its data source s
 batch is (:mod:`simsiam.data.batches`); :class:`Run` holds what the loop works with
 (:class:`~simsiam.train.checkpoint.Checkpointer`, :class:`~simsiam.train.guards.NonFiniteGuard`,
 :class:`~simsiam.eval.collapse.CollapseGuard`, :class:`~simsiam.eval.probe.OnlineProbe`,
-:class:`~simsiam.eval.monitor.KnnMonitor`, ...) and :class:`~simsiam.train.state.RunState`
+:class:`~simsiam.eval.monitor.Monitor`, ...) and :class:`~simsiam.train.state.RunState`
 where it is. :func:`train_one_epoch` runs one epoch, :func:`_fit` the epochs; a stop (a
 signal, ``--stop-after-epoch``) is a :class:`StopRequest` raised in the loop and handled in
 one place, :func:`_stop`, which saves and reports.
@@ -30,7 +30,7 @@ import torch
 from tqdm import tqdm
 
 from simsiam.config import Config, config_to_dict, config_to_yaml
-from simsiam.data.dataset import ImageSet, load_splits
+from simsiam.data.dataset import DataSplits, load_data
 from simsiam.data.loaders import make_batches
 from simsiam.distributed import (
     BatchPlan,
@@ -45,7 +45,7 @@ from simsiam.distributed.context import launcher
 from simsiam.distributed.ddp import wrap_ddp
 from simsiam.errors import CollapseError, ConfigError
 from simsiam.eval.collapse import CollapseGuard, effective_rank, healthy_std, rank_reference
-from simsiam.eval.monitor import KnnMonitor
+from simsiam.eval.monitor import Monitor, monitor_text
 from simsiam.eval.probe import OnlineProbe
 from simsiam.methods import Method, build_method
 from simsiam.models.backbones import feature_dim
@@ -59,6 +59,9 @@ from simsiam.train.run_dir import check_run_dir, clear_run_dir, resume_config, t
 from simsiam.train.schedule import LrSchedule
 from simsiam.train.state import EpochSums, RunState
 from simsiam.train.step import bf16_for_run, train_step
+from simsiam.train.summary import epoch_line, startup_summary
+
+INIT_BACKBONE = "backbone_init.safetensors"  # the weights before the first step
 
 
 @dataclass
@@ -73,6 +76,8 @@ class RunResult:
     epoch_loss: dict[int, float] = field(default_factory=dict)
     test_images: int = 0
     backbone_path: Path | None = None
+    evals: dict[int, dict[str, float]] = field(default_factory=dict)  # label-free figures
+    labelled: bool = True  # the data has two classes or more (kNN and probe measured)
 
 
 class StopRequest(Exception):
@@ -100,7 +105,7 @@ class Run:
     schedule: LrSchedule
     loader: Any  # batches of the method's data source, with .sampler
     probe: OnlineProbe | None
-    monitor: KnnMonitor
+    monitor: Monitor
     checkpointer: Checkpointer
     logger: MetricsLogger | NullLogger
     nonfinite: NonFiniteGuard
@@ -157,18 +162,24 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool,
     if resume:
         checkpointer.load()  # a checkpoint of a newer format is named before its config
         cfg = resume_config(cfg, out)
-    train, test = ctx.main_first(lambda: load_splits(cfg.data, cfg.train.seed,
-                                                     progress=progress))
-    run, state = _build(cfg, train, test, resume, progress, signals, ctx, checkpointer)
+    splits = ctx.main_first(lambda: load_data(cfg.data, cfg.train.seed, progress=progress))
+    run, state = _build(cfg, splits, resume, progress, signals, ctx, checkpointer)
+    if ctx.is_main:
+        print(startup_summary(splits, cfg, run.plan, str(ctx.device), run.bf16,
+                              state.step if resume else None), flush=True)
+    test = splits.test
     try:
         if cfg.eval.knn_at_start and state.step == 0:
-            _monitor(run, state)
+            start = _monitor(run, state)
+            if start and ctx.is_main and not progress:
+                print(f"epoch 0 (random init): {monitor_text(start)}", flush=True)
         signals.defer()  # from here a signal saves a checkpoint at the next step boundary
         finished = _fit(run, state, stop_after_epoch)
     finally:
         run.logger.close()
     result = RunResult(out, state.epoch, state.step, state.knn, state.probe_top1,
-                       state.epoch_loss, len(test) if test is not None else 0)
+                       state.epoch_loss, len(test) if test is not None else 0,
+                       evals=state.evals, labelled=splits.train.labelled)
     if finished:
         result.backbone_path = run.checkpointer.export_backbone(run.model.backbone, cfg)
     return result
@@ -184,18 +195,21 @@ def _build_model(cfg: Config, plan: BatchPlan, ctx: DistContext) -> Method:
     return model.to(ctx.device).to(memory_format=fmt)
 
 
-def _build(cfg: Config, train: ImageSet, test: ImageSet | None, resume: bool,
-           progress: bool, signals: StopSignals, ctx: DistContext,
+def _build(cfg: Config, splits: DataSplits, resume: bool, progress: bool,
+           signals: StopSignals, ctx: DistContext,
            checkpointer: Checkpointer) -> tuple[Run, RunState]:
     """Model, optimizer, probe and run state (restored from the checkpoint with
-    ``resume``, else the run directory is (re)started), then the loop's other objects."""
+    ``resume``, else the run directory is (re)started with ``config.yaml`` and the
+    untrained weights ``backbone_init.safetensors``), then the loop's other objects.
+    The online probe needs labels (two classes or more)."""
     device, out = ctx.device, checkpointer.out
+    train, test = splits.train, splits.test
     plan = batch_plan(len(train), cfg.train.batch_size, ctx.world_size, cfg.optim.base_lr)
     model = _build_model(cfg, plan, ctx)
     optimizer = build_optimizer(model.param_groups(), cfg.optim, plan.peak_lr)
     probe = (OnlineProbe(feature_dim(cfg.model.backbone), train.labels, len(train.classes),
                          cfg.eval.probe_lr, device, ctx.distributed)
-             if cfg.eval.online_probe else None)
+             if cfg.eval.online_probe and train.labelled else None)
     state = RunState()
     if resume:
         checkpointer.restore(state, model, optimizer, probe, device)
@@ -210,6 +224,8 @@ def _build(cfg: Config, train: ImageSet, test: ImageSet | None, resume: bool,
         text = config_to_yaml(cfg)
         atomic_write(out / "config.yaml", lambda tmp: tmp.write_text(text, encoding="utf-8"))
     ctx.barrier()
+    if not resume:  # the random-init baseline: knn / embed / neighbors take it as it is
+        checkpointer.export_backbone(model.backbone, cfg, INIT_BACKBONE)
     # Loaded state first, then DDP (which broadcasts rank 0's weights to all processes).
     step_model = wrap_ddp(model, ctx) if ctx.distributed else model
     if probe is not None:
@@ -222,7 +238,11 @@ def _build(cfg: Config, train: ImageSet, test: ImageSet | None, resume: bool,
                 "global_batch": plan.global_batch, "per_device_batch": plan.per_device,
                 "steps_per_epoch": plan.steps_per_epoch, "peak_lr": plan.peak_lr,
                 "backend": ctx.backend or "none", "sync_bn": ctx.distributed,
-                "device": str(device), "bf16": bf16})
+                "device": str(device), "bf16": bf16, "images_found": splits.found,
+                "images_skipped": splits.skipped, "images_held_out": splits.held_out,
+                "images_capped": splits.capped, "train_images": len(train),
+                "eval_images": len(test) if test is not None else 0,
+                "labelled": train.labelled})
     run = Run(
         cfg=cfg, ctx=ctx, plan=plan, model=model,
         step_model=torch.compile(step_model) if cfg.train.compile else step_model,
@@ -230,7 +250,7 @@ def _build(cfg: Config, train: ImageSet, test: ImageSet | None, resume: bool,
         schedule=LrSchedule(plan.peak_lr, plan.steps_per_epoch, cfg.train.epochs,
                             cfg.optim.warmup_epochs, cfg.optim.schedule == "step"),
         loader=make_batches(model.batch_kind, train, cfg, device, ctx.rank, ctx.world_size),
-        probe=probe, monitor=KnnMonitor(train, test, cfg, device), checkpointer=checkpointer,
+        probe=probe, monitor=Monitor(train, test, cfg, device), checkpointer=checkpointer,
         logger=logger, nonfinite=NonFiniteGuard(device, state.step),
         collapse=CollapseGuard.for_run(cfg.eval, model.dim, model.collapse_measure,
                                        rank_healthy),
@@ -320,9 +340,12 @@ def _log_step(run: Run, state: RunState, loss: torch.Tensor, metrics: dict[str, 
               "pairs_per_s": state.sums.seen * world / (time.perf_counter()
                                                         - state.sums.started)}
     run.logger.log(record)
+    shown_eval = state.evals[max(state.evals)] if state.evals else {}
     bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.4f}",
                     std=f"{record['collapse_std']:.4f}/{healthy:.4f}",
-                    rank=f"{record['collapse_rank']:.0f}/{run.rank_healthy:.0f}")
+                    rank=f"{record['collapse_rank']:.0f}/{run.rank_healthy:.0f}",
+                    **({"copy@1": f"{shown_eval['copy_top1']:.1f}%"}
+                       if "copy_top1" in shown_eval else {}))
     guard = run.collapse
     if not guard.update(state.step, record[f"collapse_{guard.measure}"]):
         return
@@ -338,8 +361,9 @@ def _log_step(run: Run, state: RunState, loss: torch.Tensor, metrics: dict[str, 
 
 
 def _end_epoch(run: Run, state: RunState) -> bool:
-    """Close the epoch: ``epoch`` record, kNN monitor if due, checkpoint. Returns whether a
-    stop was requested (the kNN monitor is then skipped, except after the last epoch)."""
+    """Close the epoch: ``epoch`` record, the monitor if due, a line without a progress
+    bar, checkpoint. Returns whether a stop was requested (the monitor is then skipped,
+    except after the last epoch)."""
     run.nonfinite.check_loss(state.epoch, run.logger, run.checkpointer.kept())
     seen, loss_sum, hits = state.sums.totals()
     mean_loss = (loss_sum / run.plan.steps_per_epoch).item()
@@ -353,15 +377,20 @@ def _end_epoch(run: Run, state: RunState) -> bool:
     run.logger.log(record)
     last = state.epoch == run.cfg.train.epochs
     stopping = run.stop_requested()
+    evaluation = None
     if run.monitor.due(state.epoch) and (not stopping or last):  # stopping: save first
-        _monitor(run, state)
+        evaluation = _monitor(run, state)
+    if run.ctx.is_main and not run.progress:  # no bar: one line per epoch
+        print(epoch_line(state.epoch, run.cfg.train.epochs, mean_loss, record["seconds"],
+                         monitor_text(evaluation) if evaluation else None), flush=True)
     _save(run, state)
     return stopping
 
 
-def _monitor(run: Run, state: RunState) -> None:
-    """The kNN monitor (and the online probe's held-out score) after ``state.epoch``."""
-    run.monitor.run(run.model.backbone, run.probe, state, run.logger, run.progress)
+def _monitor(run: Run, state: RunState) -> dict | None:
+    """The monitor after ``state.epoch`` epochs (label-free signals; with labels kNN and
+    the online probe's held-out score); its record, or None without held-out images."""
+    return run.monitor.run(run.model.backbone, run.probe, state, run.logger, run.progress)
 
 
 def _save(run: Run, state: RunState) -> None:

@@ -1,0 +1,97 @@
+"""What a run is about to do, in one block printed before the first step (also under
+``--no-progress``), and the one line per epoch printed without a progress bar.
+
+The block answers what a user of their own folder cannot see otherwise: how many images
+were found, skipped, held out and capped; the size, decode side and normalisation numbers
+of the views; whether there are labels (no accuracy is computed without them); the steps,
+lr and warm-up; device, precision and method.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from simsiam.augment.views import blur_probability, normalization
+from simsiam.config import Config
+from simsiam.data.dataset import DataSplits
+from simsiam.distributed import BatchPlan
+
+
+def _n(x: int) -> str:
+    return f"{x:,}"
+
+
+def eval_transform_spec(image_size: int, normalize: str) -> dict[str, Any]:
+    """The evaluation transform (monitor, ``knn``, ``linear``, ``embed``, ``neighbors``) as
+    numbers, for a folder of photos decoded at the default side ``resize`` =
+    round(8/7 x ``crop``): the shorter side resized to ``resize`` and a centre square of
+    ``resize`` kept (the decoded cache, :mod:`simsiam.data.cache`), then a centre crop of
+    ``crop`` (:func:`simsiam.augment.views.eval_transform`), scaled to [0, 1] and
+    normalised with ``mean`` and ``std``; ``torchvision`` spells it with
+    ``torchvision.transforms.v2`` on a PIL image (the README's snippet, tested to cosine
+    >= 0.999). Images that are all ``crop`` x ``crop`` (CIFAR) are used as they are."""
+    mean, std = normalization(normalize, image_size)
+    side = round(image_size * 8 / 7)
+    return {"resize": side, "decode_crop": side, "crop": image_size,
+            "interpolation": "bilinear", "antialias": True, "mean": list(mean),
+            "std": list(std),
+            "torchvision": f"Resize({side}), CenterCrop({side}), CenterCrop({image_size}), "
+                           "ToImage(), ToDtype(torch.float32, scale=True), Normalize(mean, std)",
+            "square_images_of_crop_size": "used as they are"}
+
+
+def _data_lines(s: DataSplits, cfg: Config) -> list[str]:
+    d = cfg.data
+    parts = [f"{_n(s.found)} found"]
+    if s.folder:
+        parts.append(f"{_n(s.skipped)} skipped (undecodable)")
+    if s.held_out:
+        parts.append(f"{_n(s.held_out)} held out for evaluation "
+                     f"(data.holdout_fraction {d.holdout_fraction:g}, seed {cfg.train.seed})")
+    if s.capped:
+        parts.append(f"{_n(s.capped)} capped by data.per_class = {d.per_class}")
+    test = len(s.test) if s.test is not None else 0
+    where = f"its test split ({_n(s.test_found)} found)" if s.test_found else "held out"
+    lines = [f"  images    {', '.join(parts)}",
+             f"            -> {_n(len(s.train))} training, {_n(test)} for evaluation ({where})"]
+    if s.train.labelled:
+        lines.append(f"  labels    {len(s.train.classes)} classes (used by the kNN monitor and "
+                     "the online probe only; training never reads them)")
+    else:
+        why = ("data.labels = none" if d.labels == "none"
+               else "one class: a folder without class subfolders")
+        lines.append(f"  labels    none ({why}): no kNN or probe accuracy; the monitor "
+                     "reports label-free signals")
+    return lines
+
+
+def startup_summary(splits: DataSplits, cfg: Config, plan: BatchPlan, device: str,
+                    bf16: bool, resumed_step: int | None = None) -> str:
+    """The start-up block (several lines, no trailing newline)."""
+    a, d, m = cfg.augment, cfg.data, cfg.model
+    mean, std = normalization(a.normalize, d.image_size)
+    stats = "CIFAR-10" if mean[0] == 0.4914 else "ImageNet"
+    side = splits.train.images.shape[1]
+    total = plan.steps_per_epoch * cfg.train.epochs
+    warm = cfg.optim.warmup_epochs or 0
+    head = f"simsiam: {cfg.method} with a {m.backbone} backbone ({m.stem} stem) on '{d.source}'"
+    if resumed_step is not None:
+        head += f", resumed at step {resumed_step}"
+    lines = [head] + _data_lines(splits, cfg) + [
+        f"  views     {d.image_size} px crops of images stored at {side} px, blur p = "
+        f"{blur_probability(a, d.image_size):g}, normalised with {stats} mean "
+        f"{tuple(round(x, 4) for x in mean)} std {tuple(round(x, 4) for x in std)}",
+        f"  steps     {plan.steps_per_epoch} per epoch x {cfg.train.epochs} epochs = {total} "
+        f"(batch {plan.global_batch}, lr {plan.peak_lr:g} = base_lr {cfg.optim.base_lr:g} x "
+        f"{plan.global_batch}/256, warm-up {warm:g} epoch{'' if warm == 1 else 's'})",
+        f"  device    {device}, {'bfloat16 autocast' if bf16 else 'float32'}, "
+        f"{plan.world_size} process{'es' if plan.world_size > 1 else ''}",
+        f"  out       {cfg.train.out}"]
+    return "\n".join(lines)
+
+
+def epoch_line(epoch: int, epochs: int, loss: float, seconds: float,
+               evaluation: str | None) -> str:
+    """``epoch 3/20: loss -0.5123, 41.2 s`` and the monitor's figures when it ran."""
+    line = f"epoch {epoch}/{epochs}: loss {loss:.4f}, {seconds:.1f} s"
+    return f"{line}; {evaluation}" if evaluation else line
