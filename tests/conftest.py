@@ -25,3 +25,14 @@ def cifar_dir() -> Path:
     if not CIFAR_DIR.is_dir():
         pytest.skip(f"real CIFAR-10 images not found at {CIFAR_DIR}")
     return CIFAR_DIR
+
+
+FLICKR_DIR = REPO.parent / "shared" / "data" / "flickr8k-1k" / "images"
+
+
+@pytest.fixture(scope="session")
+def flickr_dir() -> Path:
+    """1,000 real Flickr photographs in a flat folder (read-only; never copied here)."""
+    if not FLICKR_DIR.is_dir():
+        pytest.skip(f"real photographs not found at {FLICKR_DIR}")
+    return FLICKR_DIR

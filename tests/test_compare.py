@@ -41,7 +41,7 @@ def test_compare_two_methods_on_real_images(cifar_dir, tmp_path):
         recs = [json.loads(x) for x in (Path(r.run_dir) / "metrics.jsonl").open()]
         epochs = [x for x in recs if x["kind"] == "epoch"]
         assert len(epochs) == 2 and r.batch_size == 24 and r.status == "ok"
-        assert r.knn_top1 == [x for x in recs if x["kind"] == "knn"][-1]["knn_top1"]
+        assert r.knn_top1 == [x for x in recs if x["kind"] == "eval"][-1]["knn_top1"]
         assert r.train_seconds == pytest.approx(sum(x["seconds"] for x in epochs))
         assert r.peak_mem_mib == max(x["peak_mem_mib"] for x in epochs) > 100
         assert 0 <= r.linear_top1 <= 100

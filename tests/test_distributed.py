@@ -403,9 +403,9 @@ def test_torchrun_two_processes_train_like_one_and_resume_exactly(cifar_dir, tmp
         else:  # weights
             assert diff <= 2e-5, (key, diff)
     assert all(torch.equal(w_res[k], v) for k, v in w_two.items())
-    knn_two = [r["knn_top1"] for r in two if r["kind"] == "knn"]
+    knn_two = [r["knn_top1"] for r in two if r["kind"] == "eval"]
     assert knn_two == [r["knn_top1"] for r in read_metrics(tmp_path / "resumed")
-                       if r["kind"] == "knn"]
+                       if r["kind"] == "eval"]
     # Evaluation under torchrun: sharded extraction, the same kNN result as one process.
     knn = ["knn", "--checkpoint", str(tmp_path / "two" / "backbone.safetensors"), "--data",
            str(cifar_dir), "--per-class", "8", "--test-per-class", "4", "--device", "cpu",

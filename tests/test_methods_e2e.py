@@ -49,6 +49,11 @@ def test_each_method_trains_on_real_images(cifar_dir, tmp_path, method, extra):
     else:
         assert loss[EPOCHS] < loss[1], loss
     assert 0.0 <= res.knn[EPOCHS] <= 100.0
+    # the label-free signals of every method, from the random init (epoch 0) on
+    assert sorted(res.evals) == [0, EPOCHS]
+    for figures in res.evals.values():
+        assert 0 <= figures["copy_top1"] <= figures["copy_top5"] <= 100
+        assert 0 <= figures["alignment"] <= 4 and -4 <= figures["uniformity"] <= 0
     assert res.backbone_path is not None and res.backbone_path.stat().st_size > 1_000_000
     steps = [r for r in read_metrics(tmp_path / method) if r["kind"] == "step"]
     dim = getattr(cfg.model, method).dim

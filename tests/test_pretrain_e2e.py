@@ -42,8 +42,12 @@ def test_short_pretraining_writes_metrics_checkpoint_and_export(cifar_dir, tmp_p
     # effective rank of z on the batch's 32 rows, against an isotropic 32 x 256 matrix's
     assert all(1.0 <= r["collapse_rank"] <= 32 for r in steps)
     assert steps[0]["collapse_rank_healthy"] == pytest.approx(31.5, abs=0.3)
-    knn = [r for r in records if r["kind"] == "knn"]
+    knn = [r for r in records if r["kind"] == "eval"]
     assert [r["epoch"] for r in knn] == [0, 1, 2, 3] and all(0 <= r["knn_top1"] <= 100 for r in knn)
+    # with labels both are shown: accuracies and the label-free signals
+    assert all(r["labelled"] and 0 <= r["copy_top1"] <= 100 and "uniformity" in r for r in knn)
+    assert all("online_probe_top1" in r for r in knn[1:])
+    assert (tmp_path / "run" / "backbone_init.safetensors").is_file()
     # held-out backbone features: 80 rows x 512, against an isotropic 80 x 512 matrix's
     assert all(1.0 <= r["feature_rank"] <= 80 for r in knn)
     assert knn[0]["feature_rank_healthy"] == pytest.approx(78.4, abs=0.1)
@@ -288,7 +292,7 @@ def test_online_probe_is_logged_and_never_touches_the_encoder(cifar_dir, tmp_pat
     records = read_metrics(tmp_path / "on")
     epochs = [r for r in records if r["kind"] == "epoch"]
     assert all(0.0 <= r["online_probe_train_top1"] <= 100.0 for r in epochs) and len(epochs) == 2
-    knn = [r for r in records if r["kind"] == "knn" and r["epoch"] > 0]
+    knn = [r for r in records if r["kind"] == "eval" and r["epoch"] > 0]
     assert [r["epoch"] for r in knn] == [1, 2]
     assert all(0.0 <= r["online_probe_top1"] <= 100.0 for r in knn)
     assert on.probe == {r["epoch"]: r["online_probe_top1"] for r in knn}
@@ -313,7 +317,7 @@ def test_report_writes_plots_and_summary(cifar_dir, tmp_path, capsys, monkeypatc
     assert main(["report", str(tmp_path / "run"), "--points", "60"]) == 0
     records = read_metrics(tmp_path / "run")
     steps = [r for r in records if r["kind"] == "step"]
-    evals = [r for r in records if r["kind"] == "knn"]
+    evals = [r for r in records if r["kind"] == "eval"]
     # Each plot shows what its title claims: the logged values, against the right lines.
     series, hline, _ = plotted["collapse.png"]
     assert series[0][1] == [r["collapse_std"] for r in steps] and hline[0] == 1 / 16

@@ -74,7 +74,7 @@ def test_runner_writes_measured_table_and_plot_then_reuses_rows(cifar_dir, tmp_p
         last = [x for x in recs if x["kind"] == "step" and x["epoch"] == 1]
         assert r.final_loss == [x for x in recs if x["kind"] == "epoch"][-1]["loss"]
         assert r.collapse_std == pytest.approx(sum(x["collapse_std"] for x in last) / len(last))
-        assert r.knn_top1 == [x for x in recs if x["kind"] == "knn"][-1]["knn_top1"]
+        assert r.knn_top1 == [x for x in recs if x["kind"] == "eval"][-1]["knn_top1"]
         assert 0 <= r.linear_top1 <= 100 and 0 <= r.knn_top1 <= 100
     assert res[0].final_loss < 0 < res[1].final_loss  # -cos vs a cross-entropy
     table = (out / "similarity" / "table.md").read_text()
