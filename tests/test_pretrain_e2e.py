@@ -333,14 +333,20 @@ def test_report_writes_plots_and_summary(cifar_dir, tmp_path, capsys, monkeypatc
     assert "report:" in capsys.readouterr().out
     rep = tmp_path / "run" / "report"
     names = sorted(p.name for p in rep.glob("*.png"))
-    assert names == ["accuracy.png", "collapse.png", "embedding_tsne.png", "loss.png", "lr.png",
-                     "rank.png"]
+    assert names == ["accuracy.png", "alignment_uniformity.png", "collapse.png",
+                     "copy_retrieval.png", "embedding_thumbs.png", "embedding_tsne.png",
+                     "feature_rank.png", "loss.png", "lr.png", "rank.png"]
+    copy = plotted["copy_retrieval.png"][0]  # the label-free signals, from epoch 0
+    assert copy[0][0] == [0, 1, 2] and copy[0][1] == [r["copy_top1"] for r in evals]
+    assert copy[1][1] == [r["copy_top5"] for r in evals]
     for name in names:
         with Image.open(rep / name) as im:
             assert im.size[0] >= 600 and im.size[1] >= 350
     summary = (rep / "summary.md").read_text()
     knn = evals[-1]
     assert f"{knn['knn_top1']:.2f}% at epoch 2" in summary
+    assert (f"| copy retrieval top-1 | {knn['copy_top1']:.1f}% at epoch 2 (epoch 0 = random "
+            f"init: {evals[0]['copy_top1']:.1f}%) |") in summary
     assert "| epochs | 2 |" in summary and "![collapse.png](collapse.png)" in summary
     assert f"| final effective rank of z | {steps[-1]['collapse_rank']:.1f} (isotropic" in summary
     assert "stop_gradient: true" in summary  # the config is included

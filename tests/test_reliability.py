@@ -269,17 +269,17 @@ def test_signals_before_training_and_a_second_signal_stop_at_once(cifar_dir, tmp
 
     # The handlers the test started with (SIG_IGN for SIGINT when run in the background)
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    real_load = trainer.load_splits
+    real_load = trainer.load_data
 
     def load_then_signal(*args, **kw):
         os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the data are read
         return real_load(*args, **kw)
 
-    monkeypatch.setattr(trainer, "load_splits", load_then_signal)
+    monkeypatch.setattr(trainer, "load_data", load_then_signal)
     with pytest.raises(RunInterrupted, match="SIGINT before training started"):
         pretrain(_cfg(cifar_dir, tmp_path / "early"), progress=False)
     assert not (tmp_path / "early").exists()
-    monkeypatch.setattr(trainer, "load_splits", real_load)
+    monkeypatch.setattr(trainer, "load_data", real_load)
     real_step, calls = trainer.train_step, []
 
     def step_then_two_signals(*args, **kw):

@@ -232,6 +232,15 @@ def _write_neighbors_file(out: Path, args: argparse.Namespace, index, sims, idx)
     atomic_write(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def _image_at(sets: list, offsets, i: int):
+    """Row ``i`` of the index: the uint8 image ``(S, S, 3)`` of the set it falls in
+    (``offsets``: the cumulative sizes of ``sets``, starting at 0)."""
+    import numpy as np
+
+    part = int(np.searchsorted(offsets, i, side="right")) - 1
+    return np.asarray(sets[part].images[i - offsets[part]])
+
+
 def cmd_neighbors(args: argparse.Namespace) -> int:
     """Nearest neighbours by cosine similarity of backbone features: a contact sheet of
     --query images' neighbours, or every image's neighbours (--query-all) to a file."""
@@ -284,16 +293,12 @@ def cmd_neighbors(args: argparse.Namespace) -> int:
         print(f"neighbors: {len(index)} images x {idx.shape[1]} neighbours -> {out}")
         return 0
     offsets = np.cumsum([0] + [len(s) for s in sets])
-
-    def image_at(i: int) -> np.ndarray:
-        part = int(np.searchsorted(offsets, i, side="right")) - 1
-        return np.asarray(sets[part].images[i - offsets[part]])
-
     names = [[Path(paths[j]).name for j in row] for row in idx]
     for q, row_names, row_sims in zip(args.query, names, sims, strict=True):
         listed = ", ".join(f"{n} ({s:.3f})" for n, s in zip(row_names, row_sims, strict=True))
         print(f"neighbors: {q} -> {listed}")
-    thumbs = np.stack([np.stack([image_at(int(j)) for j in row]) for row in idx])
+    thumbs = np.stack([np.stack([_image_at(sets, offsets, int(j)) for j in row])
+                       for row in idx])
     contact_sheet(query_images, [Path(q).name for q in args.query], thumbs, names, sims, out,
                   title=f"{Path(args.checkpoint).name}: {idx.shape[1]} nearest of "
                         f"{len(index)} images in {args.data} (cosine similarity)")
@@ -310,6 +315,11 @@ def _add_eval_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-per-class", type=int, help="at most N held-out images per class")
     p.add_argument("--seed", type=int, help="seed of the held-out split for folders without "
                    "test/ (default: the run's seed)")
+    _add_input_flags(p)
+
+
+def _add_input_flags(p: argparse.ArgumentParser) -> None:
+    """How images reach the backbone, and where: shared by every evaluation command."""
     p.add_argument("--image-size", type=int, help="input side in pixels (default: the run's; "
                    "for files without simsiam metadata 32 for a 3x3 stem, else 224)")
     p.add_argument("--normalize", choices=("auto", "cifar10", "imagenet"),
@@ -319,7 +329,8 @@ def _add_eval_flags(p: argparse.ArgumentParser) -> None:
 
 
 def add_eval_parsers(sub) -> None:
-    """Register ``knn``, ``linear`` and ``embed`` on the ``simsiam`` subparsers."""
+    """Register ``knn``, ``linear``, ``embed`` and ``neighbors`` on the ``simsiam``
+    subparsers."""
     p = sub.add_parser("knn", help="kNN top-1 of a checkpoint or exported backbone")
     _add_eval_flags(p)
     p.add_argument("--k", type=int, default=200)
@@ -378,10 +389,5 @@ def add_eval_parsers(sub) -> None:
                    "installed (same results); otherwise always brute force (default "
                    f"{BRUTE_FORCE_MAX}: brute force measured 2.7 s per 100 queries at 1M "
                    "images on 2 CPU cores)")
-    p.add_argument("--image-size", type=int, help="input side in pixels (default: the run's; "
-                   "for files without simsiam metadata 32 for a 3x3 stem, else 224)")
-    p.add_argument("--normalize", choices=("auto", "cifar10", "imagenet"),
-                   help="input normalisation (default: the run's, as for --image-size)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_input_flags(p)
     p.set_defaults(func=cmd_neighbors)
