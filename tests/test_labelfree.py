@@ -130,7 +130,8 @@ def test_one_class_folder_reports_label_free_signals_and_no_accuracy(tmp_path, f
                  "--set", "model.simsiam.proj_hidden_dim=256"])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "40 found, 0 skipped (undecodable), 4 held out for evaluation" in printed
+    assert ("40 found, 0 of the 40 decoded skipped (undecodable), 4 held out for evaluation"
+            in printed)
     assert "labels    none (one class" in printed and "ImageNet" not in printed
     assert "CIFAR-10 mean (0.4914, 0.4822, 0.4465)" in printed
     assert "knn_top1" not in printed and "probe top1" not in printed
@@ -159,7 +160,7 @@ def test_one_class_folder_reports_label_free_signals_and_no_accuracy(tmp_path, f
     assert np.load(emb)["features"].shape == (40, 512)
     # and a kNN accuracy of one class is refused, naming the folder
     capsys.readouterr()
-    assert main(["knn", "--checkpoint", str(out / "backbone.safetensors"), "--data",
+    assert main(["knn", "--checkpoint", str(out), "--data",  # a run directory will do
                  str(folder), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert f"'{folder}' has no labels" in err and "neighbors" in err
@@ -240,3 +241,19 @@ class _OneProcess:
 
     def barrier(self) -> None:
         pass
+
+
+def test_a_run_directory_stands_for_its_checkpoint(tmp_path):
+    from simsiam.errors import CheckpointError
+    from simsiam.eval.loading import resolve_run_checkpoint
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    with pytest.raises(CheckpointError, match="without backbone.safetensors or "
+                                              "checkpoints/last.pt"):
+        resolve_run_checkpoint(run)
+    (run / "checkpoints" / "last.pt").write_bytes(b"x")
+    assert resolve_run_checkpoint(run) == run / "checkpoints" / "last.pt"
+    (run / "backbone.safetensors").write_bytes(b"x")  # a finished run: its export
+    assert resolve_run_checkpoint(run) == run / "backbone.safetensors"
+    assert resolve_run_checkpoint(run / "x.pt") == run / "x.pt"  # files pass as they are

@@ -113,6 +113,10 @@ def _copy_retrieval_line(res) -> str | None:
     measured = {e: v for e, v in res.evals.items() if "copy_top1" in v}
     if not measured:
         return None
+    if max(measured) == 0:
+        return ("pretrain: the monitor ran at the random init only (eval.knn_every = 0): "
+                f"copy retrieval top1 {measured[0]['copy_top1']:.1f}% before training; the "
+                "trained encoder was not evaluated")
     last = measured[max(measured)]
     text = (f"pretrain: copy retrieval top1 {last['copy_top1']:.1f}% top5 "
             f"{last['copy_top5']:.1f}% at epoch {max(measured)}")

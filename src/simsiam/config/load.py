@@ -56,8 +56,8 @@ def _wrap(exc: OmegaConfBaseException, where: str, method: str = "simsiam") -> C
         if key in legacy.LEGACY_KEYS:
             return ConfigError(f"{where}: config key '{key}' is not a setting of method "
                                f"{method!r} (its settings are model.{method}.*)")
-        return ConfigError(f"{where}: unknown config key '{key}': {msg}. Check the spelling "
-                           "against the presets in configs/ (every key is in "
+        return ConfigError(f"{where}: unknown config key '{key}': {msg.rstrip('.')}. Check "
+                           "the spelling against the presets in configs/ (every key is in "
                            "src/simsiam/config/schema.py and the methods' Settings)")
     return ConfigError(f"{where}: bad value for '{key}': {msg}. Give a value of the key's "
                        "type (see configs/ or src/simsiam/config/schema.py)")

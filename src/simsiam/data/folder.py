@@ -59,7 +59,7 @@ def scan_image_folder(root: str | Path) -> tuple[list[Path], np.ndarray, list[st
     root = Path(root)
     if not root.exists():
         raise DataError(f"data folder '{root}' does not exist; pass --data with a folder of "
-                        "images (one subfolder per class) or 'cifar10'")
+                        "images (flat, or one subfolder per class) or 'cifar10'")
     if not root.is_dir():
         raise DataError(f"data path '{root}' is a file, not a folder of images")
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))

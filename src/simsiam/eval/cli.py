@@ -32,6 +32,7 @@ def _processes(args: argparse.Namespace):
 
 
 def cmd_knn(args: argparse.Namespace) -> int:
+    _resolve_checkpoint(args)
     from simsiam.eval.knn import knn_evaluate
 
     with _processes(args) as ctx:
@@ -45,6 +46,13 @@ def cmd_knn(args: argparse.Namespace) -> int:
         print(f"knn: top1={acc:.2f}% k={min(args.k, len(train))} T={args.t} "
               f"bank={len(train)} queries={len(test)}")
     return 0
+
+
+def _resolve_checkpoint(args: argparse.Namespace) -> None:
+    """--checkpoint may name a run directory: its backbone.safetensors (else last.pt)."""
+    from simsiam.eval.loading import resolve_run_checkpoint
+
+    args.checkpoint = str(resolve_run_checkpoint(Path(args.checkpoint)))
 
 
 def _load_for_eval(args: argparse.Namespace):
@@ -81,6 +89,7 @@ def _eval_data(args: argparse.Namespace, info: dict, need_test: bool = True,
 
 def cmd_linear(args: argparse.Namespace) -> int:
     """Linear probe (fast protocol) on a frozen backbone; writes classifier and JSON."""
+    _resolve_checkpoint(args)
     import json
 
     from safetensors.torch import save_file
@@ -145,6 +154,7 @@ def _run_probe(args: argparse.Namespace, backbone, info: dict, train, test, devi
 
 def cmd_embed(args: argparse.Namespace) -> int:
     """Backbone features of every image (train and held-out) to .npz or .csv."""
+    _resolve_checkpoint(args)
     from simsiam.eval.embed import export_embeddings
 
     out = Path(args.out)
@@ -244,6 +254,7 @@ def _image_at(sets: list, offsets, i: int):
 def cmd_neighbors(args: argparse.Namespace) -> int:
     """Nearest neighbours by cosine similarity of backbone features: a contact sheet of
     --query images' neighbours, or every image's neighbours (--query-all) to a file."""
+    _resolve_checkpoint(args)
     import numpy as np
 
     from simsiam.eval.neighbors import build_index, index_cache_path, query_features
@@ -307,8 +318,9 @@ def cmd_neighbors(args: argparse.Namespace) -> int:
 
 
 def _add_eval_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="RUN/checkpoints/last.pt, "
-                   "RUN/backbone.safetensors, a torchvision or an official SimSiam checkpoint")
+    p.add_argument("--checkpoint", required=True, help="a run directory (its "
+                   "backbone.safetensors), RUN/backbone_init.safetensors (the random init), "
+                   "RUN/checkpoints/last.pt, a torchvision or an official SimSiam checkpoint")
     p.add_argument("--data", required=True, help="image folder (with train/ and test/, or "
                    "split by the run's seed), or cifar10 / cifar100")
     p.add_argument("--per-class", type=int, help="at most N training images per class")
@@ -366,8 +378,9 @@ def add_eval_parsers(sub) -> None:
                        "folder's features are built once and kept in CACHE/neighbors/ (CACHE: "
                        "$SIMSIAM_CACHE_DIR, else ~/.cache/simsiam), reused while the "
                        "checkpoint and the images are unchanged (--no-cache: neither).")
-    p.add_argument("--checkpoint", required=True, help="RUN/backbone.safetensors, "
-                   "RUN/backbone_init.safetensors (untrained, for comparison), "
+    p.add_argument("--checkpoint", required=True, help="a run directory (its "
+                   "backbone.safetensors), RUN/backbone_init.safetensors (untrained, for "
+                   "comparison), "
                    "RUN/checkpoints/last.pt, or a torchvision / official SimSiam checkpoint")
     p.add_argument("--data", required=True, help="image folder to search: every image of it "
                    "(with train/ and test/ subfolders: both), or cifar10 / cifar100")
@@ -378,7 +391,7 @@ def add_eval_parsers(sub) -> None:
     p.add_argument("--query-all", action="store_true", help="every image's --k nearest other "
                    "images (itself excluded) to --out FILE.json or FILE.csv")
     p.add_argument("--k", type=int, default=8, help="neighbours per query (default 8)")
-    p.add_argument("--out", help="--query: the contact sheet .png; --query-all: .json "
+    p.add_argument("--out", help="(required) --query: the contact sheet .png; --query-all: .json "
                    "({checkpoint, data, k, neighbors: [{path, neighbors: [{path, "
                    "similarity}]}]}) or .csv (path,rank,neighbor,similarity)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")

@@ -82,9 +82,27 @@ def extract_backbone_state(obj: dict[str, Any], where: str = "checkpoint"
     return {k: v for k, v in inner.items() if not k.startswith(_HEAD_KEYS)}
 
 
+def resolve_run_checkpoint(path: Path) -> Path:
+    """A run directory stands for its ``backbone.safetensors`` (a finished run), else its
+    ``checkpoints/last.pt``; any other path is returned as it is.
+
+    Raises:
+        CheckpointError: a directory that holds neither (names both).
+    """
+    if not path.is_dir():
+        return path
+    for candidate in (path / "backbone.safetensors", path / "checkpoints" / "last.pt"):
+        if candidate.is_file():
+            return candidate
+    raise CheckpointError(f"'{path}' is a directory without backbone.safetensors or "
+                          "checkpoints/last.pt: pass a run directory, or a checkpoint file "
+                          "(RUN/backbone.safetensors, RUN/backbone_init.safetensors, ...)")
+
+
 def load_backbone_for_eval(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """A backbone in eval mode and its settings: arch, stem, image_size, normalize, seed.
 
+    ``path`` may be a run directory (see :func:`resolve_run_checkpoint`).
     ``image_size`` and ``normalize`` come from the file's simsiam metadata or config when
     present, else from the stem (3x3 stem: 32 px, CIFAR-10 statistics; 7x7: 224 px,
     ImageNet); ``seed`` likewise, else 0.
@@ -92,7 +110,7 @@ def load_backbone_for_eval(path: str | Path) -> tuple[nn.Module, dict[str, Any]]
     Raises:
         CheckpointError: unreadable file, unknown layout, or keys that do not match.
     """
-    path = Path(path)
+    path = resolve_run_checkpoint(Path(path))
     meta: dict[str, Any] = {}
     if path.suffix == ".safetensors":
         raw, file_meta = load_backbone_file(path)

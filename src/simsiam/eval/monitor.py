@@ -100,6 +100,11 @@ def monitor_record(backbone: nn.Module, train: ImageSet, test: ImageSet, cfg: Co
     return record
 
 
+def monitor_line(record: dict[str, Any]) -> str:
+    """:func:`monitor_text` and the number of held-out images it was measured on."""
+    return f"{monitor_text(record)} ({record['queries']} held-out images)"
+
+
 def monitor_text(record: dict[str, Any]) -> str:
     """The monitor's figures of an ``eval`` record on one line, e.g. ``knn_top1 31.20%,
     online probe top1 27.80%, copy top1 26.0% top5 45.7%, align 0.81, uniform -2.95,
@@ -162,7 +167,6 @@ class Monitor:
             from tqdm import tqdm
 
             when = " (random init)" if epoch == 0 else ""
-            tqdm.write(f"epoch {epoch}{when}: {monitor_text(record)} ({record['queries']} "
-                       "held-out images)")
+            tqdm.write(f"epoch {epoch}{when}: {monitor_line(record)}")
         return record
 

@@ -12,6 +12,7 @@ images, and coloured by class with labels. ``summary.md`` holds the final figure
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -20,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from simsiam.errors import ConfigError  # noqa: E402
+from simsiam.errors import ConfigError, DataWarning  # noqa: E402
 from simsiam.train.logger import eval_records, read_metrics  # noqa: E402
 
 
@@ -141,8 +142,6 @@ def _plot_label_free(evals: list[dict], out: Path) -> list[str]:
 
 def _run_config(run: Path):
     """The run's config (a config.yaml of simsiam 0.1 is read as today's, quietly)."""
-    import warnings
-
     from simsiam.config import load_config
     from simsiam.errors import ConfigNotice
 
@@ -162,6 +161,8 @@ def _plot_embedding(run: Path, out: Path, points: int, seed: int) -> list[str]:
     from simsiam.eval.loading import load_backbone_for_eval
     from simsiam.report.sheets import thumbnail_map
 
+    for old in ("embedding_thumbs.png", "embedding_tsne.png"):  # an earlier report's maps
+        (out / old).unlink(missing_ok=True)
     weights = run / "backbone.safetensors"
     if not weights.exists():
         weights = run / "checkpoints" / "last.pt"
@@ -169,7 +170,9 @@ def _plot_embedding(run: Path, out: Path, points: int, seed: int) -> list[str]:
         return []
     cfg = _run_config(run)
     backbone, info = load_backbone_for_eval(weights)
-    _, test = load_splits(cfg.data, cfg.train.seed, progress=False)
+    with warnings.catch_warnings():  # the run warned about its data when it trained
+        warnings.simplefilter("ignore", DataWarning)
+        _, test = load_splits(cfg.data, cfg.train.seed, progress=False)
     if test is None or len(test) < 3:
         return []
     rng = np.random.default_rng(seed)
@@ -245,6 +248,9 @@ def write_report(run: str | Path, embedding_points: int = 2000) -> Path:
     plots = _plot_training(records, out, rank_ratio)
     if embedding_points > 0:
         plots += _plot_embedding(run, out, embedding_points, seed=0)
+    else:
+        for old in ("embedding_thumbs.png", "embedding_tsne.png"):  # not part of this report
+            (out / old).unlink(missing_ok=True)
     steps = [r for r in records if r["kind"] == "step"]
     epochs = [r for r in records if r["kind"] == "epoch"]
     evals = eval_records(records)

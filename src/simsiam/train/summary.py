@@ -43,8 +43,9 @@ def eval_transform_spec(image_size: int, normalize: str) -> dict[str, Any]:
 def _data_lines(s: DataSplits, cfg: Config) -> list[str]:
     d = cfg.data
     parts = [f"{_n(s.found)} found"]
-    if s.folder:
-        parts.append(f"{_n(s.skipped)} skipped (undecodable)")
+    if s.folder:  # only the files kept after the cap are decoded (and so checked)
+        decoded = len(s.train) + (len(s.test) if s.test is not None else 0) + s.skipped
+        parts.append(f"{_n(s.skipped)} of the {_n(decoded)} decoded skipped (undecodable)")
     if s.held_out:
         parts.append(f"{_n(s.held_out)} held out for evaluation "
                      f"(data.holdout_fraction {d.holdout_fraction:g}, seed {cfg.train.seed})")
@@ -54,6 +55,9 @@ def _data_lines(s: DataSplits, cfg: Config) -> list[str]:
     where = f"its test split ({_n(s.test_found)} found)" if s.test_found else "held out"
     lines = [f"  images    {', '.join(parts)}",
              f"            -> {_n(len(s.train))} training, {_n(test)} for evaluation ({where})"]
+    if not test:
+        lines.append("  monitor   off: no held-out images (data.holdout_fraction = 0 and no "
+                     "test/ folder), so nothing is measured during training")
     if s.train.labelled:
         lines.append(f"  labels    {len(s.train.classes)} classes (used by the kNN monitor and "
                      "the online probe only; training never reads them)")

@@ -45,7 +45,7 @@ from simsiam.distributed.context import launcher
 from simsiam.distributed.ddp import wrap_ddp
 from simsiam.errors import CollapseError, ConfigError
 from simsiam.eval.collapse import CollapseGuard, effective_rank, healthy_std, rank_reference
-from simsiam.eval.monitor import Monitor, monitor_text
+from simsiam.eval.monitor import Monitor, monitor_line
 from simsiam.eval.probe import OnlineProbe
 from simsiam.methods import Method, build_method
 from simsiam.models.backbones import feature_dim
@@ -172,7 +172,7 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool,
         if cfg.eval.knn_at_start and state.step == 0:
             start = _monitor(run, state)
             if start and ctx.is_main and not progress:
-                print(f"epoch 0 (random init): {monitor_text(start)}", flush=True)
+                print(f"epoch 0 (random init): {monitor_line(start)}", flush=True)
         signals.defer()  # from here a signal saves a checkpoint at the next step boundary
         finished = _fit(run, state, stop_after_epoch)
     finally:
@@ -382,7 +382,7 @@ def _end_epoch(run: Run, state: RunState) -> bool:
         evaluation = _monitor(run, state)
     if run.ctx.is_main and not run.progress:  # no bar: one line per epoch
         print(epoch_line(state.epoch, run.cfg.train.epochs, mean_loss, record["seconds"],
-                         monitor_text(evaluation) if evaluation else None), flush=True)
+                         monitor_line(evaluation) if evaluation else None), flush=True)
     _save(run, state)
     return stopping
 
