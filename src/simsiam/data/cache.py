@@ -32,6 +32,7 @@ import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +107,16 @@ def read_rgb(path: str | Path, side: int) -> np.ndarray:
         raise
     except Exception as exc:  # PIL plugins raise many types on damaged files
         raise DataError(f"cannot decode image '{path}': {_reason(exc)}") from exc
+
+
+def _read_or_reason(path: Path, side: int) -> np.ndarray | str:
+    """:func:`_read`'s image, or for a damaged file the reason it cannot be decoded."""
+    try:
+        return _read(path, side)
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged file: its reason, reported later
+        return _reason(exc)
 
 
 def uniform_square_side(paths: list[Path]) -> int | None:
@@ -223,18 +234,10 @@ def decode_to_cache(paths: list[Path], side: int, cache_dir: Path, desc: str = "
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
                                     shape=(len(paths), side, side, 3))
     try:
-        def load(p: Path) -> np.ndarray | str:
-            try:
-                return _read(p, side)
-            except MemoryError:
-                raise
-            except Exception as exc:  # a damaged file: its reason, reported below
-                return _reason(exc)
-
         kept: list[int] = []
         skipped: list[tuple[str, str]] = []
         with ThreadPoolExecutor(max_workers=threads or min(8, os.cpu_count() or 1)) as pool:
-            it = pool.map(load, paths)
+            it = pool.map(partial(_read_or_reason, side=side), paths)
             for i, img in enumerate(tqdm(it, total=len(paths), desc=desc, unit="img",
                                          mininterval=1.0, disable=not progress)):
                 if isinstance(img, str):

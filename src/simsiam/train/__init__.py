@@ -3,7 +3,7 @@
 Public names (imported on first use, so that importing a leaf such as
 ``simsiam.train.schedule`` stays cheap and free of import cycles):
 
-- :func:`pretrain`, :class:`RunResult` (:mod:`.trainer`): a whole run;
+- :func:`pretrain` (:mod:`.trainer`), :class:`RunResult` (:mod:`.state`): a whole run;
 - :func:`train_step`, :func:`use_bf16`, :func:`bf16_for_run` (:mod:`.step`): one step;
 - :func:`build_optimizer`, :data:`OPTIMIZERS` (:mod:`.optim`): the optimizer factory;
 - :class:`LrSchedule`, :func:`cosine_lr`, :func:`scaled_lr` (:mod:`.schedule`);
@@ -18,7 +18,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "pretrain": "trainer", "RunResult": "trainer",
+    "pretrain": "trainer", "RunResult": "state",
     "train_step": "step", "use_bf16": "step", "bf16_for_run": "step",
     "build_optimizer": "optim", "OPTIMIZERS": "optim",
     "LrSchedule": "schedule", "cosine_lr": "schedule", "scaled_lr": "schedule",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -130,3 +131,19 @@ class RunState:
         if "online_probe_top1" in record:
             self.probe_top1[epoch] = record["online_probe_top1"]
         self.evals[epoch] = {k: record[k] for k in LABEL_FREE if k in record}
+
+
+@dataclass
+class RunResult:
+    """What a finished run measured. kNN accuracies in percent; epoch 0 = before training."""
+
+    run_dir: Path
+    epochs: int
+    steps: int
+    knn: dict[int, float] = field(default_factory=dict)
+    probe: dict[int, float] = field(default_factory=dict)  # online probe top-1 on held-out
+    epoch_loss: dict[int, float] = field(default_factory=dict)
+    test_images: int = 0
+    backbone_path: Path | None = None
+    evals: dict[int, dict[str, float]] = field(default_factory=dict)  # label-free figures
+    labelled: bool = True  # the data has two classes or more (kNN and probe measured)

@@ -94,6 +94,22 @@ def startup_summary(splits: DataSplits, cfg: Config, plan: BatchPlan, device: st
     return "\n".join(lines)
 
 
+def setup_record(splits: DataSplits, plan: BatchPlan, ctx, bf16: bool,
+                 step: int) -> dict[str, Any]:
+    """The ``setup`` record of ``metrics.jsonl``: the batch plan, processes, device and
+    precision, and the data counts of the start-up block (``ctx``: the run's
+    :class:`~simsiam.distributed.DistContext`)."""
+    test = len(splits.test) if splits.test is not None else 0
+    return {"kind": "setup", "step": step, "world_size": ctx.world_size,
+            "global_batch": plan.global_batch, "per_device_batch": plan.per_device,
+            "steps_per_epoch": plan.steps_per_epoch, "peak_lr": plan.peak_lr,
+            "backend": ctx.backend or "none", "sync_bn": ctx.distributed,
+            "device": str(ctx.device), "bf16": bf16, "images_found": splits.found,
+            "images_skipped": splits.skipped, "images_held_out": splits.held_out,
+            "images_capped": splits.capped, "train_images": len(splits.train),
+            "eval_images": test, "labelled": splits.train.labelled}
+
+
 def epoch_line(epoch: int, epochs: int, loss: float, seconds: float,
                evaluation: str | None) -> str:
     """``epoch 3/20: loss -0.5123, 41.2 s`` and the monitor's figures when it ran."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,27 +57,11 @@ from simsiam.train.optim import build_optimizer
 from simsiam.train.resources import peak_memory_mib
 from simsiam.train.run_dir import check_run_dir, clear_run_dir, resume_config, truncate_metrics
 from simsiam.train.schedule import LrSchedule
-from simsiam.train.state import EpochSums, RunState
+from simsiam.train.state import EpochSums, RunResult, RunState
 from simsiam.train.step import bf16_for_run, train_step
-from simsiam.train.summary import epoch_line, startup_summary
+from simsiam.train.summary import epoch_line, setup_record, startup_summary
 
 INIT_BACKBONE = "backbone_init.safetensors"  # the weights before the first step
-
-
-@dataclass
-class RunResult:
-    """What a finished run measured. kNN accuracies in percent; epoch 0 = before training."""
-
-    run_dir: Path
-    epochs: int
-    steps: int
-    knn: dict[int, float] = field(default_factory=dict)
-    probe: dict[int, float] = field(default_factory=dict)  # online probe top-1 on held-out
-    epoch_loss: dict[int, float] = field(default_factory=dict)
-    test_images: int = 0
-    backbone_path: Path | None = None
-    evals: dict[int, dict[str, float]] = field(default_factory=dict)  # label-free figures
-    labelled: bool = True  # the data has two classes or more (kNN and probe measured)
 
 
 class StopRequest(Exception):
@@ -167,7 +151,6 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool,
     if ctx.is_main:
         print(startup_summary(splits, cfg, run.plan, str(ctx.device), run.bf16,
                               state.step if resume else None), flush=True)
-    test = splits.test
     try:
         if cfg.eval.knn_at_start and state.step == 0:
             start = _monitor(run, state)
@@ -178,7 +161,7 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool,
     finally:
         run.logger.close()
     result = RunResult(out, state.epoch, state.step, state.knn, state.probe_top1,
-                       state.epoch_loss, len(test) if test is not None else 0,
+                       state.epoch_loss, len(splits.test) if splits.test else 0,
                        evals=state.evals, labelled=splits.train.labelled)
     if finished:
         result.backbone_path = run.checkpointer.export_backbone(run.model.backbone, cfg)
@@ -203,7 +186,7 @@ def _build(cfg: Config, splits: DataSplits, resume: bool, progress: bool,
     untrained weights ``backbone_init.safetensors``), then the loop's other objects.
     The online probe needs labels (two classes or more)."""
     device, out = ctx.device, checkpointer.out
-    train, test = splits.train, splits.test
+    train = splits.train
     plan = batch_plan(len(train), cfg.train.batch_size, ctx.world_size, cfg.optim.base_lr)
     model = _build_model(cfg, plan, ctx)
     optimizer = build_optimizer(model.param_groups(), cfg.optim, plan.peak_lr)
@@ -234,15 +217,7 @@ def _build(cfg: Config, splits: DataSplits, resume: bool, progress: bool,
               if ctx.is_main else NullLogger())
     bf16 = bf16_for_run(cfg, device)
     rank_healthy = rank_reference(min(plan.per_device, cfg.eval.rank_rows), model.dim)
-    logger.log({"kind": "setup", "step": state.step, "world_size": ctx.world_size,
-                "global_batch": plan.global_batch, "per_device_batch": plan.per_device,
-                "steps_per_epoch": plan.steps_per_epoch, "peak_lr": plan.peak_lr,
-                "backend": ctx.backend or "none", "sync_bn": ctx.distributed,
-                "device": str(device), "bf16": bf16, "images_found": splits.found,
-                "images_skipped": splits.skipped, "images_held_out": splits.held_out,
-                "images_capped": splits.capped, "train_images": len(train),
-                "eval_images": len(test) if test is not None else 0,
-                "labelled": train.labelled})
+    logger.log(setup_record(splits, plan, ctx, bf16, state.step))
     run = Run(
         cfg=cfg, ctx=ctx, plan=plan, model=model,
         step_model=torch.compile(step_model) if cfg.train.compile else step_model,
@@ -250,7 +225,7 @@ def _build(cfg: Config, splits: DataSplits, resume: bool, progress: bool,
         schedule=LrSchedule(plan.peak_lr, plan.steps_per_epoch, cfg.train.epochs,
                             cfg.optim.warmup_epochs, cfg.optim.schedule == "step"),
         loader=make_batches(model.batch_kind, train, cfg, device, ctx.rank, ctx.world_size),
-        probe=probe, monitor=Monitor(train, test, cfg, device), checkpointer=checkpointer,
+        probe=probe, monitor=Monitor(train, splits.test, cfg, device), checkpointer=checkpointer,
         logger=logger, nonfinite=NonFiniteGuard(device, state.step),
         collapse=CollapseGuard.for_run(cfg.eval, model.dim, model.collapse_measure,
                                        rank_healthy),
