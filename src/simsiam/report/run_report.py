@@ -216,8 +216,10 @@ def _eval_rows(evals: list[dict]) -> list[tuple[str, str]]:
         rows.append(("online probe top-1", f"{last['online_probe_top1']:.2f}%"))
     for key, name, fmt in (("copy_top1", "copy retrieval top-1", "{:.1f}%"),
                            ("copy_top5", "copy retrieval top-5", "{:.1f}%"),
-                           ("alignment", "alignment (lower = better)", "{:.3f}"),
-                           ("uniformity", "uniformity (lower = better)", "{:.3f}"),
+                           ("alignment", "alignment (0-4; lower = views of one image closer, "
+                            "read with uniformity: a collapsed encoder has 0)", "{:.3f}"),
+                           ("uniformity", "uniformity (-4-0; lower = images spread, 0 = collapsed)",
+                            "{:.3f}"),
                            ("feature_rank", "effective rank of the backbone features",
                             "{:.1f}")):
         if key in last:
