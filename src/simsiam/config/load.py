@@ -4,6 +4,8 @@ overrides, then the checks of :mod:`simsiam.config.validate`; and writing it bac
 Order of precedence (later wins): the schema's defaults (:mod:`simsiam.config.schema`),
 the YAML file, the settings a method's authors used (``Method.published``, only when the
 overrides switch the file's method to another), the overrides (``--set`` and flags).
+Last, ``model.image_init`` (a backbone file the run starts from) sets the backbone, stem
+and an "auto" normalisation to the file's (:func:`resolve_image_init`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 from simsiam.config import legacy
 from simsiam.config.schema import Config
 from simsiam.config.validate import validate
-from simsiam.errors import ConfigError, ConfigNotice
+from simsiam.errors import CheckpointError, ConfigError, ConfigNotice
 from simsiam.methods import METHODS
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -133,8 +135,67 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             raise _wrap(exc, f"override {key}={value!r}", effective) from exc
     cfg: Config = OmegaConf.to_object(schema)  # type: ignore[assignment]
     fit_warmup(cfg, where, explicit="optim.warmup_epochs" in overrides)
+    resolve_image_init(cfg, where)
     validate(cfg, where)
     return cfg
+
+
+def resolved_normalize(normalize: str, image_size: int) -> str:
+    """``augment.normalize`` with "auto" resolved as the views do
+    (:func:`simsiam.augment.views.normalization`): "cifar10" for ``image_size`` <= 32 px,
+    else "imagenet"; "cifar10" and "imagenet" as they are."""
+    from simsiam.augment.views import CIFAR10_MEAN, normalization
+
+    return "cifar10" if normalization(normalize, image_size)[0] == CIFAR10_MEAN else "imagenet"
+
+
+def resolve_image_init(cfg: Config, where: str) -> None:
+    """Fit ``cfg`` to ``model.image_init`` (LiT: the backbone starts from an exported
+    ``backbone.safetensors``, a training checkpoint, or a run directory standing for
+    one; see :func:`simsiam.eval.loading.resolve_run_checkpoint`): the path becomes the
+    absolute path of the file; the file's arch and stem (its metadata ``arch``/``stem``,
+    else read off its keys by :func:`simsiam.eval.loading.infer_arch`) replace
+    ``model.backbone``/``model.stem``; an ``augment.normalize`` of "auto" becomes the
+    file's normalisation (its ``normalize``, "auto" resolved at the file's
+    ``image_size``, see :func:`resolved_normalize`). A :class:`~simsiam.errors.ConfigNotice`
+    names every value that changed. Nothing happens without ``model.image_init``.
+
+    Raises:
+        ConfigError: the path does not exist, or the file cannot be read as a backbone
+            (naming model.image_init and the path).
+    """
+    m = cfg.model
+    if m.image_init is None:
+        return
+    from simsiam.eval.loading import backbone_file_info
+
+    given = Path(m.image_init).expanduser()
+    if not given.exists():
+        raise ConfigError(f"{where}: model.image_init = '{m.image_init}' does not exist "
+                          f"('{given.resolve()}'): give an exported backbone.safetensors, a "
+                          "checkpoint or a run directory")
+    try:
+        path, info = backbone_file_info(given)
+    except CheckpointError as exc:
+        raise ConfigError(f"{where}: model.image_init = '{m.image_init}' cannot be read as a "
+                          f"backbone: {exc}") from exc
+    m.image_init = str(path.resolve())
+    changed = []
+    if (m.backbone, m.stem) != (info["arch"], info["stem"]):
+        changed.append(f"model.backbone/model.stem {m.backbone}/{m.stem} -> "
+                       f"{info['arch']}/{info['stem']}")
+        m.backbone, m.stem = info["arch"], info["stem"]
+    if cfg.augment.normalize == "auto":
+        normalize = resolved_normalize(info["normalize"], info["image_size"])
+        if normalize != resolved_normalize("auto", cfg.data.image_size):
+            changed.append(f"augment.normalize auto -> {normalize} (the file was trained on "
+                           f"{info['image_size']} px views)")
+        cfg.augment.normalize = normalize
+    if changed:
+        warnings.warn(ConfigNotice(
+            f"{where}: model.image_init = '{m.image_init}' holds a {info['arch']} "
+            f"({info['stem']} stem) backbone, so the run uses the file's settings: "
+            + "; ".join(changed)), stacklevel=3)
 
 
 def auto_warmup_epochs(batch_size: int) -> int:

@@ -19,9 +19,17 @@ from simsiam.config.schema import (
     OptimConfig,
     TrainConfig,
 )
+from simsiam.distributed.plan import LR_SCALINGS
 from simsiam.errors import require
-from simsiam.methods import METHODS, RunShape
-from simsiam.models.backbones import BACKBONES, STEMS
+from simsiam.methods import METHODS, Method, RunShape
+from simsiam.models.backbones import (
+    BACKBONES,
+    STEMS,
+    is_timm,
+    timm_hint,
+    timm_model_known,
+    timm_name,
+)
 from simsiam.train.optim import OPTIMIZERS
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -43,6 +51,7 @@ def validate(cfg: Config, where: str = "config") -> None:
     check_data(cfg.data, where)
     check_augment(cfg.augment, where)
     check_model(cfg.model, where)
+    check_lock_image(cfg.model, METHODS[cfg.method], where)
     check_optim(cfg.optim, where)
     check_train(cfg.train, where)
     check_warmup(cfg.optim, cfg.train, where)
@@ -106,14 +115,42 @@ def check_augment(a: AugmentConfig, where: str) -> None:
 
 
 def check_model(m: ModelConfig, where: str) -> None:
-    """``model.*`` shared by every method: the backbone."""
-    require(m.backbone in BACKBONES, where, "model.backbone", m.backbone,
-            f"choose one of {BACKBONES}")
+    """``model.*`` shared by every method: the backbone (a torchvision ResNet, or
+    ``timm/<name>`` for a model timm has; timm is imported only then) and its stem (the
+    "cifar" stem is a torchvision ResNet's only)."""
+    if is_timm(m.backbone):
+        name = timm_name(m.backbone)
+        require(timm_model_known(name), where, "model.backbone", m.backbone,
+                f"timm has no model {name!r}: {timm_hint(name)}")
+        require(m.stem == "imagenet", where, "model.stem", m.stem,
+                f"the 'cifar' stem (3x3 stride-1 first conv, no max-pool) is for the "
+                f"torchvision ResNets {BACKBONES} only; {m.backbone} keeps its own stem: set "
+                "model.stem=imagenet, or use model.backbone=resnet18 for the CIFAR stem")
+    else:
+        require(m.backbone in BACKBONES, where, "model.backbone", m.backbone,
+                f"choose one of {BACKBONES}, or timm/<name> for any timm model (e.g. "
+                "timm/resnet18; see timm.list_models('*resnet*'))")
     require(m.stem in STEMS, where, "model.stem", m.stem, f"choose one of {STEMS}")
 
 
+def check_lock_image(m: ModelConfig, method: type[Method], where: str) -> None:
+    """``model.lock_image`` (LiT's locked image tower): only for a method with a second
+    tower that learns against the locked one (``Method.can_lock_image``), and only on
+    weights loaded with ``model.image_init``."""
+    if not m.lock_image:
+        return
+    require(method.can_lock_image, where, "model.lock_image", m.lock_image,
+            f"method {method.name!r} has no second tower to train against a locked "
+            "backbone (locking its only encoder would leave nothing to learn); only clip "
+            "locks its image tower: set model.lock_image=false")
+    require(m.image_init is not None, where, "model.lock_image", m.lock_image,
+            "locking a randomly initialised tower would train against random features; set "
+            "model.image_init to an exported backbone.safetensors or a run directory")
+
+
 def check_optim(o: OptimConfig, where: str) -> None:
-    """``optim.*``: optimizer, lr, momentum, weight decay, schedule."""
+    """``optim.*``: optimizer, lr, momentum, weight decay, schedule, AdamW's betas and eps,
+    the lr scaling rule."""
     require(o.optimizer in OPTIMIZERS, where, "optim.optimizer", o.optimizer,
             f"choose one of {tuple(OPTIMIZERS)}")
     require(math.isfinite(o.base_lr) and o.base_lr > 0, where, "optim.base_lr", o.base_lr,
@@ -122,6 +159,13 @@ def check_optim(o: OptimConfig, where: str) -> None:
     require(o.weight_decay >= 0, where, "optim.weight_decay", o.weight_decay, "use 0 or more")
     require(o.schedule in SCHEDULES, where, "optim.schedule", o.schedule,
             f"choose one of {SCHEDULES}")
+    require(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), where, "optim.betas",
+            o.betas, "use two values in [0, 1), e.g. [0.9, 0.98] (AdamW's beta1, beta2)")
+    require(math.isfinite(o.eps) and o.eps > 0, where, "optim.eps", o.eps,
+            "use a small positive value such as 1e-6")
+    require(o.lr_scaling in LR_SCALINGS, where, "optim.lr_scaling", o.lr_scaling,
+            f"choose one of {LR_SCALINGS} (linear: lr = base_lr x batch/256; none: "
+            "lr = base_lr)")
 
 
 def check_warmup(o: OptimConfig, t: TrainConfig, where: str) -> None:

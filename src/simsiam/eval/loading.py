@@ -7,13 +7,22 @@ Accepted (SIMSIAM.md section 8: DDP checkpoints carry ``module.``):
 - a plain torchvision ResNet state dict (``conv1.weight`` ..., ``fc.*`` ignored), as a
   ``.pt``/``.pth`` file or safetensors, with or without a ``module.`` prefix;
 - an official SimSiam checkpoint (``state_dict`` with ``module.encoder.*``; the encoder's
-  ``fc.*`` is the projector and ``module.predictor.*`` the predictor, both left out).
+  ``fc.*`` is the projector and ``module.predictor.*`` the predictor, both left out);
+- a timm backbone (``model.backbone: timm/<name>``): an exported ``backbone.safetensors``
+  whose metadata ``arch`` is ``timm/<name>`` (timm's key names), or a simsiam training
+  checkpoint whose ``config`` names it (the ``backbone.*`` keys of its ``model``; the
+  method's heads, momentum copies and queues are left out).
 
-The architecture (ResNet-18/34/50) and stem (7x7 or 3x3 first conv) are read off the
-weights. After loading, the backbone must have no missing key (the classifier ``fc`` is
-not part of it) and nothing may be left over except the heads named above; otherwise
-:class:`CheckpointError` names the keys. Files are read safely (``torch.load`` with
-``weights_only=True``) or with safetensors, so loading never runs code.
+The architecture (ResNet-18/34/50) and stem (7x7 or 3x3 first conv) of a ResNet are read
+off the weights; a timm model's name off the file's metadata or config. After loading, the
+backbone must have no missing key (the classifier ``fc`` is not part of it) and nothing
+may be left over except the heads named above; otherwise :class:`CheckpointError` names
+the keys. Files are read safely (``torch.load`` with ``weights_only=True``) or with
+safetensors, so loading never runs code.
+
+The same reading starts a run's backbone from ``model.image_init`` (LiT):
+:func:`backbone_file_info` tells the config loader the file's arch, stem and
+normalisation, :func:`load_image_init` loads its weights into the new backbone.
 """
 
 from __future__ import annotations
@@ -24,8 +33,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from simsiam.errors import CheckpointError
-from simsiam.models.backbones import build_backbone
+from simsiam.errors import CheckpointError, ConfigError
+from simsiam.models.backbones import BACKBONES, STEMS, build_backbone, is_timm
 from simsiam.train.checkpoint import load_backbone_file, load_checkpoint
 
 # Prefixes under which a backbone's torchvision keys are found, most specific first.
@@ -33,6 +42,8 @@ _PREFIXES = ("module.encoder.", "module.backbone.", "encoder.", "backbone.", "mo
              "_orig_mod.", "")
 # Keys under the chosen prefix that belong to heads, not to the backbone.
 _HEAD_KEYS = ("fc.",)
+# Prefixes that wrappers (DistributedDataParallel, torch.compile) put before every key.
+_WRAPPERS = ("module.", "_orig_mod.")
 
 
 def _state_of(obj: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -99,22 +110,58 @@ def resolve_run_checkpoint(path: Path) -> Path:
                           "(RUN/backbone.safetensors, RUN/backbone_init.safetensors, ...)")
 
 
-def load_backbone_for_eval(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """A backbone in eval mode and its settings: arch, stem, image_size, normalize, seed.
+def _unwrapped(key: str) -> str:
+    """``key`` without the wrapper prefixes of :data:`_WRAPPERS` (any number, any order)."""
+    while key.startswith(_WRAPPERS):
+        key = key[len(next(w for w in _WRAPPERS if key.startswith(w))):]
+    return key
 
-    ``path`` may be a run directory (see :func:`resolve_run_checkpoint`).
-    ``image_size`` and ``normalize`` come from the file's simsiam metadata or config when
-    present, else from the stem (3x3 stem: 32 px, CIFAR-10 statistics; 7x7: 224 px,
-    ImageNet); ``seed`` likewise, else 0.
+
+def timm_backbone_state(obj: dict[str, Any], where: str = "checkpoint"
+                        ) -> dict[str, torch.Tensor]:
+    """A timm backbone's tensors (timm's key names) out of an exported backbone (its keys
+    as they are) or a training checkpoint (the ``backbone.*`` keys of its ``model``; the
+    method's other modules are left out), wrapper prefixes removed.
 
     Raises:
-        CheckpointError: unreadable file, unknown layout, or keys that do not match.
+        CheckpointError: a training checkpoint without ``backbone.*`` keys.
+    """
+    if isinstance(obj.get("model"), dict):
+        model = {_unwrapped(k): v for k, v in obj["model"].items()}
+        state = {k[len("backbone."):]: v for k, v in model.items()
+                 if k.startswith("backbone.")}
+        if not state:
+            raise CheckpointError(f"{where}: its model has no backbone.* keys (they start "
+                                  f"{sorted(model)[:8]})")
+        return state
+    return {_unwrapped(k): v for k, v in obj.items()}
+
+
+def _file_settings(arch: str, stem: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """arch, stem, image_size, normalize and seed: those of ``meta`` when present, else
+    from the stem (3x3 stem: 32 px, CIFAR-10 statistics; 7x7: 224 px, ImageNet), seed 0."""
+    small = stem == "cifar"
+    return {"arch": arch, "stem": stem,
+            "image_size": int(meta.get("image_size", 32 if small else 224)),
+            "normalize": meta.get("normalize", "cifar10" if small else "imagenet"),
+            "seed": int(meta.get("seed", 0))}
+
+
+def read_backbone_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The backbone's tensors in any accepted layout (see the module docstring) and its
+    settings (``arch``, ``stem``, ``image_size``, ``normalize``, ``seed``), read without
+    building a model. ``path`` may be a run directory (:func:`resolve_run_checkpoint`).
+
+    Raises:
+        CheckpointError: unreadable file, unknown layout, or keys that belong to nothing.
     """
     path = resolve_run_checkpoint(Path(path))
     meta: dict[str, Any] = {}
+    arch = ""
     if path.suffix == ".safetensors":
         raw, file_meta = load_backbone_file(path)
         meta = {k: file_meta[k] for k in ("image_size", "normalize", "seed") if k in file_meta}
+        arch = file_meta.get("arch", "")
         obj: dict[str, Any] = raw
     else:
         obj = load_checkpoint(path)
@@ -122,16 +169,91 @@ def load_backbone_for_eval(path: str | Path) -> tuple[nn.Module, dict[str, Any]]
         if isinstance(cfg, dict) and "model" in obj:
             meta = {"image_size": cfg["data"]["image_size"],
                     "normalize": cfg["augment"]["normalize"], "seed": cfg["train"]["seed"]}
+            arch = str((cfg.get("model") or {}).get("backbone", ""))
+    if is_timm(arch):
+        return timm_backbone_state(obj, f"'{path}'"), _file_settings(arch, "imagenet", meta)
     state = extract_backbone_state(obj, f"'{path}'")
     arch, stem = infer_arch(state)
-    backbone = build_backbone(arch, stem)
-    missing, unexpected = backbone.load_state_dict(state, strict=False)
+    return state, _file_settings(arch, stem, meta)
+
+
+def backbone_file_info(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """The file a path stands for (:func:`resolve_run_checkpoint`) and its settings as
+    :func:`read_backbone_weights` gives them; an exported ``backbone.safetensors`` with
+    ``arch`` and ``stem`` metadata is answered from its metadata alone (no tensor read).
+
+    Raises:
+        CheckpointError: as :func:`read_backbone_weights`.
+    """
+    path = resolve_run_checkpoint(Path(path))
+    if path.suffix == ".safetensors" and path.is_file():
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = dict(f.metadata() or {})
+        except Exception as exc:
+            raise CheckpointError(f"cannot read safetensors file '{path}': {exc}") from exc
+        arch, stem = meta.get("arch", ""), meta.get("stem", "")
+        if (is_timm(arch) or arch in BACKBONES) and stem in STEMS:
+            return path, _file_settings(arch, "imagenet" if is_timm(arch) else stem, meta)
+    return path, read_backbone_weights(path)[1]
+
+
+def load_image_init(backbone: nn.Module, path: str | Path) -> None:
+    """Load ``model.image_init`` (an exported backbone or a run directory, any layout of
+    :func:`read_backbone_weights`) into ``backbone``, strictly: every key of the backbone
+    from the file, nothing left over.
+
+    Raises:
+        ConfigError: the file cannot be read, or its keys or shapes do not fit
+            ``backbone`` (naming model.image_init, the file and the keys).
+    """
+    try:
+        state, info = read_backbone_weights(path)
+    except CheckpointError as exc:
+        raise ConfigError(f"model.image_init = '{path}' cannot be loaded: {exc}") from exc
+    fix = (f"the file holds a {info['arch']} ({info['stem']} stem): set model.backbone and "
+           "model.stem to those (simsiam.config.load_config does it)")
+    try:
+        missing, unexpected = backbone.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # a shape that differs
+        raise ConfigError(f"model.image_init = '{path}' does not fit the backbone: "
+                          f"{str(exc).strip()}; {fix}") from exc
     if missing or unexpected:
-        raise CheckpointError(f"'{path}' does not fit a {arch} ({stem} stem) backbone: missing "
+        raise ConfigError(f"model.image_init = '{path}' does not fit the backbone: missing keys "
+                          f"{missing[:10]}, unexpected keys {unexpected[:10]}; {fix}")
+
+
+def load_backbone_for_eval(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """A backbone in eval mode and its settings: arch, stem, image_size, normalize, seed.
+
+    ``path`` may be a run directory (see :func:`resolve_run_checkpoint`).
+    ``image_size`` and ``normalize`` come from the file's simsiam metadata or config when
+    present, else from the stem (3x3 stem: 32 px, CIFAR-10 statistics; 7x7: 224 px,
+    ImageNet); ``seed`` likewise, else 0. A timm backbone (``arch`` ``timm/<name>``) is
+    built with ``timm.create_model(name, pretrained=False, num_classes=0)``.
+
+    Raises:
+        CheckpointError: unreadable file, unknown layout, a timm model this timm lacks, or
+            keys (or, for timm, shapes) that do not match.
+    """
+    path = resolve_run_checkpoint(Path(path))
+    state, info = read_backbone_weights(path)
+    arch, stem = info["arch"], info["stem"]
+    if is_timm(arch):
+        try:
+            backbone = build_backbone(arch, stem)
+            missing, unexpected = backbone.load_state_dict(state, strict=False)
+        except (ConfigError, RuntimeError) as exc:
+            raise CheckpointError(f"'{path}' does not load into a {arch} backbone: "
+                                  f"{str(exc).strip()}") from exc
+        what = f"a {arch} backbone"
+    else:
+        backbone = build_backbone(arch, stem)
+        missing, unexpected = backbone.load_state_dict(state, strict=False)
+        what = f"a {arch} ({stem} stem) backbone"
+    if missing or unexpected:
+        raise CheckpointError(f"'{path}' does not fit {what}: missing "
                               f"keys {missing[:10]}, unexpected keys {unexpected[:10]}")
-    small = stem == "cifar"
-    info = {"arch": arch, "stem": stem,
-            "image_size": int(meta.get("image_size", 32 if small else 224)),
-            "normalize": meta.get("normalize", "cifar10" if small else "imagenet"),
-            "seed": int(meta.get("seed", 0))}
     return backbone.eval(), info

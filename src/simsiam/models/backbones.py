@@ -1,13 +1,24 @@
-"""Backbones: torchvision ResNets with their classifier removed.
+"""Backbones: torchvision ResNets with their classifier removed, or any timm model.
 
 Source: SIMSIAM.md section 2 (torchvision ResNet, ``zero_init_residual=True``, fc replaced)
 and Appendix D of the paper (the "CIFAR variant": 3x3 stride-1 first conv, no max-pool).
 The module keeps torchvision's attribute names, so its ``state_dict()`` has exactly the
 keys of a torchvision ResNet without ``fc.*`` and loads into one (after the same stem
 change for the CIFAR variant).
+
+``timm/<name>`` is any model of timm (``timm.list_models()``), built with
+``timm.create_model(name, pretrained=False, num_classes=0)``: its classifier removed, so it
+maps images to its pooled features (``num_features`` wide), and its ``state_dict()`` keeps
+timm's key names. timm is imported only when such a name is used, so ``import simsiam``
+stays fast. ``model.stem`` and ``model.zero_init_residual`` apply to the torchvision
+ResNets only (timm's ResNets start each residual branch's last BN at 0 themselves).
 """
 
 from __future__ import annotations
+
+import functools
+import re
+from typing import Any
 
 import torch
 from torch import nn
@@ -16,19 +27,99 @@ from torchvision import models as tvm
 from simsiam.errors import ConfigError
 
 _FEATURE_DIMS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
-BACKBONES = tuple(_FEATURE_DIMS)  # the torchvision ResNets a run can use
+BACKBONES = tuple(_FEATURE_DIMS)  # the torchvision ResNets a run can use; or timm/<name>
 STEMS = ("imagenet", "cifar")  # 7x7 stride-2 conv + max-pool, or 3x3 stride-1 (Appendix D)
+TIMM_PREFIX = "timm/"  # model.backbone = timm/<name>: any model timm lists
+
+
+def is_timm(name: str) -> bool:
+    """Whether backbone ``name`` is a timm model (``timm/<name>``)."""
+    return name.startswith(TIMM_PREFIX)
+
+
+def timm_name(name: str) -> str:
+    """The timm model name of ``timm/<name>`` (``timm/resnet18`` -> ``resnet18``)."""
+    return name[len(TIMM_PREFIX):]
+
+
+def _timm() -> Any:
+    """The ``timm`` module, imported on first use (it takes seconds to import)."""
+    import timm
+
+    return timm
+
+
+def timm_model_known(name: str) -> bool:
+    """Whether timm has model ``name`` (without the ``timm/`` prefix): a registered
+    architecture, with or without a pretrained tag (``resnet18``, ``resnet18.a1_in1k``)."""
+    timm = _timm()
+    return bool(name) and "*" not in name and (timm.is_model(name) or name in
+                                                timm.list_models(pretrained=True))
+
+
+def timm_hint(name: str) -> str:
+    """How to find a timm model near ``name``: up to three close names and the
+    ``timm.list_models`` pattern of its family (``resnet999`` -> ``'*resnet*'``)."""
+    import difflib
+
+    timm = _timm()
+    close = difflib.get_close_matches(name, timm.list_models(), n=3)
+    letters = re.match(r"[a-z]+", name.lower())
+    family = letters.group(0) if letters else "resnet"
+    near = f"did you mean {', '.join(TIMM_PREFIX + c for c in close)}? " if close else ""
+    return f"{near}see timm.list_models('*{family}*') for the names"
+
+
+def _build_timm(name: str) -> nn.Module:
+    """``timm.create_model(name, pretrained=False, num_classes=0)`` (pooled features).
+
+    Raises:
+        ConfigError: timm has no model ``name``.
+    """
+    if not timm_model_known(name):
+        raise ConfigError(f"model.backbone = {TIMM_PREFIX + name!r} is unknown to timm: "
+                          f"{timm_hint(name)}")
+    return _timm().create_model(name, pretrained=False, num_classes=0)
+
+
+def timm_feature_dim(net: nn.Module) -> int:
+    """Width of what a timm model built with ``num_classes=0`` returns: its
+    ``head_hidden_size`` when it has one (models with a layer between the pooling and the
+    classifier, e.g. MobileNetV3's 1x1 conv head: ``mobilenetv3_small_050`` has
+    ``num_features`` 288 but returns 1024), else its ``num_features``."""
+    return int(getattr(net, "head_hidden_size", None) or net.num_features)
+
+
+@functools.cache
+def _timm_feature_dim(name: str) -> int:
+    """:func:`timm_feature_dim` of timm model ``name``, built once on the meta device (no
+    memory, no initialisation); on the CPU if the model cannot be built there."""
+    try:
+        with torch.device("meta"):
+            net = _build_timm(name)
+    except ConfigError:
+        raise
+    except Exception:  # a model whose construction needs real tensors
+        net = _build_timm(name)
+    return timm_feature_dim(net)
 
 
 def feature_dim(name: str) -> int:
-    """Width c of the pooled (pool5) features of backbone ``name``.
+    """Width c of the pooled (pool5) features of backbone ``name``: 512 for ResNet-18/34,
+    2048 for ResNet-50; for ``timm/<name>`` the model's pooled width (its
+    ``num_features``, or ``head_hidden_size`` where timm puts a layer after the pooling;
+    see :func:`timm_feature_dim`), cached: the model is built once per process, on the
+    meta device.
 
     Raises:
-        ConfigError: ``name`` is not one of resnet18, resnet34, resnet50.
+        ConfigError: ``name`` is not one of resnet18, resnet34, resnet50 or a timm model.
     """
+    if is_timm(name):
+        return _timm_feature_dim(timm_name(name))
     if name not in _FEATURE_DIMS:
         raise ConfigError(f"model.backbone = {name!r} is unknown: choose one of "
-                          f"{tuple(_FEATURE_DIMS)}")
+                          f"{tuple(_FEATURE_DIMS)} or timm/<name> (any timm model, e.g. "
+                          "timm/resnet18)")
     return _FEATURE_DIMS[name]
 
 
@@ -63,15 +154,23 @@ def torchvision_resnet(name: str, stem: str = "imagenet", num_classes: int = 100
 
 def build_backbone(name: str = "resnet50", stem: str = "imagenet",
                    zero_init_residual: bool = True) -> nn.Module:
-    """A torchvision ResNet whose ``fc`` is ``nn.Identity``: images -> pool5 features.
+    """A torchvision ResNet whose ``fc`` is ``nn.Identity``, or a timm model without its
+    classifier: images -> pooled features.
 
     Input ``(B, 3, H, W)`` float; output ``(B, c)`` with c = :func:`feature_dim` (512 for
-    ResNet-18/34, 2048 for ResNet-50). Built with ``zero_init_residual=True`` as in the
-    official SimSiam code unless told otherwise.
+    ResNet-18/34, 2048 for ResNet-50, ``num_features`` for ``timm/<name>``). A ResNet is
+    built with ``zero_init_residual=True`` as in the official SimSiam code unless told
+    otherwise; a timm model with ``timm.create_model(name, pretrained=False,
+    num_classes=0)`` (its own initialisation; it takes only the "imagenet" stem, its own).
 
     Raises:
-        ConfigError: unknown ``name`` or ``stem``.
+        ConfigError: unknown ``name`` or ``stem``, or the "cifar" stem with a timm model.
     """
+    if is_timm(name):
+        if stem != "imagenet":
+            raise ConfigError(f"model.stem = {stem!r} is for the torchvision ResNets only: "
+                              f"{name} keeps its own stem; set model.stem=imagenet")
+        return _build_timm(timm_name(name))
     net = torchvision_resnet(name, stem, zero_init_residual=zero_init_residual)
     net.fc = nn.Identity()
     return net
@@ -83,15 +182,23 @@ def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
 
 
 def backbone_state_dict(backbone: nn.Module) -> dict[str, torch.Tensor]:
-    """The backbone's state dict with torchvision key names, contiguous CPU tensors.
+    """The backbone's state dict with torchvision (or timm) key names, contiguous CPU
+    tensors, none sharing memory with another (safetensors refuses shared tensors, which
+    some timm models tie).
 
     Strips a ``module.`` prefix left by DistributedDataParallel or ``_orig_mod.`` left by
     ``torch.compile``, so downstream loaders never see wrapper names.
     """
     out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
     for key, value in backbone.state_dict().items():
         for prefix in ("module.", "_orig_mod."):
             if key.startswith(prefix):
                 key = key[len(prefix):]
-        out[key] = value.detach().cpu().contiguous()
+        tensor = value.detach().cpu().contiguous()
+        storage = tensor.untyped_storage().data_ptr()
+        if storage in seen and tensor.numel():
+            tensor = tensor.clone()
+        seen.add(storage)
+        out[key] = tensor
     return out

@@ -6,7 +6,10 @@ Each group carries the method's flags (:mod:`simsiam.methods.base`): ``no_weight
 is applied here (the group's weight decay becomes 0); ``fixed_lr`` is applied by the
 schedule (:class:`simsiam.train.schedule.LrSchedule`).
 
-Source: SIMSIAM.md section 3 (SGD, momentum 0.9, weight decay on all parameters).
+Source: SIMSIAM.md section 3 (SGD, momentum 0.9, weight decay on all parameters);
+AdamW (Loshchilov and Hutter 2019, decoupled weight decay) with CLIP's betas and eps
+(Radford et al. 2021, section 2.5 and Table 20: beta2 0.98, eps 1e-6) from
+``optim.betas`` and ``optim.eps``.
 """
 
 from __future__ import annotations
@@ -27,9 +30,22 @@ def _sgd(groups: list[dict[str, Any]], optim: OptimConfig, lr: float) -> torch.o
                            weight_decay=optim.weight_decay, fused=True)
 
 
+def _adamw(groups: list[dict[str, Any]], optim: OptimConfig,
+           lr: float) -> torch.optim.Optimizer:
+    """AdamW: ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g^2``, then
+    ``w <- w (1 - lr wd) - lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)`` with
+    ``(b1, b2)`` = ``optim.betas``, ``eps`` = ``optim.eps`` and ``wd`` the group's weight
+    decay (``optim.weight_decay``, 0 in a ``no_weight_decay`` group); ``fused``: one
+    kernel for the whole update, the same rule."""
+    b1, b2 = optim.betas
+    return torch.optim.AdamW(groups, lr=lr, betas=(float(b1), float(b2)), eps=optim.eps,
+                             weight_decay=optim.weight_decay, fused=True)
+
+
 # name -> (groups, the optim section, initial lr) -> optimizer
 OPTIMIZERS: dict[str, Callable[[list[dict[str, Any]], Any, float], torch.optim.Optimizer]] = {
     "sgd": _sgd,
+    "adamw": _adamw,
 }
 
 
@@ -41,7 +57,8 @@ def build_optimizer(groups: list[dict[str, Any]], optim: OptimConfig,
         groups: dicts with ``params`` and optionally ``name``, ``fixed_lr`` and
             ``no_weight_decay`` (kept in the optimizer's groups, so the schedule and a
             resumed run see them).
-        optim: the ``optim`` config section (momentum, weight decay, the optimizer's name).
+        optim: the ``optim`` config section (the optimizer's name, weight decay; SGD's
+            momentum, AdamW's betas and eps).
         lr: the initial lr of every group (the schedule sets it before each step).
 
     Raises:

@@ -69,6 +69,16 @@ def _data_lines(s: DataSplits, cfg: Config) -> list[str]:
     return lines
 
 
+def lr_rule(plan: BatchPlan, base_lr: float) -> str:
+    """The peak lr and the rule that made it (``plan.lr_scaling``, ``optim.lr_scaling``):
+    ``lr 0.4 = base_lr 0.8 x 128/256`` (linear) or ``lr 0.0005 = base_lr 0.0005 (not
+    scaled by the batch: optim.lr_scaling none)``."""
+    if plan.lr_scaling == "none":
+        return (f"lr {plan.peak_lr:g} = base_lr {base_lr:g} (not scaled by the batch: "
+                "optim.lr_scaling none)")
+    return f"lr {plan.peak_lr:g} = base_lr {base_lr:g} x {plan.global_batch}/256"
+
+
 def startup_summary(splits: DataSplits, cfg: Config, plan: BatchPlan, device: str,
                     bf16: bool, resumed_step: int | None = None) -> str:
     """The start-up block (several lines, no trailing newline)."""
@@ -86,8 +96,8 @@ def startup_summary(splits: DataSplits, cfg: Config, plan: BatchPlan, device: st
         f"{blur_probability(a, d.image_size):g}, normalised with {stats} mean "
         f"{tuple(round(x, 4) for x in mean)} std {tuple(round(x, 4) for x in std)}",
         f"  steps     {plan.steps_per_epoch} per epoch x {cfg.train.epochs} epochs = {total} "
-        f"(batch {plan.global_batch}, lr {plan.peak_lr:g} = base_lr {cfg.optim.base_lr:g} x "
-        f"{plan.global_batch}/256, warm-up {warm:g} epoch{'' if warm == 1 else 's'})",
+        f"(batch {plan.global_batch}, {lr_rule(plan, cfg.optim.base_lr)}, warm-up {warm:g} "
+        f"epoch{'' if warm == 1 else 's'})",
         f"  device    {device}, {'bfloat16 autocast' if bf16 else 'float32'}, "
         f"{plan.world_size} process{'es' if plan.world_size > 1 else ''}",
         f"  out       {cfg.train.out}"]
