@@ -1,7 +1,8 @@
-"""Data: image folders and torchvision datasets, decoded once into a uint8 cache; the
-training loaders and the batches they yield."""
+"""Data: image folders, torchvision datasets and caption data (tables, WebDataset shards),
+decoded once into a uint8 cache; the training loaders and the batches they yield."""
 
 from simsiam.data.batches import ViewBatch, ViewBatches
+from simsiam.data.captions import caption_table_in, is_caption_source, load_caption_data
 from simsiam.data.dataset import (
     CapWarning,
     DataSplits,
@@ -17,6 +18,7 @@ from simsiam.data.folder import first_per_class, scan_image_folder
 from simsiam.data.loaders import BATCH_LOADERS, make_batches, make_loader
 
 __all__ = ["BatchedViewLoader", "BATCH_LOADERS", "CapWarning", "DataSplits",
-           "EpochShuffleSampler", "ImageSet", "load_data",
+           "EpochShuffleSampler", "ImageSet", "caption_table_in", "is_caption_source",
+           "load_caption_data", "load_data",
            "TwoViewDataset", "ViewBatch", "ViewBatches", "first_per_class", "load_splits",
            "make_batches", "make_loader", "scan_image_folder", "view_seed"]

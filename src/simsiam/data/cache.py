@@ -4,7 +4,9 @@ The array ``(M, S, S, 3)`` uint8 (RGB) is a ``.npy`` file under the cache direct
 by a hash of the files' paths, sizes and modification times and of S, so a changed
 folder is decoded again and an unchanged one is memory-mapped in milliseconds. Files
 are written to a temporary name and renamed, so a crash never leaves a half-written
-cache under the final name.
+cache under the final name. Images held in memory rather than in files (the samples of
+WebDataset shards, :mod:`simsiam.data.captions`) go through the same decoder and cache
+(:func:`decode_bytes_to_cache`, keyed by the caller from the files they come from).
 
 Decoding (:func:`read_rgb`): EXIF orientation is applied; 16-bit greyscale is scaled to
 8 bits; alpha is dropped and palette images take their palette colours (the pixels
@@ -27,13 +29,17 @@ cache entry, so a later run warns the same way without decoding again.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -44,6 +50,7 @@ from simsiam.fileio import atomic_write, remove_stale_temps
 
 CACHE_VERSION = 3  # 3: the resize and crop of torchvision's Resize + CenterCrop
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+_T = TypeVar("_T")
 
 
 def default_cache_dir() -> Path:
@@ -69,8 +76,9 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im if im.mode == "RGB" else im.convert("RGB")
 
 
-def _read(path: str | Path, side: int) -> np.ndarray:
-    with Image.open(path) as raw:
+def _read(src: str | Path | bytes, side: int) -> np.ndarray:
+    """One image (a file, or its bytes) as ``(side, side, 3)`` uint8; raises what PIL raises."""
+    with Image.open(io.BytesIO(src) if isinstance(src, bytes) else src) as raw:
         raw.load()  # decode now: truncation surfaces here
         im = _to_rgb(ImageOps.exif_transpose(raw))
     if im.size != (side, side):
@@ -109,36 +117,72 @@ def read_rgb(path: str | Path, side: int) -> np.ndarray:
         raise DataError(f"cannot decode image '{path}': {_reason(exc)}") from exc
 
 
-def _read_or_reason(path: Path, side: int) -> np.ndarray | str:
+def read_rgb_bytes(data: bytes, side: int, name: str) -> np.ndarray:
+    """:func:`read_rgb` for an image held in memory (e.g. a WebDataset sample's ``.jpg``):
+    the same decoding, resize and centre crop, so the same bytes give the same pixels.
+
+    Args:
+        data: the encoded image (any format PIL reads).
+        side: the output side S.
+        name: where the bytes come from, for the error message (``shard.tar/key``).
+
+    Returns:
+        ``(side, side, 3)`` uint8 RGB.
+
+    Raises:
+        DataError: the bytes are empty, truncated or not an image (names ``name``).
+    """
+    try:
+        return _read(data, side)
+    except MemoryError:
+        raise
+    except Exception as exc:  # PIL plugins raise many types on damaged files
+        raise DataError(f"cannot decode image '{name}': {_reason(exc)}") from exc
+
+
+def _read_or_reason(src: Path | bytes, side: int) -> np.ndarray | str:
     """:func:`_read`'s image, or for a damaged file the reason it cannot be decoded."""
     try:
-        return _read(path, side)
+        return _read(src, side)
     except MemoryError:
         raise
     except Exception as exc:  # noqa: BLE001 - a damaged file: its reason, reported later
         return _reason(exc)
 
 
+def header_size(src: str | Path | bytes) -> tuple[int, int] | None:
+    """``(width, height)`` from an image's header (a file or its bytes), or None when it
+    cannot be read (the decoder reports such images)."""
+    try:
+        with Image.open(io.BytesIO(src) if isinstance(src, bytes) else src) as im:
+            return im.size
+    except MemoryError:
+        raise
+    except Exception:  # noqa: BLE001 - unreadable images are reported by the decoder
+        return None
+
+
+def square_side(sizes: Iterable[tuple[int, int] | None]) -> int | None:
+    """S if every known size (None: unreadable, ignored) is the same S x S, else None."""
+    seen = set()
+    for size in sizes:
+        if size is not None:
+            seen.add(tuple(size))
+            if len(seen) > 1:
+                return None
+    if len(seen) != 1:
+        return None
+    (w, h), = seen
+    return w if w == h else None
+
+
 def uniform_square_side(paths: list[Path]) -> int | None:
-    """S if every readable image header says S x S, else None (reads headers only).
+    """S if every readable image header says S x S, else None (reads headers only, and
+    stops at the first image of another size).
 
     Unreadable files are ignored here; :func:`decode_to_cache` deals with them.
     """
-    sides = set()
-    for p in paths:
-        try:
-            with Image.open(p) as im:
-                sides.add(im.size)
-        except MemoryError:
-            raise
-        except Exception:  # noqa: BLE001 - unreadable files are reported by the decoder
-            continue
-        if len(sides) > 1:
-            return None
-    if len(sides) != 1:
-        return None
-    (w, h), = sides
-    return w if w == h else None
+    return square_side(header_size(p) for p in paths)
 
 
 def cache_key(paths: list[Path], side: int) -> str:
@@ -168,13 +212,14 @@ class Decoded:
     skipped: list[tuple[str, str]]
 
 
-def _skip_warning(skipped: list[tuple[str, str]], total: int, desc: str) -> None:
+def _skip_warning(skipped: list[tuple[str, str]], total: int, desc: str,
+                  stacklevel: int = 3) -> None:
     if not skipped:
         return
     lines = "\n  ".join(f"{p}: {reason}" for p, reason in skipped)
     warnings.warn(f"{desc}: skipped {len(skipped)} of {total} image files that cannot be "
                   f"decoded (they are left out of the run; pass --strict to stop on the "
-                  f"first instead):\n  {lines}", DataWarning, stacklevel=3)
+                  f"first instead):\n  {lines}", DataWarning, stacklevel=stacklevel)
 
 
 def _strict_error(skipped: list[tuple[str, str]], total: int) -> DataError:
@@ -200,6 +245,25 @@ def _cached(final: Path, meta: Path, n: int, side: int) -> Decoded | None:
     return Decoded(arr, kept, skipped)
 
 
+def _map_ahead(fn: Callable[[_T], np.ndarray | str], items: Iterable[_T],
+               threads: int) -> Iterator[np.ndarray | str]:
+    """``fn`` over ``items`` in threads, in order, with at most ``4 x threads`` items in
+    flight (a stream of image bytes is not all held in memory; a strict stop cancels the
+    rest)."""
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        pending: deque[Future] = deque()
+        try:
+            for item in items:
+                pending.append(pool.submit(fn, item))
+                if len(pending) >= 4 * threads:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for f in pending:
+                f.cancel()
+
+
 def decode_to_cache(paths: list[Path], side: int, cache_dir: Path, desc: str = "decode",
                     threads: int | None = None, progress: bool = True,
                     strict: bool = False) -> Decoded:
@@ -213,14 +277,46 @@ def decode_to_cache(paths: list[Path], side: int, cache_dir: Path, desc: str = "
         DataError: ``strict`` and a file cannot be decoded; no file at all can be decoded;
             or the cache directory cannot be written.
     """
-    cache_dir = Path(cache_dir) / "decoded"
-    key = cache_key(paths, side)
+    return _decode_cached(cache_key(paths, side), [str(p) for p in paths], paths, side,
+                          Path(cache_dir), desc, threads, progress, strict)
+
+
+def decode_bytes_to_cache(key: str, names: list[str], blobs: Iterable[bytes], side: int,
+                          cache_dir: Path, desc: str = "decode", threads: int | None = None,
+                          progress: bool = True, strict: bool = False) -> Decoded:
+    """:func:`decode_to_cache` for images held in memory: the same decoding (see
+    :func:`read_rgb_bytes`), cache entry, skipping and ``strict`` stop.
+
+    Args:
+        key: the cache entry's name; the caller derives it from everything the pixels
+            depend on (e.g. :func:`cache_key` of the shard files, ``side`` and ``names``).
+        names: one name per image (``shard.tar/key``), for warnings and errors.
+        blobs: the encoded images in the order of ``names``; iterated (lazily, a few ahead
+            of the decoder) only when no cache entry matches ``key``.
+        side, cache_dir, desc, threads, progress, strict: as for :func:`decode_to_cache`.
+
+    Returns:
+        :class:`Decoded`, whose ``kept`` index ``names``.
+
+    Raises:
+        DataError: as :func:`decode_to_cache`; also when ``blobs`` ends before ``names``.
+    """
+    return _decode_cached(key, names, blobs, side, Path(cache_dir), desc, threads, progress,
+                          strict)
+
+
+def _decode_cached(key: str, names: list[str], items: Iterable[Path] | Iterable[bytes],
+                   side: int, cache_dir: Path, desc: str, threads: int | None,
+                   progress: bool, strict: bool) -> Decoded:
+    """The cache entry ``key`` of the images ``items`` (files or bytes, named ``names``),
+    decoded now unless it exists."""
+    cache_dir = cache_dir / "decoded"
     final, meta = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
-    hit = _cached(final, meta, len(paths), side) if final.exists() else None
+    hit = _cached(final, meta, len(names), side) if final.exists() else None
     if hit is not None:
         if strict and hit.skipped:
-            raise _strict_error(hit.skipped, len(paths))
-        _skip_warning(hit.skipped, len(paths), desc)
+            raise _strict_error(hit.skipped, len(names))
+        _skip_warning(hit.skipped, len(names), desc, stacklevel=4)
         return hit
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -232,24 +328,34 @@ def decode_to_cache(paths: list[Path], side: int, cache_dir: Path, desc: str = "
     tmp = cache_dir / f"{key}.npy.tmp-{os.getpid()}"
     compact = cache_dir / f"{key}.npy.compact-{os.getpid()}"
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
-                                    shape=(len(paths), side, side, 3))
+                                    shape=(len(names), side, side, 3))
+    decoded = _map_ahead(partial(_read_or_reason, side=side), items,
+                         threads or min(8, os.cpu_count() or 1))
     try:
         kept: list[int] = []
         skipped: list[tuple[str, str]] = []
-        with ThreadPoolExecutor(max_workers=threads or min(8, os.cpu_count() or 1)) as pool:
-            it = pool.map(partial(_read_or_reason, side=side), paths)
-            for i, img in enumerate(tqdm(it, total=len(paths), desc=desc, unit="img",
-                                         mininterval=1.0, disable=not progress)):
-                if isinstance(img, str):
-                    skipped.append((str(paths[i]), img))
-                    if strict:
-                        raise _strict_error(skipped, len(paths))
-                else:
-                    out[len(kept)] = img  # rows packed in order; bad files leave no gap
-                    kept.append(i)
+        count = 0
+        for i, img in enumerate(tqdm(decoded, total=len(names), desc=desc, unit="img",
+                                     mininterval=1.0, disable=not progress)):
+            if i >= len(names):
+                raise DataError(f"{desc}: more images than the {len(names)} names given "
+                                f"(after '{names[-1]}'); the source changed while it was "
+                                "read: run again")
+            count += 1
+            if isinstance(img, str):
+                skipped.append((names[i], img))
+                if strict:
+                    raise _strict_error(skipped, len(names))
+            else:
+                out[len(kept)] = img  # rows packed in order; bad files leave no gap
+                kept.append(i)
+        if count < len(names):
+            raise DataError(f"{desc}: the source gave {count} images for {len(names)} names "
+                            f"(missing from '{names[count]}' on); it changed while it was "
+                            "read: run again")
         if not kept:
-            raise DataError(f"none of the {len(paths)} image files could be decoded (first: "
-                            f"'{skipped[0][0]}': {skipped[0][1]}); check the data folder")
+            raise DataError(f"none of the {len(names)} image files could be decoded (first: "
+                            f"'{skipped[0][0]}': {skipped[0][1]}); check the data source")
         src = tmp
         if skipped:  # keep only the decoded rows: copy them into an array of M rows
             small = np.lib.format.open_memmap(compact, mode="w+", dtype=np.uint8,
@@ -264,13 +370,14 @@ def decode_to_cache(paths: list[Path], side: int, cache_dir: Path, desc: str = "
         del out
         with open(src, "rb+") as f:
             os.fsync(f.fileno())
-        text = json.dumps({"n": len(paths), "side": side, "first": str(paths[0]),
+        text = json.dumps({"n": len(names), "side": side, "first": names[0],
                            "kept": kept, "skipped": skipped})
         atomic_write(meta, lambda t: t.write_text(text, encoding="utf-8"))
         os.replace(src, final)
     finally:
+        decoded.close()  # stops the decoder threads (a strict stop or an error)
         for leftover in (tmp, compact):
             if leftover.exists():
                 leftover.unlink()
-    _skip_warning(skipped, len(paths), desc)
+    _skip_warning(skipped, len(names), desc, stacklevel=4)
     return Decoded(np.load(final, mmap_mode="r"), np.asarray(kept, dtype=np.int64), skipped)

@@ -1,9 +1,10 @@
 """Datasets: decoded images in memory, the train/held-out split, and the two-view dataset.
 
-A source is an ImageFolder-style directory or ``cifar10`` / ``cifar100`` (torchvision).
-For a directory with ``train/`` and ``test/`` (or ``val/``) subfolders those are the
-splits; otherwise a seeded ``holdout_fraction`` of each class is held out for the kNN
-monitor. Labels are read for evaluation only.
+A source is an ImageFolder-style directory or ``cifar10`` / ``cifar100`` (torchvision),
+or a caption table / WebDataset shards (:mod:`simsiam.data.captions`: images with their
+captions, for CLIP). For a directory with ``train/`` and ``test/`` (or ``val/``) subfolders
+those are the splits; otherwise a seeded ``holdout_fraction`` of each class is held out for
+the kNN monitor. Labels are read for evaluation only.
 """
 
 from __future__ import annotations
@@ -28,19 +29,23 @@ _ORDER_STREAM = 2**31 - 1
 
 @dataclass
 class ImageSet:
-    """Decoded images with labels.
+    """Decoded images with labels, and with captions when the source has them.
 
     Attributes:
         images: ``(N, S, S, 3)`` uint8 RGB, possibly a read-only memory map.
         labels: ``(N,)`` int64 class indices (evaluation only).
         classes: class names, ``labels`` index into it.
-        paths: the source of each image (file path, or ``cifar10/train/123``).
+        paths: the source of each image (file path, ``cifar10/train/123``, or for a
+            WebDataset shard ``shard.tar/key``).
+        captions: one list of captions (at least one, in the source's order) per image,
+            aligned with ``images``; None for sources without captions (folders, CIFAR).
     """
 
     images: np.ndarray
     labels: np.ndarray
     classes: list[str]
     paths: list[str]
+    captions: list[list[str]] | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -53,13 +58,16 @@ class ImageSet:
 
     def without_labels(self) -> ImageSet:
         """The same images as one unnamed class (``data.labels: none``)."""
-        return ImageSet(self.images, np.zeros(len(self), dtype=np.int64), [""], self.paths)
+        return ImageSet(self.images, np.zeros(len(self), dtype=np.int64), [""], self.paths,
+                        self.captions)
 
     def subset(self, indices: np.ndarray) -> ImageSet:
-        """The images at ``indices`` (a copy for a memory map's fancy indexing)."""
+        """The images at ``indices`` (a copy for a memory map's fancy indexing), with their
+        captions."""
         indices = np.asarray(indices, dtype=np.int64)
+        captions = None if self.captions is None else [self.captions[i] for i in indices]
         return ImageSet(self.images[indices], self.labels[indices], self.classes,
-                        [self.paths[i] for i in indices])
+                        [self.paths[i] for i in indices], captions)
 
 
 @dataclass
@@ -69,7 +77,8 @@ class DataSplits:
     Attributes:
         train, test: the training images and the held-out images (None: none).
         source: ``data.source`` as given.
-        found: images in the source's training part (files of a folder, or samples).
+        found: images in the source's training part (files of a folder, or samples; for
+            caption data the images with a usable row).
         test_found: images in the source's own test split (``test/``, ``val/``, CIFAR's
             test set); 0 when the held-out images come out of the training part.
         held_out: images held out of the training part (``data.holdout_fraction``).
@@ -149,12 +158,16 @@ def load_data(cfg: DataConfig, seed: int = 0, progress: bool = True) -> DataSpli
     ``cfg.strict`` the first raises (see :mod:`simsiam.data.cache`); either way this
     happens here, before any training step. When ``data.per_class`` leaves out images of
     a folder, a :class:`CapWarning` names both numbers. With ``data.labels: none`` the
-    class folders are ignored (one unnamed class: no accuracy is computed).
+    class folders are ignored (one unnamed class: no accuracy is computed). A caption
+    table or WebDataset shards (:func:`~simsiam.data.captions.is_caption_source`) are read
+    by :func:`~simsiam.data.captions.load_caption_data` (images with ``captions``).
 
     Raises:
         DataError: the source is empty, missing or unreadable (names the path); with
-            ``cfg.strict``, a file that cannot be decoded.
+            ``cfg.strict``, a file that cannot be decoded (or a bad row of a caption table).
     """
+    from simsiam.data.captions import is_caption_source, load_caption_data
+
     if not cfg.source:
         raise DataError("no data source given: pass --data DIR (a folder of images) or "
                         "--data cifar10, or set data.source in the config")
@@ -167,6 +180,8 @@ def load_data(cfg: DataConfig, seed: int = 0, progress: bool = True) -> DataSpli
         test = test.subset(first_per_class(test.labels, cfg.test_per_class))
         splits = DataSplits(train, test, cfg.source, found, test_found,
                             capped=found - len(train), folder=False)
+    elif is_caption_source(cfg.source):
+        splits = load_caption_data(cfg, seed, progress)
     else:
         splits = _load_folder(cfg, seed, cache_dir, progress)
     if cfg.labels == "none":
