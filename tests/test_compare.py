@@ -52,3 +52,22 @@ def test_compare_two_methods_on_real_images(cifar_dir, tmp_path):
     again = run_compare(["simsiam", "simclr"], 2, "cpu", str(cifar_dir), out, progress=False,
                         linear=False, extra=TINY)
     assert [r.status for r in again] == ["reused", "reused"]
+
+
+def test_clip_joins_a_comparison_only_on_data_with_captions(tmp_path):
+    from simsiam.reproduce.compare import CompareRow, default_methods
+
+    assert "clip" not in default_methods("../shared/data/cifar10-jpeg")
+    assert default_methods("photos/captions.csv")[-1] == "clip"
+    with pytest.raises(ConfigError, match="--methods clip: it learns from captions, and --data "
+                       "'cifar10' has none"):
+        method_config("clip", 2, "cpu", "cifar10", tmp_path)
+    with pytest.raises(ConfigError, match="cpu scale only"):
+        method_config("clip", 2, "cifar10", "x/captions.csv", tmp_path)
+    cfg = method_config("clip", 5, "cpu", "x/captions.csv", tmp_path)
+    assert (cfg.method, cfg.optim.optimizer, cfg.train.epochs) == ("clip", "adamw", 5)
+    rows = [CompareRow("simsiam", False, False, False, 100, None, None, 60.0, 18.5, None),
+            CompareRow("clip", True, False, False, 100, None, None, 120.0, 80.0, 15.0)]
+    table = format_compare(rows, "cpu", 30)
+    assert "| copy top-1 % | retrieval i2t R@10 % |" in table
+    assert "| clip | yes | no | no | 100 | 80.0 | 15.0 | 2.0 min | - |" in table

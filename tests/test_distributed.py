@@ -31,6 +31,7 @@ from simsiam.errors import ConfigError, DataError
 from simsiam.eval.knn import extract_features, knn_top1
 from simsiam.methods import (
     BYOLConfig,
+    CLIPConfig,
     MoCoV2Config,
     SimCLRConfig,
     SimSiamConfig,
@@ -41,7 +42,8 @@ from simsiam.models.backbones import build_backbone
 from simsiam.train.step import train_step
 
 # swav+queue: an 8-row feature queue, filled by step 1's global batch, used at step 2
-METHODS = ("simsiam", "simclr", "mocov2", "byol", "swav", "swav+queue")
+# clip: image and caption features gathered with gradient for the global-batch InfoNCE
+METHODS = ("simsiam", "simclr", "mocov2", "byol", "swav", "swav+queue", "clip")
 TIMEOUT_S = 240  # the whole two-process run; each collective also times out after 60 s
 
 
@@ -188,15 +190,24 @@ def _setup(method: str, sync_bn: bool):
                       byol=BYOLConfig(**heads),
                       swav=SwAVConfig(**heads, freeze_prototypes_epochs=0,  # learn at once
                                       queue_size=GLOBAL_BATCH if queue else 0,
-                                      queue_start_epochs=0))
+                                      queue_start_epochs=0),
+                      clip=CLIPConfig(embed_dim=32, context_length=8, text_width=32,
+                                      text_heads=2, text_layers=1))
     model = build_method(name, cfg, image_size=32, steps_per_epoch=10)
     if sync_bn:
         model = convert_sync_batchnorm(model)
     opt = torch.optim.SGD(model.param_groups(), lr=LR, momentum=0.9, weight_decay=5e-4,
                           fused=True)
     g = torch.Generator().manual_seed(1)
-    batches = [[torch.randn(GLOBAL_BATCH, 3, 32, 32, generator=g) for _ in range(2)]
-               for _ in range(STEPS)]
+    if name == "clip":  # images and token ids (start, 6 random tokens, end) per pair
+        batches = [[torch.randn(GLOBAL_BATCH, 3, 32, 32, generator=g),
+                    torch.cat([torch.full((GLOBAL_BATCH, 1), 49406),
+                               torch.randint(1, 49000, (GLOBAL_BATCH, 6), generator=g),
+                               torch.full((GLOBAL_BATCH, 1), 49407)], dim=1)]
+                   for _ in range(STEPS)]
+    else:
+        batches = [[torch.randn(GLOBAL_BATCH, 3, 32, 32, generator=g) for _ in range(2)]
+                   for _ in range(STEPS)]
     return model, opt, batches
 
 

@@ -49,7 +49,7 @@ def test_every_registered_method_has_its_own_typed_section():
         assert len(cls.traits) == 3 and isinstance(cls.published, dict)
         for key in cls.published:
             assert not key.startswith("model."), (name, key)  # its own keys live in Settings
-    assert set(METHODS) == {"simsiam", "simclr", "mocov2", "byol", "swav"}
+    assert set(METHODS) == {"simsiam", "simclr", "mocov2", "byol", "swav", "clip"}
 
 
 def test_build_method_reads_only_the_methods_own_section():

@@ -24,6 +24,10 @@ from simsiam.train.interrupt import RunInterrupted
 # The demo's data: the workplace's CIFAR-10 JPEG copy beside the checkout (make demo runs
 # from the repository root), else torchvision's CIFAR-10 download.
 SHARED_CIFAR_DIR = Path("..") / "shared" / "data" / "cifar10-jpeg"
+# CLIP's demo data: 1,000 Flickr8k photographs with 5 captions each, beside the checkout.
+SHARED_FLICKR_CAPTIONS = Path("..") / "shared" / "data" / "flickr8k-1k" / "captions.csv"
+# the demo's preset per method (a method without one runs demo-cpu with its own section)
+DEMO_PRESETS = {"clip": "clip-cpu"}
 
 
 def _parse_set(items: list[str]) -> dict:
@@ -128,20 +132,39 @@ def _copy_retrieval_line(res) -> str | None:
     return text
 
 
+def _demo_data(args: argparse.Namespace, method: str) -> str:
+    """The demo's data: --data, else the shared CIFAR-10 folder (or torchvision's
+    download); for CLIP the shared Flickr8k captions (there is no download to fall back on).
+    """
+    if args.data:
+        return args.data
+    if method == "clip":
+        if not SHARED_FLICKR_CAPTIONS.is_file():
+            raise SimSiamError(f"the CLIP demo reads '{SHARED_FLICKR_CAPTIONS}' (1,000 Flickr8k "
+                               "photographs with captions), which is not here: pass --data "
+                               "with a caption table (CSV/TSV/JSONL: image, caption)")
+        return str(SHARED_FLICKR_CAPTIONS)
+    return str(SHARED_CIFAR_DIR) if SHARED_CIFAR_DIR.is_dir() else "cifar10"
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The CPU demo: pretrain on real CIFAR-10 images, compare kNN with random init."""
+    """The CPU demo: pretrain on real images and compare the monitor's headline figure
+    (kNN top-1; CLIP: image-to-text R@10) with the random init's."""
     from simsiam.train.trainer import pretrain
 
-    data = args.data or (str(SHARED_CIFAR_DIR) if SHARED_CIFAR_DIR.is_dir() else "cifar10")
+    method = args.method or "simsiam"
+    data = _demo_data(args, method)
     overrides = _overrides(args) | {"data.source": data, "eval.knn_at_start": True}
-    cfg = load_config(args.config or "demo-cpu", overrides)
+    cfg = load_config(args.config or DEMO_PRESETS.get(method, "demo-cpu"), overrides)
     # the demo's cap is its design (stated on the next line), not a surprise to warn about
     from simsiam.data import CapWarning
 
     warnings.filterwarnings("ignore", category=CapWarning)
+    amount = (f"{cfg.data.per_class} training images per class" if cfg.data.per_class
+              else f"{1 - cfg.data.holdout_fraction:.0%} of the images for training")
     print(f"demo: {cfg.method} {cfg.model.backbone} ({cfg.model.stem} stem) on '{data}', "
           f"{cfg.train.epochs} epochs, batch {cfg.train.batch_size}, {cfg.data.image_size} px, "
-          f"{cfg.data.per_class} training images per class", flush=True)
+          f"{amount}", flush=True)
     res = pretrain(cfg, resume=args.resume, overwrite=args.overwrite,
                    progress=not args.no_progress, stop_after_epoch=args.stop_after_epoch)
     if res.backbone_path is None:
@@ -149,20 +172,34 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 0
     print(f"demo: run directory {res.run_dir}; loss per epoch "
           + " ".join(f"{res.epoch_loss[e]:.3f}" for e in sorted(res.epoch_loss)))
-    if 0 not in res.knn or res.epochs not in res.knn:
-        raise SimSiamError("the demo needs the kNN monitor at the start and the end: keep "
-                           "eval.knn_every > 0 and use data with held-out test images")
+    trained, random_init, what = _demo_headline(res)
     from simsiam.report import write_report
 
     summary = write_report(res.run_dir)
     print(f"demo: report {summary} (plots beside it)")
-    trained, random_init = res.knn[res.epochs], res.knn[0]
-    print(f"demo: knn_top1 trained={trained:.1f}% random_init={random_init:.1f}% "
+    start = "start" if cfg.model.image_init else "random_init"  # LiT starts from a backbone
+    print(f"demo: {what} trained={trained:.1f}% {start}={random_init:.1f}% "
           f"({res.test_images} test images)")
     if trained < random_init + 5.0:
         print("demo: warning: the trained encoder beat random init by less than 5 points",
               file=sys.stderr)
     return 0
+
+
+def _demo_headline(res) -> tuple[float, float, str]:
+    """(trained, random init, name) of the demo's figure: CLIP's image-to-text R@10 when
+    the monitor measured retrieval, else kNN top-1.
+
+    Raises:
+        SimSiamError: the monitor did not run at the start and at the end.
+    """
+    first, last = res.evals.get(0, {}), res.evals.get(res.epochs, {})
+    if "retrieval_i2t_r10" in first and "retrieval_i2t_r10" in last:
+        return last["retrieval_i2t_r10"], first["retrieval_i2t_r10"], "clip retrieval i2t R@10"
+    if 0 not in res.knn or res.epochs not in res.knn:
+        raise SimSiamError("the demo needs the monitor at the start and the end: keep "
+                           "eval.knn_every > 0 and use data with held-out test images")
+    return res.knn[res.epochs], res.knn[0], "knn_top1"
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -208,8 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="YAML preset, e.g. configs/cifar10.yaml")
     _add_run_flags(p)
     p.set_defaults(func=cmd_pretrain)
-    p = sub.add_parser("demo", help="CPU demo on real CIFAR-10 images (configs/demo-cpu.yaml)")
-    p.add_argument("--config", help="preset (default configs/demo-cpu.yaml)")
+    p = sub.add_parser("demo", help="CPU demo on real CIFAR-10 images (configs/demo-cpu.yaml); "
+                       "--method clip: on 1,000 captioned Flickr photos (configs/clip-cpu.yaml)")
+    p.add_argument("--config", help="preset (default configs/demo-cpu.yaml; for --method clip "
+                   "configs/clip-cpu.yaml)")
     _add_run_flags(p)
     p.set_defaults(func=cmd_demo)
     p = sub.add_parser("bench", help="images/s of the data pipeline, the model step and the "

@@ -307,3 +307,19 @@ class BatchedSimSiamAugment:
     def views(self, images: torch.Tensor, g: torch.Generator) -> list[torch.Tensor]:
         """The two SimSiam views of each image, drawn one after the other from ``g``."""
         return [self(images, g), self(images, g)]
+
+
+class SingleView:
+    """One view per image with ``augment``'s recipe (CLIP's image side: one random crop of
+    each image, paired with a caption instead of a second view).
+
+    ``views(images, g) -> [view]``: ``images`` ``(B, 3, H, W)`` uint8 on the device,
+    ``view`` ``(B, 3, S, S)`` float32 normalised.
+    """
+
+    def __init__(self, augment: BatchedSimSiamAugment) -> None:
+        self.augment = augment
+
+    def views(self, images: torch.Tensor, g: torch.Generator) -> list[torch.Tensor]:
+        """The single view of each image, drawn from ``g``."""
+        return [self.augment(images, g)]

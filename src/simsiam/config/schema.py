@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from simsiam.methods.byol import BYOLConfig
+from simsiam.methods.clip import CLIPConfig
 from simsiam.methods.mocov2 import MoCoV2Config
 from simsiam.methods.simclr import SimCLRConfig
 from simsiam.methods.simsiam import SimSiamConfig
@@ -41,6 +42,13 @@ class DataConfig:
     # "auto": class subfolder names are labels (for the kNN monitor and probes only; one
     # class, e.g. a flat folder, is unlabelled); "none": ignore them (label-free signals only)
     labels: str = "auto"
+    # Caption tables (CSV/TSV/JSONL, CLIP; simsiam.data.captions): the folder the image
+    # column's paths are relative to (default: the table's folder, else its images/), and
+    # the two columns (default: the first of image/filepath/file/path/image_path, and of
+    # caption/text/title/sentence).
+    image_root: str | None = None
+    image_column: str | None = None
+    caption_column: str | None = None
 
 
 @dataclass
@@ -82,11 +90,16 @@ class ModelConfig:
     # Official SimSiam: each residual branch's last BN starts at 0. False is torchvision's
     # (and lightly's) default, which learns faster in runs of a few hundred steps.
     zero_init_residual: bool = True
+    # Start the backbone (CLIP's image tower) from an exported backbone.safetensors or a
+    # run directory (LiT, Zhai et al. 2022); its arch and stem replace model.backbone/stem.
+    image_init: str | None = None
+    lock_image: bool = False  # LiT's "locked image tower": frozen weights and BN statistics
     simsiam: SimSiamConfig = field(default_factory=SimSiamConfig)
     simclr: SimCLRConfig = field(default_factory=SimCLRConfig)
     mocov2: MoCoV2Config = field(default_factory=MoCoV2Config)
     byol: BYOLConfig = field(default_factory=BYOLConfig)
     swav: SwAVConfig = field(default_factory=SwAVConfig)
+    clip: CLIPConfig = field(default_factory=CLIPConfig)
 
 
 @dataclass
@@ -97,6 +110,12 @@ class OptimConfig:
     base_lr: float = 0.05  # lr = base_lr x batch_size / 256
     momentum: float = 0.9
     weight_decay: float = 1e-4
+    # AdamW only (CLIP: Radford et al. 2021 and open_clip's defaults for ViT-B/RN models)
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    eps: float = 1e-6
+    # "linear": lr = base_lr x batch / 256 (SIMSIAM.md section 3); "none": lr = base_lr
+    # (CLIP and open_clip give the lr itself)
+    lr_scaling: str = "linear"
     # Linear warmup before the cosine decay. None: the paper's rule (Table 2), 10 epochs
     # when the batch is 1024 or more, else none; resolved when the config is loaded, and
     # shortened to half the run when --epochs leaves no room for it (with a notice).

@@ -63,3 +63,60 @@ class ViewBatches:
     def __iter__(self) -> Iterator[ViewBatch]:
         for *views, index in self.loader:
             yield ViewBatch(list(views), index)
+
+
+@dataclass
+class CaptionBatch:
+    """Images, one augmented view each, with one caption each (CLIP's kind of batch).
+
+    Attributes:
+        images: ``(B, 3, H, W)`` float, normalised.
+        tokens: ``(B, L)`` int64 token ids of each image's caption for this epoch.
+        index: ``(B,)`` int64 dataset indices of the images (on the CPU).
+    """
+
+    images: torch.Tensor
+    tokens: torch.Tensor
+    index: torch.Tensor
+
+    @property
+    def inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the method's ``forward`` takes: ``(images, tokens)``."""
+        return self.images, self.tokens
+
+    def __len__(self) -> int:
+        return int(self.index.shape[0])
+
+    def to(self, device: torch.device,
+           memory_format: torch.memory_format = torch.preserve_format) -> CaptionBatch:
+        """Images and tokens on ``device`` (asynchronous copies); the indices stay."""
+        return CaptionBatch(self.images.to(device, non_blocking=True,
+                                           memory_format=memory_format),
+                            self.tokens.to(device, non_blocking=True), self.index)
+
+
+class CaptionBatches:
+    """A loader of ``(view, index)`` tuples joined with each image's caption of the epoch.
+
+    Args:
+        loader: yields ``(images (B, 3, H, W), index (B,))`` and has ``.sampler`` (its
+            ``epoch`` picks the captions).
+        tokens: ``(N, K, L)`` int32 token ids of every caption of every image.
+        counts: ``(N,)`` captions per image.
+        seed: the run's seed (see :func:`simsiam.data.tokens.caption_choice`).
+    """
+
+    def __init__(self, loader: Any, tokens: torch.Tensor, counts: torch.Tensor,
+                 seed: int) -> None:
+        self.loader, self.tokens, self.counts, self.seed = loader, tokens, counts, seed
+        self.sampler = loader.sampler
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[CaptionBatch]:
+        from simsiam.data.tokens import caption_choice
+
+        choice = caption_choice(self.counts, self.seed, self.sampler.epoch)
+        for images, index in self.loader:
+            yield CaptionBatch(images, self.tokens[index, choice[index]].long(), index)

@@ -13,14 +13,14 @@ import signal
 import torch
 from torch.utils.data import DataLoader
 
-from simsiam.augment.batched import BatchedSimSiamAugment
+from simsiam.augment.batched import BatchedSimSiamAugment, SingleView
 from simsiam.augment.multicrop import BatchedMultiCrop
 from simsiam.augment.views import SimSiamAugment
 from simsiam.config import Config
-from simsiam.data.batches import ViewBatches
+from simsiam.data.batches import CaptionBatches, ViewBatches
 from simsiam.data.dataset import EpochShuffleSampler, ImageSet, TwoViewDataset
 from simsiam.data.device_loader import BatchedViewLoader
-from simsiam.errors import ConfigError
+from simsiam.errors import ConfigError, DataError
 
 
 def _worker_init(_: int) -> None:
@@ -70,8 +70,36 @@ def view_batches(train: ImageSet, cfg: Config, device: torch.device, rank: int =
     return ViewBatches(make_loader(train, cfg, device, rank, world_size))
 
 
+def caption_batches(train: ImageSet, cfg: Config, device: torch.device, rank: int = 0,
+                    world_size: int = 1) -> CaptionBatches:
+    """Batches of kind ``captions`` (CLIP): one view of each image, made on ``device`` as the
+    batched path makes views (``augment.*``; CLIP's published recipe is a random crop of
+    90-100% of the image, nothing else), with one of its captions per epoch as token ids
+    (``model.clip.context_length``).
+
+    Raises:
+        DataError: the training images have no captions (an image folder, not a caption
+            table or WebDataset shards).
+    """
+    from simsiam.data.tokens import tokenize_captions
+
+    if train.captions is None:
+        raise DataError(f"method {cfg.method!r} learns from captions, and data.source = "
+                        f"'{cfg.data.source}' has none: pass --data a caption table (CSV, TSV or "
+                        "JSONL with an image and a caption column) or WebDataset shards "
+                        "('shards/{00000..00099}.tar' with {key}.jpg and {key}.txt)")
+    tokens, counts = tokenize_captions(train.captions, cfg.model.clip.context_length)
+    augment = SingleView(BatchedSimSiamAugment(cfg.augment, cfg.data.image_size,
+                                               compile=cfg.augment.compile))
+    loader = BatchedViewLoader(train.images, augment, cfg.train.batch_size // world_size,
+                               cfg.train.seed, device,
+                               resident_max_bytes=cfg.data.resident_max_mb << 20,
+                               rank=rank, world_size=world_size)
+    return CaptionBatches(loader, tokens, counts, cfg.train.seed)
+
+
 # kind of batch (``Method.batch_kind``) -> its loader (yields batch objects, has .sampler)
-BATCH_LOADERS = {"views": view_batches}
+BATCH_LOADERS = {"views": view_batches, "captions": caption_batches}
 
 
 def make_batches(kind: str, train: ImageSet, cfg: Config, device: torch.device,

@@ -220,6 +220,8 @@ def add_eval_parsers(sub) -> None:
     p.add_argument("--out", required=True, help="output file: .npz (numpy) or .csv (pandas)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=cmd_embed)
+    from simsiam.eval.clip_cli import add_clip_parsers
     from simsiam.eval.neighbors_cli import add_neighbors_parser
 
     add_neighbors_parser(sub)
+    add_clip_parsers(sub)

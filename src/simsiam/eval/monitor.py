@@ -31,6 +31,7 @@ from simsiam.eval.collapse import effective_rank, rank_reference
 from simsiam.eval.knn import extract_features, knn_top1
 from simsiam.eval.labelfree import FixedViews, alignment, copy_retrieval, uniformity
 from simsiam.eval.probe import OnlineProbe
+from simsiam.eval.retrieval import retrieval_line
 
 
 def label_free_record(bank: torch.Tensor, queries: torch.Tensor,
@@ -100,6 +101,11 @@ def monitor_record(backbone: nn.Module, train: ImageSet, test: ImageSet, cfg: Co
     return record
 
 
+def start_name(cfg: Config) -> str:
+    """What epoch 0 evaluates: ``random init``, or the backbone of ``model.image_init``."""
+    return "image tower from model.image_init" if cfg.model.image_init else "random init"
+
+
 def monitor_line(record: dict[str, Any]) -> str:
     """:func:`monitor_text` and the number of held-out images it was measured on."""
     return f"{monitor_text(record)} ({record['queries']} held-out images)"
@@ -110,6 +116,8 @@ def monitor_text(record: dict[str, Any]) -> str:
     online probe top1 27.80%, copy top1 26.0% top5 45.7%, align 0.81, uniform -2.95,
     feature rank 42.7/97.4``."""
     parts = []
+    if "retrieval_i2t_r1" in record:
+        parts.append(retrieval_line(record))
     if "knn_top1" in record:
         parts.append(f"knn_top1 {record['knn_top1']:.2f}%")
     if "online_probe_top1" in record:
@@ -149,9 +157,11 @@ class Monitor:
         return bool(every) and (epochs_done % every == 0
                                 or epochs_done == self.cfg.train.epochs)
 
-    def run(self, backbone: nn.Module, probe: OnlineProbe | None, state, logger,
+    def run(self, model: nn.Module, probe: OnlineProbe | None, state, logger,
             progress: bool) -> dict[str, Any] | None:
-        """Evaluate after ``state.epoch`` epochs (the probe from epoch 1 on): the figures go
+        """Evaluate ``model`` (a :class:`~simsiam.methods.base.Method`: its backbone, then
+        its own ``held_out_record``, e.g. CLIP's retrieval) after ``state.epoch`` epochs
+        (the probe from epoch 1 on): the figures go
         into ``state.evals`` (and ``state.knn`` / ``state.probe_top1`` with labels; a
         :class:`~simsiam.train.state.RunState`), an ``eval`` record to ``logger``, and a
         line to the terminal with ``progress``. Returns the record (None without
@@ -159,14 +169,15 @@ class Monitor:
         if self.test is None or len(self.test) == 0:
             return None
         epoch = state.epoch
-        record = monitor_record(backbone, self.train, self.test, self.cfg, self.device,
+        record = monitor_record(model.backbone, self.train, self.test, self.cfg, self.device,
                                 probe if epoch > 0 else None, self.views)
+        record |= model.held_out_record(self.test, self.cfg, self.device)
         state.record_eval(epoch, record)
         logger.log({"kind": "eval", "step": state.step, "epoch": epoch} | record)
         if progress:
             from tqdm import tqdm
 
-            when = " (random init)" if epoch == 0 else ""
+            when = f" ({start_name(self.cfg)})" if epoch == 0 else ""
             tqdm.write(f"epoch {epoch}{when}: {monitor_line(record)}")
         return record
 

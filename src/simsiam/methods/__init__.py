@@ -20,6 +20,7 @@ from simsiam.methods.base import (
     step_metrics,
 )
 from simsiam.methods.byol import BYOL, BYOLConfig
+from simsiam.methods.clip import CLIP, CLIPConfig
 from simsiam.methods.losses import (
     cross_entropy_similarity,
     negative_cosine,
@@ -35,7 +36,8 @@ from simsiam.models.backbones import build_backbone, feature_dim
 if TYPE_CHECKING:
     from simsiam.config import ModelConfig
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (SimSiam, SimCLR, MoCoV2, BYOL, SwAV)}
+METHODS: dict[str, type[Method]] = {m.name: m for m in (SimSiam, SimCLR, MoCoV2, BYOL, SwAV,
+                                                        CLIP)}
 
 # Each method's table row (SIMSIAM.md section 6): (negatives, momentum encoder, queue).
 TRAITS: dict[str, Traits] = {name: m.traits for name, m in METHODS.items()}
@@ -55,8 +57,10 @@ def method_class(method: str) -> type[Method]:
 def build_method(method: str, model: ModelConfig, image_size: int = 224,
                  steps_per_epoch: int = 0) -> Method:
     """Build the method named ``method`` from ``model``: the backbone of ``model.backbone``,
-    ``model.stem`` and ``model.zero_init_residual``, the rest from the method's own
-    section ``model.<method>``.
+    ``model.stem`` and ``model.zero_init_residual`` (with ``model.image_init``, its weights
+    then loaded from that file, before the method copies it into momentum encoders), the
+    rest from the method's own section ``model.<method>``; with ``model.lock_image`` the
+    method then locks its image tower (:meth:`Method.lock_image`).
 
     Args:
         method: a key of :data:`METHODS`.
@@ -67,15 +71,25 @@ def build_method(method: str, model: ModelConfig, image_size: int = 224,
             SwAV's prototype freeze, become step counts).
 
     Raises:
-        ConfigError: unknown method, backbone or stem.
+        ConfigError: unknown method, backbone or stem; a ``model.image_init`` file that
+            cannot be read or whose keys or shapes do not fit the backbone (naming the file
+            and the keys); ``model.lock_image`` for a method that cannot lock.
     """
     cls = method_class(method)
     backbone = build_backbone(model.backbone, model.stem, model.zero_init_residual)
-    return cls.from_config(getattr(model, method), backbone, feature_dim(model.backbone),
-                           image_size, steps_per_epoch)
+    if model.image_init is not None:
+        from simsiam.eval.loading import load_image_init
+
+        load_image_init(backbone, model.image_init)
+    built = cls.from_config(getattr(model, method), backbone, feature_dim(model.backbone),
+                            image_size, steps_per_epoch)
+    if model.lock_image:
+        built.lock_image()
+    return built
 
 
-__all__ = ["BYOL", "BYOLConfig", "METHODS", "Method", "MoCoV2", "MoCoV2Config", "RunShape",
+__all__ = ["BYOL", "BYOLConfig", "CLIP", "CLIPConfig", "METHODS", "Method", "MoCoV2",
+           "MoCoV2Config", "RunShape",
            "SimCLR", "SimCLRConfig", "SimSiam", "SimSiamConfig", "SimSiamOutput", "SwAV",
            "SwAVConfig", "TRAITS", "Traits", "build_method", "cross_entropy_similarity",
            "method_class", "negative_cosine", "param_group", "siamese_loss", "small_images",

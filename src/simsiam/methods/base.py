@@ -18,6 +18,9 @@ trainer, the benchmarks and the evaluation know only this interface (see
   the method (``fixed_lr``: the lr stays at the peak lr, SimSiam's Table 1c;
   ``no_weight_decay``: weight decay 0 for the group);
 - ``method.on_step_end(step, total_steps)``: EMA targets, queues, frozen prototypes;
+- ``Method.can_lock_image`` and ``method.lock_image()``: LiT's locked image tower
+  (``model.lock_image``), for a method with a second tower that learns against the
+  backbone loaded by ``model.image_init``; the others refuse it;
 - ``method.backbone``, ``method.dim`` (the width of the embedding the collapse measures
   watch) and ``method.collapse_measure`` (which of them can see a collapse of that
   embedding: ``"std"``, the paper's, or ``"rank"`` when the embedding leaves an
@@ -33,6 +36,7 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import nn
 
+from simsiam.errors import ConfigError
 from simsiam.eval.collapse import collapse_std
 
 
@@ -104,6 +108,9 @@ class Method(nn.Module):
         multi_crop: takes more than two views (``augment.small_crops > 0``).
         published: settings of other sections that the method's authors used, applied
             when ``--method`` switches a preset to this method (``--set`` still wins).
+        can_lock_image: implements :meth:`lock_image` (``model.lock_image``: a second
+            tower learns against a frozen backbone; the config check refuses the key for
+            the others).
     """
 
     name: ClassVar[str]
@@ -112,6 +119,7 @@ class Method(nn.Module):
     batch_kind: ClassVar[str] = "views"
     multi_crop: ClassVar[bool] = False
     published: ClassVar[dict[str, Any]] = {}
+    can_lock_image: ClassVar[bool] = False
 
     backbone: nn.Module
     dim: int
@@ -133,6 +141,30 @@ class Method(nn.Module):
 
     def on_step_end(self, step: int, total_steps: int) -> None:
         """Called after every optimizer step; ``step`` is its 0-based index."""
+
+    def lock_image(self) -> None:
+        """Freeze the backbone (LiT's locked image tower; ``model.lock_image``), called by
+        :func:`~simsiam.methods.build_method` after ``model.image_init`` is loaded. Methods
+        with ``can_lock_image`` implement it.
+
+        Raises:
+            ConfigError: always, for a method without a second tower (the config check
+                refuses ``model.lock_image`` for it first).
+        """
+        raise ConfigError(f"model.lock_image = True is not allowed: method {self.name!r} has "
+                          "no second tower to train against a locked backbone; only clip "
+                          "locks its image tower: set model.lock_image=false")
+
+    def held_out_record(self, test: Any, cfg: Any, device: torch.device) -> dict[str, Any]:
+        """The method's own figures on the held-out set ``test`` (an
+        :class:`~simsiam.data.dataset.ImageSet`), merged into the monitor's ``eval`` record
+        (CLIP: text-image retrieval). Default: none."""
+        return {}
+
+    def export_extras(self) -> dict[str, dict[str, torch.Tensor]]:
+        """Weights the run exports beside ``backbone.safetensors``: ``{file stem: state
+        dict}`` (CLIP: ``text_tower``). Default: none."""
+        return {}
 
     def forward(self, inputs: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError

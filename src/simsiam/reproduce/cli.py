@@ -37,11 +37,13 @@ def _default_data(data: str | None) -> str:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from simsiam.reproduce.compare import format_compare, run_compare
+    from simsiam.reproduce.compare import default_methods, format_compare, run_compare
 
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    data = _default_data(args.data)
+    methods = ([m.strip() for m in args.methods.split(",") if m.strip()] if args.methods
+               else default_methods(data))
     extra = {"train.device": args.device} if args.device else {}
-    rows = run_compare(methods, args.budget, args.scale, _default_data(args.data), args.out,
+    rows = run_compare(methods, args.budget, args.scale, data, args.out,
                        overwrite=args.overwrite, progress=not args.no_progress,
                        linear=not args.no_linear, extra=extra)
     print(format_compare(rows, args.scale, args.budget))
@@ -68,8 +70,8 @@ def add_compare_parser(sub) -> None:
 
     p = sub.add_parser("compare", help="train several methods under the same budget and "
                        "tabulate them side by side")
-    p.add_argument("--methods", default=",".join(METHODS),
-                   help=f"comma-separated, from {', '.join(METHODS)} (default: all)")
+    p.add_argument("--methods", help=f"comma-separated, from {', '.join(METHODS)} (default: "
+                   "all; clip only when --data has captions)")
     p.add_argument("--budget", type=int, required=True, help="epochs for every method")
     p.add_argument("--scale", choices=COMPARE_SCALES, default="cpu",
                    help="cpu: the demo preset on 10,000 images; cifar10: the paper's CIFAR "

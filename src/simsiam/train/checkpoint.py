@@ -199,16 +199,17 @@ class Checkpointer:
 
     def export_backbone(self, backbone: torch.nn.Module, cfg,
                         name: str = "backbone.safetensors") -> Path:
-        """Write ``RUN/<name>`` (torchvision key names; rank 0, the others wait) and return
-        its path. Its metadata says how to feed it: ``arch``, ``stem``, ``image_size``,
-        ``normalize``, ``seed``, ``eval_transform`` (JSON: the exact resize, crop and
-        normalisation numbers the evaluation commands apply, see
-        :func:`simsiam.train.summary.eval_transform_spec`) and the whole run ``config``
-        (YAML)."""
+        """Write ``RUN/<name>`` (torchvision key names, or timm's for a ``timm/<name>``
+        backbone; rank 0, the others wait) and return its path. Its metadata says how to
+        feed it: ``format`` ("torchvision" or "timm"), ``arch`` (``model.backbone``, e.g.
+        ``resnet50`` or ``timm/resnet18``), ``stem``, ``image_size``, ``normalize``,
+        ``seed``, ``eval_transform`` (JSON: the exact resize, crop and normalisation numbers
+        the evaluation commands apply, see :func:`simsiam.train.summary.eval_transform_spec`),
+        the whole run ``config`` (YAML) and, for timm, ``timm_version``."""
         import json
 
         from simsiam.config import config_to_yaml
-        from simsiam.models.backbones import backbone_state_dict
+        from simsiam.models.backbones import backbone_state_dict, is_timm
         from simsiam.train.summary import eval_transform_spec
 
         path = self.out / name
@@ -217,7 +218,28 @@ class Checkpointer:
                     "stem": cfg.model.stem, "image_size": str(cfg.data.image_size),
                     "normalize": cfg.augment.normalize, "seed": str(cfg.train.seed),
                     "eval_transform": json.dumps(spec), "config": config_to_yaml(cfg)}
+        if is_timm(cfg.model.backbone):
+            import timm
+
+            metadata |= {"format": "timm", "timm_version": timm.__version__}
         if self.ctx.is_main:
             save_backbone(backbone_state_dict(backbone), path, metadata)
         self.ctx.barrier()
         return path
+
+    def export_extras(self, extras: dict[str, dict[str, torch.Tensor]], cfg,
+                      suffix: str = "") -> list[Path]:
+        """Write each of a method's extra exports (``Method.export_extras()``: file stem ->
+        state dict) as ``RUN/<stem><suffix>.safetensors`` (rank 0, the others wait), with
+        the run's method and whole ``config`` (YAML) as metadata; returns the paths."""
+        from simsiam.config import config_to_yaml
+
+        paths = []
+        for stem, state in extras.items():
+            path = self.out / f"{stem}{suffix}.safetensors"
+            if self.ctx.is_main:
+                save_backbone(state, path, {"format": "method-extras", "method": cfg.method,
+                                            "config": config_to_yaml(cfg)})
+            paths.append(path)
+        self.ctx.barrier()
+        return paths

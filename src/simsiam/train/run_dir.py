@@ -16,7 +16,8 @@ from simsiam.errors import ConfigError
 from simsiam.fileio import atomic_write
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "tb", "checkpoints", "backbone.safetensors",
-             "backbone_init.safetensors", "report")
+             "backbone_init.safetensors", "text_tower.safetensors", "text_tower_init.safetensors",
+             "report")
 
 
 def check_run_dir(out: Path, resume: bool, overwrite: bool) -> None:

@@ -18,6 +18,8 @@ from simsiam.distributed.ops import all_reduce_sum
 
 # The label-free figures of an evaluation that a run keeps (simsiam.eval.monitor).
 LABEL_FREE = ("copy_top1", "copy_top5", "alignment", "uniformity", "feature_rank")
+# a method's own held-out figures kept beside them (CLIP's retrieval recall, percent)
+METHOD_FIGURES = tuple(f"retrieval_{d}_r{k}" for d in ("i2t", "t2i") for k in (1, 5, 10))
 
 
 class EpochSums:
@@ -130,7 +132,7 @@ class RunState:
             self.knn[epoch] = record["knn_top1"]
         if "online_probe_top1" in record:
             self.probe_top1[epoch] = record["online_probe_top1"]
-        self.evals[epoch] = {k: record[k] for k in LABEL_FREE if k in record}
+        self.evals[epoch] = {k: record[k] for k in LABEL_FREE + METHOD_FIGURES if k in record}
 
 
 @dataclass

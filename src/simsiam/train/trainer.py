@@ -45,7 +45,7 @@ from simsiam.distributed.context import launcher
 from simsiam.distributed.ddp import wrap_ddp
 from simsiam.errors import CollapseError, ConfigError
 from simsiam.eval.collapse import CollapseGuard, effective_rank, healthy_std, rank_reference
-from simsiam.eval.monitor import Monitor, monitor_line
+from simsiam.eval.monitor import Monitor, monitor_line, start_name
 from simsiam.eval.probe import OnlineProbe
 from simsiam.methods import Method, build_method
 from simsiam.models.backbones import feature_dim
@@ -155,7 +155,7 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool,
         if cfg.eval.knn_at_start and state.step == 0:
             start = _monitor(run, state)
             if start and ctx.is_main and not progress:
-                print(f"epoch 0 (random init): {monitor_line(start)}", flush=True)
+                print(f"epoch 0 ({start_name(cfg)}): {monitor_line(start)}", flush=True)
         signals.defer()  # from here a signal saves a checkpoint at the next step boundary
         finished = _fit(run, state, stop_after_epoch)
     finally:
@@ -165,6 +165,7 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool,
                        evals=state.evals, labelled=splits.train.labelled)
     if finished:
         result.backbone_path = run.checkpointer.export_backbone(run.model.backbone, cfg)
+        run.checkpointer.export_extras(run.model.export_extras(), cfg)
     return result
 
 
@@ -187,7 +188,8 @@ def _build(cfg: Config, splits: DataSplits, resume: bool, progress: bool,
     The online probe needs labels (two classes or more)."""
     device, out = ctx.device, checkpointer.out
     train = splits.train
-    plan = batch_plan(len(train), cfg.train.batch_size, ctx.world_size, cfg.optim.base_lr)
+    plan = batch_plan(len(train), cfg.train.batch_size, ctx.world_size, cfg.optim.base_lr,
+                      cfg.optim.lr_scaling)
     model = _build_model(cfg, plan, ctx)
     optimizer = build_optimizer(model.param_groups(), cfg.optim, plan.peak_lr)
     probe = (OnlineProbe(feature_dim(cfg.model.backbone), train.labels, len(train.classes),
@@ -209,6 +211,7 @@ def _build(cfg: Config, splits: DataSplits, resume: bool, progress: bool,
     ctx.barrier()
     if not resume:  # the random-init baseline: knn / embed / neighbors take it as it is
         checkpointer.export_backbone(model.backbone, cfg, INIT_BACKBONE)
+        checkpointer.export_extras(model.export_extras(), cfg, "_init")
     # Loaded state first, then DDP (which broadcasts rank 0's weights to all processes).
     step_model = wrap_ddp(model, ctx) if ctx.distributed else model
     if probe is not None:
@@ -365,7 +368,7 @@ def _end_epoch(run: Run, state: RunState) -> bool:
 def _monitor(run: Run, state: RunState) -> dict | None:
     """The monitor after ``state.epoch`` epochs (label-free signals; with labels kNN and
     the online probe's held-out score); its record, or None without held-out images."""
-    return run.monitor.run(run.model.backbone, run.probe, state, run.logger, run.progress)
+    return run.monitor.run(run.model, run.probe, state, run.logger, run.progress)
 
 
 def _save(run: Run, state: RunState) -> None:
