@@ -22,8 +22,8 @@ SMALL = ["--set", "model.clip.text_width=64", "--set", "model.clip.text_heads=2"
 @pytest.fixture(scope="module")
 def clip_run(flickr_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("clip") / "run"
-    table = flickr_dir.parent / "captions.csv"
-    assert main(["pretrain", "--config", "clip-cpu", "--data", str(table), "--out", str(out),
+    folder = flickr_dir.parent  # a folder holding captions.csv: clip reads that table
+    assert main(["pretrain", "--config", "clip-cpu", "--data", str(folder), "--out", str(out),
                  "--epochs", "6", "--no-progress", *SMALL]) == 0
     return out
 
@@ -48,6 +48,11 @@ def test_a_short_real_run_lowers_the_loss_and_beats_random_init_at_retrieval(cli
     for name in ("backbone.safetensors", "backbone_init.safetensors",
                  "text_tower.safetensors", "text_tower_init.safetensors"):
         assert (clip_run / name).is_file(), name
+    from simsiam.report import write_report
+
+    summary = write_report(clip_run).read_text()
+    assert (clip_run / "report" / "retrieval.png").is_file()
+    assert f"| retrieval i2t R@10 | {evals[6]['retrieval_i2t_r10']:.1f}% at epoch 6" in summary
 
 
 @pytest.mark.slow

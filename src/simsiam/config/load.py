@@ -136,8 +136,27 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     cfg: Config = OmegaConf.to_object(schema)  # type: ignore[assignment]
     fit_warmup(cfg, where, explicit="optim.warmup_epochs" in overrides)
     resolve_image_init(cfg, where)
+    _caption_table_for(cfg, where)
     validate(cfg, where)
     return cfg
+
+
+def _caption_table_for(cfg: Config, where: str) -> None:
+    """A method that learns from captions, given a folder holding one caption table
+    (``captions.csv``/``.tsv``/``.jsonl``, e.g. ``../shared/data/flickr8k-1k``), reads that
+    table (with a :class:`~simsiam.errors.ConfigNotice`)."""
+    cls = METHODS.get(cfg.method)  # an unknown method is named by validate()
+    if cls is None or cls.batch_kind != "captions" or not cfg.data.source:
+        return
+    from simsiam.data.captions import caption_table_in
+
+    folder = Path(cfg.data.source).expanduser()
+    table = caption_table_in(folder) if folder.is_dir() else None
+    if table is not None:
+        warnings.warn(ConfigNotice(f"{where}: data.source = '{cfg.data.source}' is a folder; "
+                                   f"{cfg.method} reads its caption table '{table}'"),
+                      stacklevel=3)
+        cfg.data.source = str(table)
 
 
 def resolved_normalize(normalize: str, image_size: int) -> str:

@@ -128,6 +128,16 @@ def _plot_label_free(evals: list[dict], out: Path) -> list[str]:
         ax.legend()
         _save(fig, out / "alignment_uniformity.png")
         made.append("alignment_uniformity.png")
+    retrieval = [r for r in evals if "retrieval_i2t_r10" in r]
+    if retrieval:  # CLIP: text-image retrieval on the held-out images and their captions
+        e = [r["epoch"] for r in retrieval]
+        made.append(_plot(out, "retrieval.png", "Text-image retrieval, held-out images "
+                          "(higher = better)", "epoch", "recall (%)",
+                          [(e, [r[f"retrieval_{d}_r{k}"] for r in retrieval], style,
+                            f"{d} R@{k}")
+                           for d, marker in (("i2t", "o"), ("t2i", "s"))
+                           for k, style in ((1, f"{marker}:"), (5, f"{marker}--"),
+                                            (10, f"{marker}-"))]))
     ranked = [r for r in evals if "feature_rank" in r]
     if ranked:
         healthy = ranked[0]["feature_rank_healthy"]
@@ -214,7 +224,9 @@ def _eval_rows(evals: list[dict]) -> list[tuple[str, str]]:
                      "figures below say whether training helped"))
     if "online_probe_top1" in last:
         rows.append(("online probe top-1", f"{last['online_probe_top1']:.2f}%"))
-    for key, name, fmt in (("copy_top1", "copy retrieval top-1", "{:.1f}%"),
+    retrieval = [(f"retrieval_{d}_r{k}", f"retrieval {d} R@{k}", "{:.1f}%")
+                 for d in ("i2t", "t2i") for k in (1, 5, 10)]
+    for key, name, fmt in (*retrieval, ("copy_top1", "copy retrieval top-1", "{:.1f}%"),
                            ("copy_top5", "copy retrieval top-5", "{:.1f}%"),
                            ("alignment", "alignment (0-4; lower = views of one image closer, "
                             "read with uniformity: a collapsed encoder has 0)", "{:.3f}"),
