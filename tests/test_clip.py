@@ -219,3 +219,16 @@ def test_prompt_templates_are_the_papers():
     assert cifar[8] == "a photo of a big {}." and cifar[-1] == "a photo of the big {}."
     assert templates("auto", ["dog", "cat"]) is OPENAI_IMAGENET_TEMPLATES
     assert len(OPENAI_IMAGENET_TEMPLATES) == 80
+
+
+def test_bench_times_clip_on_captions_batches():
+    from simsiam.bench import run_bench
+    from simsiam.config import load_config
+
+    cfg = load_config("clip-cpu", {"data.image_size": 32, "train.batch_size": 8,
+                                   "train.amp": "fp32", "model.clip.text_width": 32,
+                                   "model.clip.text_heads": 2, "model.clip.text_layers": 1,
+                                   "model.clip.context_length": 8})
+    images = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+    res = run_bench(cfg, images, warmup=1, windows=1, steps_per_window=1)
+    assert min(res.data[0], res.model[0], res.full[0]) > 0

@@ -97,3 +97,20 @@ def test_lit_starts_from_the_image_backbone_of_another_run_and_keeps_it_locked(
     text_after = load_file(str(out / "text_tower.safetensors"))
     assert not torch.equal(text_before["image_projection.weight"],
                            text_after["image_projection.weight"])
+
+
+@pytest.mark.slow
+def test_a_resumed_clip_run_ends_with_the_weights_of_an_uninterrupted_one(flickr_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    table = str(flickr_dir.parent / "captions.csv")
+    common = ["pretrain", "--config", "clip-cpu", "--data", table, "--epochs", "2",
+              "--no-progress", *SMALL, "--set", "eval.knn_every=0", "--set", "train.amp=fp32",
+              "--set", "data.holdout_fraction=0.7"]  # 300 training pairs: 3 steps an epoch
+    assert main([*common, "--out", str(tmp_path / "whole")]) == 0
+    assert main([*common, "--out", str(tmp_path / "parts"), "--stop-after-epoch", "1"]) == 0
+    assert not (tmp_path / "parts" / "text_tower.safetensors").exists()
+    assert main([*common, "--out", str(tmp_path / "parts"), "--resume"]) == 0
+    for name in ("backbone.safetensors", "text_tower.safetensors"):
+        a, b = (load_file(str(tmp_path / run / name)) for run in ("whole", "parts"))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name

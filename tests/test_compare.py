@@ -66,6 +66,8 @@ def test_clip_joins_a_comparison_only_on_data_with_captions(tmp_path):
         method_config("clip", 2, "cifar10", "x/captions.csv", tmp_path)
     cfg = method_config("clip", 5, "cpu", "x/captions.csv", tmp_path)
     assert (cfg.method, cfg.optim.optimizer, cfg.train.epochs) == ("clip", "adamw", 5)
+    simsiam = method_config("simsiam", 5, "cpu", "x/captions.csv", tmp_path)
+    assert simsiam.data.holdout_fraction == cfg.data.holdout_fraction == 0.2
     rows = [CompareRow("simsiam", False, False, False, 100, None, None, 60.0, 18.5, None),
             CompareRow("clip", True, False, False, 100, None, None, 120.0, 80.0, 15.0)]
     table = format_compare(rows, "cpu", 30)

@@ -130,8 +130,11 @@ class TimedSteps:
 
 
 def run_bench(cfg: Config, train_images, warmup: int = 3, windows: int = 5,
-              steps_per_window: int = 5) -> BenchResult:
-    """Measure the three rates for ``cfg`` on ``train_images`` (``(N, H, W, 3)`` uint8).
+              steps_per_window: int = 5,
+              captions: list[list[str]] | None = None) -> BenchResult:
+    """Measure the three rates for ``cfg`` on ``train_images`` (``(N, H, W, 3)`` uint8),
+    with their ``captions`` for a method that learns from captions (CLIP; None: one
+    made-up caption per image, "a photo of thing <i>.").
 
     The model and optimizer are built as the trainer builds them (the method's parameter
     groups, :func:`~simsiam.train.optim.build_optimizer`), at the lr ``TIMING_LR``.
@@ -142,11 +145,13 @@ def run_bench(cfg: Config, train_images, warmup: int = 3, windows: int = 5,
     device = resolve_device(cfg.train.device)
     bs = cfg.train.batch_size
     fmt = torch.channels_last if cfg.train.channels_last else torch.preserve_format
-    data = ImageSet(train_images, np.zeros(len(train_images), dtype=np.int64), [""],
-                    [""] * len(train_images))
     torch.manual_seed(cfg.train.seed)
     model = build_method(cfg.method, cfg.model, cfg.data.image_size).to(device).to(
         memory_format=fmt)
+    if captions is None and model.batch_kind == "captions":
+        captions = [[f"a photo of thing {i}."] for i in range(len(train_images))]
+    data = ImageSet(train_images, np.zeros(len(train_images), dtype=np.int64), [""],
+                    [""] * len(train_images), captions)
     # a small fixed lr: the model step repeats one batch, which a large lr could drive to
     # non-finite values (and those can run at another speed on a CPU)
     opt = build_optimizer(model.param_groups(), cfg.optim, TIMING_LR)
@@ -196,13 +201,15 @@ def format_table(cfg: Config, res: BenchResult) -> str:
 def main_bench(cfg: Config, progress: bool = True, synthetic: int = 0, **kw) -> BenchResult:
     """Load the training images of ``cfg`` (or make ``synthetic`` random ones of the
     view size, for machines without the data), run :func:`run_bench`, print the table."""
+    captions = None
     if synthetic:
         s = cfg.data.image_size
         images = np.random.default_rng(0).integers(0, 256, (synthetic, s, s, 3), dtype=np.uint8)
     else:
         from simsiam.data import load_splits
 
-        images = load_splits(cfg.data, cfg.train.seed, progress=progress)[0].images
-    res = run_bench(cfg, images, **kw)
+        train = load_splits(cfg.data, cfg.train.seed, progress=progress)[0]
+        images, captions = train.images, train.captions
+    res = run_bench(cfg, images, captions=captions, **kw)
     print(format_table(cfg, res), flush=True)
     return res

@@ -39,6 +39,8 @@ from simsiam.train.logger import knn_records, read_metrics
 COMPARE_SCALES = ("cpu", "cifar10")
 # the preset of a method that learns from captions, per scale
 CAPTION_PRESETS = {"cpu": "clip-cpu"}
+# held out by image on caption data, for every method (the 80/20 split of clip-cpu)
+CAPTION_HOLDOUT = 0.2
 
 
 @dataclass
@@ -87,6 +89,8 @@ def method_config(method: str, budget: int, scale: str, data: str, out: Path,
                               "cpu scale only (clip-cpu); use --scale cpu")
         preset = CAPTION_PRESETS[scale]
     over: dict[str, Any] = dict(CPU_OVERRIDES) if scale == "cpu" else {}
+    if is_caption_source(data):  # every method measured on the same held-out images
+        over["data.holdout_fraction"] = CAPTION_HOLDOUT
     over |= {"method": method, "data.source": data, "train.out": str(out / method),
              "train.epochs": budget, "eval.knn_every": 1, "eval.online_probe": False}
     return load_config(preset, over | (extra or {}))
