@@ -232,3 +232,21 @@ def test_bench_times_clip_on_captions_batches():
     images = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
     res = run_bench(cfg, images, warmup=1, windows=1, steps_per_window=1)
     assert min(res.data[0], res.model[0], res.full[0]) > 0
+
+
+def test_clip_on_images_without_captions_is_refused_naming_the_source():
+    from simsiam.config import load_config
+    from simsiam.data.dataset import ImageSet
+    from simsiam.data.loaders import make_batches
+    from simsiam.errors import ConfigError, DataError
+
+    for source in ("photos/", "cifar10"):  # refused when the config is read
+        with pytest.raises(ConfigError, match=f"method 'clip' learns from captions, and "
+                           f"data.source = '{source}' has none: pass --data a caption table"):
+            load_config("clip-cpu", {"data.source": source})
+    cfg = load_config("clip-cpu", {"data.source": "x.csv"})
+    cfg.data.source = "photos/"  # and by the loader, should a config bypass that check
+    images = ImageSet(np.zeros((4, 8, 8, 3), np.uint8), np.zeros(4, np.int64), [""], [""] * 4)
+    with pytest.raises(DataError, match="method 'clip' learns from captions, and data.source = "
+                       "'photos/' has none: pass --data a caption table"):
+        make_batches("captions", images, cfg, torch.device("cpu"))

@@ -76,6 +76,20 @@ def test_the_evaluation_commands_read_the_run(clip_run, cifar_dir, capsys):
     assert main(["knn", "--checkpoint", str(clip_run), "--data", str(cifar_dir),
                  "--per-class", "20", "--test-per-class", "10", "--no-progress"]) == 0
     assert "knn: top1=" in capsys.readouterr().out
+    # the training checkpoint too: the text tower and projections are CLIP's, left out
+    assert main(["knn", "--checkpoint", str(clip_run / "checkpoints" / "last.pt"), "--data",
+                 str(cifar_dir), "--per-class", "20", "--test-per-class", "10",
+                 "--no-progress"]) == 0
+    assert "knn: top1=" in capsys.readouterr().out
+    # a folder holding captions.csv stands for it; the held-out split is the run's
+    assert main(["retrieval", "--checkpoint", str(clip_run), "--data",
+                 str(cifar_dir.parent / "flickr8k-1k"), "--no-progress"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == line
+    assert main(["retrieval", "--checkpoint", str(clip_run / "nothing")]) == 2
+    assert "checkpoint '" in capsys.readouterr().err
+    assert main(["zeroshot", "--checkpoint", str(clip_run), "--data", str(cifar_dir),
+                 "--classnames", "names.txt"]) == 2
+    assert "--classnames 'names.txt': no such file" in capsys.readouterr().err
 
 
 @pytest.mark.slow

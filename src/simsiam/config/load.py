@@ -144,11 +144,16 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 def _caption_table_for(cfg: Config, where: str) -> None:
     """A method that learns from captions, given a folder holding one caption table
     (``captions.csv``/``.tsv``/``.jsonl``, e.g. ``../shared/data/flickr8k-1k``), reads that
-    table (with a :class:`~simsiam.errors.ConfigNotice`)."""
+    table (with a :class:`~simsiam.errors.ConfigNotice`).
+
+    Raises:
+        ConfigError: any other source that is not a caption table or shards (an image
+            folder, ``cifar10``): refused before any image is decoded.
+    """
     cls = METHODS.get(cfg.method)  # an unknown method is named by validate()
     if cls is None or cls.batch_kind != "captions" or not cfg.data.source:
         return
-    from simsiam.data.captions import caption_table_in
+    from simsiam.data.captions import caption_table_in, is_caption_source
 
     folder = Path(cfg.data.source).expanduser()
     table = caption_table_in(folder) if folder.is_dir() else None
@@ -157,6 +162,12 @@ def _caption_table_for(cfg: Config, where: str) -> None:
                                    f"{cfg.method} reads its caption table '{table}'"),
                       stacklevel=3)
         cfg.data.source = str(table)
+    elif not is_caption_source(cfg.data.source):
+        raise ConfigError(f"{where}: method {cfg.method!r} learns from captions, and "
+                          f"data.source = '{cfg.data.source}' has none: pass --data a caption "
+                          "table (CSV, TSV or JSONL with an image and a caption column, or a "
+                          "folder holding captions.csv) or WebDataset shards "
+                          "('shards/{00000..00099}.tar' with {key}.jpg and {key}.txt)")
 
 
 def resolved_normalize(normalize: str, image_size: int) -> str:

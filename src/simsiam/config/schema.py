@@ -25,8 +25,9 @@ class DataConfig:
     """Where images come from and how many are used.
 
     ``source`` is an ImageFolder-style directory (class subfolders; with ``train/`` and
-    ``test/`` or ``val/`` inside, those are the splits) or ``cifar10`` / ``cifar100``
-    (torchvision's download, stored under the cache directory).
+    ``test/`` or ``val/`` inside, those are the splits), ``cifar10`` / ``cifar100``
+    (torchvision's download, stored under the cache directory), or images with captions:
+    a CSV/TSV/JSONL caption table or WebDataset shards (:mod:`simsiam.data.captions`).
     """
 
     source: str = ""

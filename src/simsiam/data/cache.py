@@ -32,6 +32,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -93,7 +94,8 @@ def _read(src: str | Path | bytes, side: int) -> np.ndarray:
 
 
 def _reason(exc: Exception) -> str:
-    text = str(exc).strip()
+    # PIL names an in-memory image (a shard's sample) by its buffer's repr
+    text = re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", "(bytes in memory)", str(exc)).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
@@ -109,12 +111,7 @@ def read_rgb(path: str | Path, side: int) -> np.ndarray:
         DataError: the file is empty, truncated, not an image, in a mode that cannot be
             converted, or larger than PIL's decompression-bomb limit (names the file).
     """
-    try:
-        return _read(path, side)
-    except MemoryError:
-        raise
-    except Exception as exc:  # PIL plugins raise many types on damaged files
-        raise DataError(f"cannot decode image '{path}': {_reason(exc)}") from exc
+    return _read_named(path, side, str(path))
 
 
 def read_rgb_bytes(data: bytes, side: int, name: str) -> np.ndarray:
@@ -132,8 +129,13 @@ def read_rgb_bytes(data: bytes, side: int, name: str) -> np.ndarray:
     Raises:
         DataError: the bytes are empty, truncated or not an image (names ``name``).
     """
+    return _read_named(data, side, name)
+
+
+def _read_named(src: str | Path | bytes, side: int, name: str) -> np.ndarray:
+    """:func:`_read`, a damaged image raising :class:`DataError` that names ``name``."""
     try:
-        return _read(data, side)
+        return _read(src, side)
     except MemoryError:
         raise
     except Exception as exc:  # PIL plugins raise many types on damaged files

@@ -169,8 +169,9 @@ def load_data(cfg: DataConfig, seed: int = 0, progress: bool = True) -> DataSpli
     from simsiam.data.captions import is_caption_source, load_caption_data
 
     if not cfg.source:
-        raise DataError("no data source given: pass --data DIR (a folder of images) or "
-                        "--data cifar10, or set data.source in the config")
+        raise DataError("no data source given: pass --data DIR (a folder of images), --data "
+                        "cifar10, or a caption table / WebDataset shards (CLIP), or set "
+                        "data.source in the config")
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
     if cfg.source in TORCHVISION_SOURCES:
         train = _from_torchvision(cfg.source, True, cache_dir)

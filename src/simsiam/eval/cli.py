@@ -66,13 +66,20 @@ def _load_for_eval(args: argparse.Namespace):
     return backbone, info
 
 
+# settings of a run's data section that make its held-out split and read its files
+_RUN_SPLIT_KEYS = ("holdout_fraction", "image_root", "image_column", "caption_column")
+
+
 def _eval_data(args: argparse.Namespace, info: dict, need_test: bool = True,
                need_labels: bool = True):
     from simsiam.data.dataset import load_splits
 
-    cfg = load_config(None, {"data.source": args.data, "data.image_size": info["image_size"],
-                             "data.per_class": args.per_class,
-                             "data.test_per_class": args.test_per_class})
+    over = {"data.source": args.data, "data.image_size": info["image_size"],
+            "data.per_class": args.per_class, "data.test_per_class": args.test_per_class}
+    run = info.get("data") or {}
+    if run.get("source") and Path(run["source"]) == Path(args.data):  # the run's own data:
+        over |= {f"data.{k}": run[k] for k in _RUN_SPLIT_KEYS if k in run}  # its split
+    cfg = load_config(None, over)
     # Same held-out split as pretraining (folders without test/ split by the run's seed).
     seed = args.seed if args.seed is not None else info["seed"]
     train, test = load_splits(cfg.data, seed, progress=not args.no_progress)

@@ -11,6 +11,7 @@ prompts from the CLIP paper). The image tower alone is an ordinary exported back
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,9 @@ def _clip_files(path: Path) -> tuple[dict[str, torch.Tensor], Any, str]:
 
     from simsiam.train.checkpoint import load_backbone_file, load_checkpoint
 
+    if not path.exists():
+        raise CheckpointError(f"checkpoint '{path}' does not exist: pass a CLIP run directory, "
+                              "its backbone.safetensors or its checkpoints/last.pt")
     if path.is_dir():
         if (path / "text_tower.safetensors").is_file():
             path = path / "text_tower.safetensors"
@@ -114,31 +118,61 @@ def cmd_retrieval(args: argparse.Namespace) -> int:
 
     model, cfg, info = load_clip_for_eval(args.checkpoint)
     size, norm = _inputs(args, info)
-    source = args.data or info["source"]
+    source = _caption_source(args.data or info["source"], given=args.data is not None)
     run_data = info["data"]
-    same = source == run_data.source
     overrides = {"data.source": source, "data.image_size": size,
                  "data.holdout_fraction": (args.holdout_fraction
                                            if args.holdout_fraction is not None
-                                           else info["holdout_fraction"]),
-                 "data.image_root": args.image_root or (run_data.image_root if same else None)}
+                                           else info["holdout_fraction"])}
+    if Path(source) == Path(run_data.source):  # the run's own data: read it as it did
+        overrides |= {"data.image_root": run_data.image_root,
+                      "data.image_column": run_data.image_column,
+                      "data.caption_column": run_data.caption_column}
+    if args.image_root:
+        overrides["data.image_root"] = args.image_root
     if args.split == "all":
         overrides["data.holdout_fraction"] = 0.0
     data_cfg = load_config(None, overrides).data
     seed = args.seed if args.seed is not None else info["seed"]
     splits = load_data(data_cfg, seed, progress=not args.no_progress)
     chosen = splits.train if args.split == "all" else splits.test
-    if chosen is None or len(chosen) == 0 or chosen.captions is None:
-        raise SimSiamError(f"'{source}' gives no held-out images with captions to retrieve "
-                           "(a caption table or shards, with data.holdout_fraction > 0; or "
-                           "--split all)")
+    if chosen is None or len(chosen) == 0:
+        raise SimSiamError(f"'{source}' leaves no held-out images (data.holdout_fraction = "
+                           f"{data_cfg.holdout_fraction}): pass --holdout-fraction, or --split "
+                           "all to retrieve among every image")
     device = _device(args.device)
     record = retrieval_record(model.to(device), chosen.images, chosen.captions, size, norm,
                               device)
     print(retrieval_line(record))
-    print(f"retrieval: {record['retrieval_images']} {args.split} images, "
+    which = "held-out" if args.split == "test" else "(all)"
+    print(f"retrieval: {record['retrieval_images']} {which} images, "
           f"{record['retrieval_captions']} captions of '{source}' (model {info['where']})")
     return 0
+
+
+def _caption_source(source: str, given: bool) -> str:
+    """A caption table or shards for ``retrieval``: a folder holding ``captions.csv``
+    (``.tsv``, ``.jsonl``) stands for it.
+
+    Raises:
+        SimSiamError: a path that does not exist (the run's own data named as the run
+            recorded it, relative to where it started), or a source without captions.
+    """
+    from simsiam.data.captions import caption_table_in, is_caption_source
+
+    path = Path(source).expanduser()
+    table = caption_table_in(path) if path.is_dir() else None
+    if table is not None:
+        return str(table)
+    if not is_caption_source(source):
+        raise SimSiamError(f"'{source}' has no captions: retrieval needs a caption table "
+                           "(CSV, TSV or JSONL, or a folder holding captions.csv) or WebDataset "
+                           "shards")
+    if "{" not in source and "::" not in source and not path.exists():
+        where = "--data" if given else "the run's data (as recorded in its config, relative " \
+            "to the folder the run was started from)"
+        raise SimSiamError(f"{where} '{source}' does not exist here: pass --data with its path")
+    return source
 
 
 def _classnames(args: argparse.Namespace, folders: list[str]) -> list[str]:
@@ -147,8 +181,17 @@ def _classnames(args: argparse.Namespace, folders: list[str]) -> list[str]:
     if not args.classnames:
         return [class_prompts_name(c) for c in folders]
     path = Path(args.classnames)
-    names = ([ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-             if path.is_file() else [c.strip() for c in args.classnames.split(",")])
+    if path.is_file():
+        names = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()
+                 if ln.strip()]
+    elif "," not in args.classnames and (path.suffix or "/" in args.classnames):
+        raise SimSiamError(f"--classnames '{args.classnames}': no such file (give a text file "
+                           "with one name per line, or the names separated by commas)")
+    else:
+        names = [c.strip() for c in args.classnames.split(",")]
+    if not all(names):
+        raise SimSiamError(f"--classnames {args.classnames!r} holds an empty name: give one "
+                           "non-empty name per class folder")
     if len(names) != len(folders):
         raise SimSiamError(f"--classnames gives {len(names)} names for {len(folders)} class "
                            f"folders ({', '.join(folders[:10])}); give one per folder, in "
@@ -159,7 +202,7 @@ def _classnames(args: argparse.Namespace, folders: list[str]) -> list[str]:
 def cmd_zeroshot(args: argparse.Namespace) -> int:
     """Zero-shot top-1/top-5 on a class-folder dataset with prompt ensembling."""
     from simsiam.config import load_config
-    from simsiam.data.dataset import load_data
+    from simsiam.data.dataset import CapWarning, load_data
     from simsiam.eval.zeroshot import templates, zeroshot_accuracy
 
     model, cfg, info = load_clip_for_eval(args.checkpoint)
@@ -170,18 +213,25 @@ def cmd_zeroshot(args: argparse.Namespace) -> int:
     data_cfg = load_config(None, {"data.source": str(source), "data.image_size": size,
                                   "data.holdout_fraction": 0.0,
                                   "data.per_class": args.per_class}).data
-    images = load_data(data_cfg, info["seed"], progress=not args.no_progress).train
+    with warnings.catch_warnings():  # --per-class is this command's own cap: said below
+        warnings.simplefilter("ignore", CapWarning)
+        images = load_data(data_cfg, info["seed"], progress=not args.no_progress).train
     if not images.labelled:
         raise SimSiamError(f"'{args.data}' has no class folders (one class), so there is "
                            "nothing to classify: zero-shot needs one subfolder per class")
     names = _classnames(args, images.classes)
     prompt_templates = templates(args.templates, names)
+    chosen = args.templates
+    if chosen == "auto":
+        chosen = "auto: " + ("cifar, the CIFAR-10 class names" if len(prompt_templates) == 18
+                             else "openai, names other than CIFAR-10's")
     device = _device(args.device)
     res = zeroshot_accuracy(model.to(device), images.images, images.labels, names,
                             prompt_templates, size, norm, device)
     print(f"zeroshot top1={res['top1']:.2f}% top5={res['top5']:.2f}%")
-    print(f"zeroshot: {res['images']} images of '{source}', {res['classes']} "
-          f"classes, {res['templates']} prompt templates ({args.templates}); model "
+    cap = f" (--per-class {args.per_class})" if args.per_class else ""
+    print(f"zeroshot: {res['images']} images of '{source}'{cap}, {res['classes']} "
+          f"classes, {res['templates']} prompt templates ({chosen}); model "
           f"{info['where']}")
     return 0
 

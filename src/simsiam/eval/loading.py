@@ -67,6 +67,14 @@ def infer_arch(state: dict[str, torch.Tensor]) -> tuple[str, str]:
     return ("resnet34" if "layer3.5.conv1.weight" in state else "resnet18"), stem
 
 
+def _method_parts() -> set[str]:
+    """Key prefixes of the parts a method keeps beside its backbone in a training
+    checkpoint (``Method.outside_backbone``, e.g. CLIP's text tower): known, left out."""
+    from simsiam.methods import METHODS
+
+    return {p for cls in METHODS.values() for p in cls.outside_backbone}
+
+
 def extract_backbone_state(obj: dict[str, Any], where: str = "checkpoint"
                            ) -> dict[str, torch.Tensor]:
     """The backbone's torchvision-keyed tensors out of any accepted layout.
@@ -86,6 +94,7 @@ def extract_backbone_state(obj: dict[str, Any], where: str = "checkpoint"
     inner = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     outside = sorted(k for k in state if not k.startswith(prefix))
     known_outside = {"module.predictor.", "predictor.", "projector.", "module.projector."}
+    known_outside |= {f"{wrap}{p}" for p in _method_parts() for wrap in ("", "module.")}
     unrelated = [k for k in outside if not any(k.startswith(h) for h in known_outside)]
     if unrelated:
         raise CheckpointError(f"{where}: keys that belong to no backbone or head: "
@@ -139,12 +148,27 @@ def timm_backbone_state(obj: dict[str, Any], where: str = "checkpoint"
 
 def _file_settings(arch: str, stem: str, meta: dict[str, Any]) -> dict[str, Any]:
     """arch, stem, image_size, normalize and seed: those of ``meta`` when present, else
-    from the stem (3x3 stem: 32 px, CIFAR-10 statistics; 7x7: 224 px, ImageNet), seed 0."""
+    from the stem (3x3 stem: 32 px, CIFAR-10 statistics; 7x7: 224 px, ImageNet), seed 0;
+    ``data``: the run's data section when the file carries its config (else None), so the
+    evaluation commands can rebuild the run's held-out split."""
     small = stem == "cifar"
     return {"arch": arch, "stem": stem,
             "image_size": int(meta.get("image_size", 32 if small else 224)),
             "normalize": meta.get("normalize", "cifar10" if small else "imagenet"),
-            "seed": int(meta.get("seed", 0))}
+            "seed": int(meta.get("seed", 0)), "data": meta.get("data")}
+
+
+def _run_data(config: Any) -> dict[str, Any] | None:
+    """The ``data`` section of a run's config (a dict, or the YAML text an export holds)."""
+    if isinstance(config, str):
+        import yaml
+
+        try:
+            config = yaml.safe_load(config)
+        except yaml.YAMLError:
+            return None
+    data = config.get("data") if isinstance(config, dict) else None
+    return data if isinstance(data, dict) else None
 
 
 def read_backbone_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -161,6 +185,7 @@ def read_backbone_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], di
     if path.suffix == ".safetensors":
         raw, file_meta = load_backbone_file(path)
         meta = {k: file_meta[k] for k in ("image_size", "normalize", "seed") if k in file_meta}
+        meta["data"] = _run_data(file_meta.get("config"))
         arch = file_meta.get("arch", "")
         obj: dict[str, Any] = raw
     else:
@@ -168,7 +193,8 @@ def read_backbone_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], di
         cfg = obj.get("config")
         if isinstance(cfg, dict) and "model" in obj:
             meta = {"image_size": cfg["data"]["image_size"],
-                    "normalize": cfg["augment"]["normalize"], "seed": cfg["train"]["seed"]}
+                    "normalize": cfg["augment"]["normalize"], "seed": cfg["train"]["seed"],
+                    "data": _run_data(cfg)}
             arch = str((cfg.get("model") or {}).get("backbone", ""))
     if is_timm(arch):
         return timm_backbone_state(obj, f"'{path}'"), _file_settings(arch, "imagenet", meta)

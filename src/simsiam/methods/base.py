@@ -119,6 +119,9 @@ class Method(nn.Module):
     batch_kind: ClassVar[str] = "views"
     multi_crop: ClassVar[bool] = False
     published: ClassVar[dict[str, Any]] = {}
+    # key prefixes of the method's parts beside backbone.* in a training checkpoint that
+    # the evaluation commands recognise and leave out (besides projector/predictor)
+    outside_backbone: ClassVar[tuple[str, ...]] = ()
     can_lock_image: ClassVar[bool] = False
 
     backbone: nn.Module

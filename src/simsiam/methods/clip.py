@@ -103,6 +103,7 @@ class CLIP(Method):
     batch_kind = "captions"
     can_lock_image = True
     published = PUBLISHED
+    outside_backbone = ("image_projection.", "text.", "logit_scale")
     collapse_measure = "std"
 
     def __init__(self, backbone: nn.Module, feature_dim: int, embed_dim: int = 512,

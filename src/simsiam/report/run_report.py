@@ -208,13 +208,20 @@ def _plot_embedding(run: Path, out: Path, points: int, seed: int) -> list[str]:
     return made + ["embedding_tsne.png"]
 
 
-def _eval_rows(evals: list[dict]) -> list[tuple[str, str]]:
+def start_name(cfg) -> str:
+    """What epoch 0 is (:func:`simsiam.eval.monitor.start_name`)."""
+    from simsiam.eval.monitor import start_name as name
+
+    return name(cfg)
+
+
+def _eval_rows(evals: list[dict], start: str = "random init") -> list[tuple[str, str]]:
     """Summary rows of the monitor: the last evaluation against the first (epoch 0 is the
     random init); accuracies only for labelled data, the label-free figures always."""
     if not evals:
         return []
     first, last = evals[0], evals[-1]
-    since = f"epoch {first['epoch']}" + (" = random init" if first["epoch"] == 0 else "")
+    since = f"epoch {first['epoch']}" + (f" = {start}" if first["epoch"] == 0 else "")
     rows = []
     if "knn_top1" in last:
         rows.append(("kNN top-1", f"{last['knn_top1']:.2f}% at epoch {last['epoch']} "
@@ -258,7 +265,8 @@ def write_report(run: str | Path, embedding_points: int = 2000) -> Path:
     out = run / "report"
     out.mkdir(exist_ok=True)
     records = read_metrics(run)
-    rank_ratio = _run_config(run).eval.rank_ratio
+    cfg = _run_config(run)
+    rank_ratio = cfg.eval.rank_ratio
     plots = _plot_training(records, out, rank_ratio)
     if embedding_points > 0:
         plots += _plot_embedding(run, out, embedding_points, seed=0)
@@ -279,7 +287,7 @@ def write_report(run: str | Path, embedding_points: int = 2000) -> Path:
         if "collapse_rank" in steps[-1]:
             rows.append(("final effective rank of z", f"{steps[-1]['collapse_rank']:.1f} "
                          f"(isotropic batch: {steps[-1]['collapse_rank_healthy']:.1f})"))
-    rows += _eval_rows(evals)
+    rows += _eval_rows(evals, start_name(cfg))
     linear = run / "linear" / "linear.json"
     if linear.is_file():
         lin = json.loads(linear.read_text())

@@ -63,6 +63,7 @@ def _data_lines(s: DataSplits, cfg: Config) -> list[str]:
                      "the online probe only; training never reads them)")
     else:
         why = ("data.labels = none" if d.labels == "none"
+               else "images with captions, no classes" if s.train.captions is not None
                else "one class: a folder without class subfolders")
         lines.append(f"  labels    none ({why}): no kNN or probe accuracy; the monitor "
                      "reports label-free signals")
