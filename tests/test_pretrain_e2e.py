@@ -232,10 +232,16 @@ def test_linear_probe_on_a_trained_encoder(cifar_dir, tmp_path, capsys):
                "--data", str(cifar_dir), "--per-class", "100", "--test-per-class", "100",
                "--epochs", "100", "--no-progress"])
     assert rc == 0
-    line = capsys.readouterr().out.strip().splitlines()[-1]
-    assert line == f"linear top1={res.top1:.2f} top5={res.top5:.2f}"  # same probe, same seed
+    lines = capsys.readouterr().out.strip().splitlines()[-2:]
+    assert lines[0] == f"linear top1={res.top1:.2f} top5={res.top5:.2f}"  # same probe, seed
+    assert lines[1] == (f"linear: best epoch {res.best_epoch} of 100: top1={res.best_top1:.2f}"
+                        " (the line above is the last epoch's)")
+    assert res.best_top1 >= res.top1 and 1 <= res.best_epoch <= 100
+    assert res.epoch_top1[-1] == pytest.approx(res.top1)
     result = json.loads((tmp_path / "run" / "linear" / "linear.json").read_text())
     assert result["top1"] == pytest.approx(res.top1)
+    assert (result["best_top1"], result["best_epoch"]) == (res.best_top1, res.best_epoch)
+    assert len(result["epoch_top1"]) == 100 and result["top1_top5_of"] == "last epoch"
     assert (tmp_path / "run" / "linear" / "classifier.safetensors").is_file()
     rc = main(["linear", "--checkpoint", str(tmp_path / "run" / "backbone.safetensors"),
                "--data", str(cifar_dir), "--per-class", "20", "--test-per-class", "10",
@@ -244,6 +250,7 @@ def test_linear_probe_on_a_trained_encoder(cifar_dir, tmp_path, capsys):
     assert rc == 0
     result = json.loads((tmp_path / "lin-cifar" / "linear.json").read_text())
     assert result["protocol"] == "cifar" and result["train_images"] == 200
+    assert result["best_epoch"] == 1 and result["best_top1"] == result["top1"]
     assert (result["optimizer"], result["batch_size"], result["lr"]) == ("sgd", 100, 30 * 100 / 256)
 
 
@@ -375,17 +382,96 @@ def test_paper_protocols_keep_the_backbone_frozen(cifar_dir, tmp_path, protocol)
     assert clf.fc.weight.abs().sum() > 0 and not isinstance(clf.norm, torch.nn.BatchNorm1d)
 
 
-def test_lars_scales_weight_updates_by_the_trust_ratio():
-    from simsiam.eval.linear import LARS
+def _larc_sgd_reference(p, g, buf, lr, wd, trust=0.001, eps=1e-8, momentum=0.9):
+    """One step of apex LARC(SGD(momentum), trust_coefficient, clip=False), written out:
+    returns (new p, new momentum buffer)."""
+    p_norm, g_norm = p.norm(), g.norm()
+    if p_norm > 0 and g_norm > 0:
+        g = (g + wd * p) * (trust * p_norm / (g_norm + p_norm * wd + eps))
+    buf = g.clone() if buf is None else buf * momentum + g
+    return p - lr * buf, buf
 
-    w = torch.nn.Parameter(torch.full((2, 2), 3.0))  # ||w|| = 6
-    b = torch.nn.Parameter(torch.zeros(2))
-    opt = LARS([w, b], lr=1.0, momentum=0.9, trust=0.001)
-    w.grad = torch.full((2, 2), 0.5)  # ||g|| = 1 -> ratio 0.006
+
+@pytest.mark.parametrize("wd", [0.0, 0.1])
+def test_lars_matches_the_apex_larc_formula_for_weight_and_bias(wd):
+    from simsiam.eval.linear import protocol_optimizer
+
+    gen = torch.Generator().manual_seed(0)
+    w0 = torch.randn(3, 4, generator=gen)
+    b0 = torch.randn(3, generator=gen)
+    grads = [(torch.randn(3, 4, generator=gen), torch.randn(3, generator=gen))
+             for _ in range(2)]
+    w, b = torch.nn.Parameter(w0.clone()), torch.nn.Parameter(b0.clone())
+    opt = protocol_optimizer("lars", [w, b], lr=0.5, weight_decay=wd)
+    ref = {"w": (w0, None), "b": (b0, None)}
+    for gw, gb in grads:
+        w.grad, b.grad = gw.clone(), gb.clone()
+        opt.step()
+        ref = {"w": _larc_sgd_reference(ref["w"][0], gw, ref["w"][1], 0.5, wd),
+               "b": _larc_sgd_reference(ref["b"][0], gb, ref["b"][1], 0.5, wd)}
+        assert torch.allclose(w.detach(), ref["w"][0], rtol=1e-6, atol=1e-7)
+        assert torch.allclose(b.detach(), ref["b"][0], rtol=1e-6, atol=1e-7)  # bias adapted
+    # The bias moved by the trust ratio, not by plain SGD (lr 0.5 x ||g|| ~ 1 would be big).
+    assert (b.detach() - b0).abs().max() < 1e-2
+
+
+def test_lars_leaves_a_zero_parameter_or_gradient_unscaled():
+    from simsiam.eval.linear import protocol_optimizer
+
+    b = torch.nn.Parameter(torch.zeros(2))  # ||p|| = 0: trust ratio 1, plain SGD
+    opt = protocol_optimizer("lars", [b], lr=1.0)
     b.grad = torch.ones(2)
     opt.step()
-    assert torch.allclose(w, torch.full((2, 2), 3.0 - 0.5 * 0.006))
-    assert torch.allclose(b, -torch.ones(2))  # biases: plain SGD
+    assert torch.allclose(b.detach(), -torch.ones(2))
+    with pytest.raises(ValueError, match="unknown"):
+        protocol_optimizer("adam", [b], lr=1.0)
+
+
+def test_best_of_takes_the_first_best_epoch():
+    from simsiam.eval.linear import best_of
+
+    assert best_of([10.0, 30.0, 30.0, 20.0]) == (30.0, 2)
+    assert best_of([5.0]) == (5.0, 1)
+    with pytest.raises(ValueError):
+        best_of([])
+
+
+@pytest.mark.parametrize("protocol,base_lr", [("paper", 0.1), ("cifar", 30.0)])
+def test_augmented_probe_sets_a_per_epoch_cosine_lr_and_reports_best_and_last(
+        protocol, base_lr, monkeypatch):
+    import math
+
+    from simsiam.eval import linear
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (30, 16, 16, 3), dtype=np.uint8)
+    labels = np.arange(30) % 3
+    torch.manual_seed(0)
+    backbone = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(),
+                                   torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).eval()
+    seen = []  # the lr of every optimizer step
+    made = linear.protocol_optimizer
+
+    def spy(*a, **kw):
+        opt = made(*a, **kw)
+        step = opt.step
+        opt.step = lambda *sa, **skw: (seen.append(opt.param_groups[0]["lr"]),
+                                       step(*sa, **skw))[1]
+        return opt
+
+    monkeypatch.setattr(linear, "protocol_optimizer", spy)
+    epochs, batch = 4, 10
+    res, _ = linear.augmented_probe(backbone, images[:20], labels[:20], images[20:],
+                                    labels[20:], 3, 16, "cifar10", protocol, epochs=epochs,
+                                    batch_size=batch)
+    peak = base_lr * batch / 256
+    want = [peak * 0.5 * (1 + math.cos(math.pi * e / epochs)) for e in range(epochs)]
+    assert res.epoch_lr == pytest.approx(want)
+    assert seen == pytest.approx([lr for lr in want for _ in range(20 // batch)])
+    assert len(res.epoch_top1) == epochs and res.top1 == res.epoch_top1[-1]
+    assert res.best_top1 == max(res.epoch_top1) >= res.top1
+    assert 1 <= res.best_epoch <= epochs
+    assert res.epoch_top1[res.best_epoch - 1] == res.best_top1
 
 
 def test_a_one_epoch_smoke_run_of_the_demo_preset_shortens_its_warmup(cifar_dir, tmp_path,
