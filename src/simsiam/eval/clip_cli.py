@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from simsiam.distributed.context import resolve_device
 from simsiam.errors import CheckpointError, SimSiamError
 
 
@@ -104,12 +105,6 @@ def _inputs(args: argparse.Namespace, info: dict[str, Any]) -> tuple[int, str]:
     return size, norm
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def cmd_retrieval(args: argparse.Namespace) -> int:
     """Recall@1/5/10 both ways on the held-out images of a caption table."""
     from simsiam.config import load_config
@@ -140,7 +135,7 @@ def cmd_retrieval(args: argparse.Namespace) -> int:
         raise SimSiamError(f"'{source}' leaves no held-out images (data.holdout_fraction = "
                            f"{data_cfg.holdout_fraction}): pass --holdout-fraction, or --split "
                            "all to retrieve among every image")
-    device = _device(args.device)
+    device = resolve_device(args.device)
     record = retrieval_record(model.to(device), chosen.images, chosen.captions, size, norm,
                               device)
     print(retrieval_line(record))
@@ -225,7 +220,7 @@ def cmd_zeroshot(args: argparse.Namespace) -> int:
     if chosen == "auto":
         chosen = "auto: " + ("cifar, the CIFAR-10 class names" if len(prompt_templates) == 18
                              else "openai, names other than CIFAR-10's")
-    device = _device(args.device)
+    device = resolve_device(args.device)
     res = zeroshot_accuracy(model.to(device), images.images, images.labels, names,
                             prompt_templates, size, norm, device)
     print(f"zeroshot top1={res['top1']:.2f}% top5={res['top5']:.2f}%")

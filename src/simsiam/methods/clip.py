@@ -63,15 +63,6 @@ PUBLISHED = {
 }
 
 
-def clip_tokenizer(context_length: int):
-    """open_clip's CLIP tokenizer (byte-level BPE, 49,408 tokens, vocabulary shipped in the
-    package): ``tokenizer(list_of_str) -> (N, context_length)`` int64, start token 49406,
-    end token 49407 (moved to the last position when a caption is cut), zero padding."""
-    from open_clip import SimpleTokenizer
-
-    return SimpleTokenizer(context_length=context_length)
-
-
 def _no_decay(name: str, p: torch.nn.Parameter) -> bool:
     """open_clip's rule (``open_clip_train/main.py``): gains, biases, norms and the logit
     scale take no weight decay (CLIP section 2.5: "all weights that are not gains or

@@ -208,13 +208,6 @@ def _plot_embedding(run: Path, out: Path, points: int, seed: int) -> list[str]:
     return made + ["embedding_tsne.png"]
 
 
-def start_name(cfg) -> str:
-    """What epoch 0 is (:func:`simsiam.eval.monitor.start_name`)."""
-    from simsiam.eval.monitor import start_name as name
-
-    return name(cfg)
-
-
 def _eval_rows(evals: list[dict], start: str = "random init") -> list[tuple[str, str]]:
     """Summary rows of the monitor: the last evaluation against the first (epoch 0 is the
     random init); accuracies only for labelled data, the label-free figures always."""
@@ -287,6 +280,8 @@ def write_report(run: str | Path, embedding_points: int = 2000) -> Path:
         if "collapse_rank" in steps[-1]:
             rows.append(("final effective rank of z", f"{steps[-1]['collapse_rank']:.1f} "
                          f"(isotropic batch: {steps[-1]['collapse_rank_healthy']:.1f})"))
+    from simsiam.eval.monitor import start_name
+
     rows += _eval_rows(evals, start_name(cfg))
     linear = run / "linear" / "linear.json"
     if linear.is_file():

@@ -227,19 +227,21 @@ class Checkpointer:
         self.ctx.barrier()
         return path
 
-    def export_extras(self, extras: dict[str, dict[str, torch.Tensor]], cfg,
-                      suffix: str = "") -> list[Path]:
-        """Write each of a method's extra exports (``Method.export_extras()``: file stem ->
-        state dict) as ``RUN/<stem><suffix>.safetensors`` (rank 0, the others wait), with
-        the run's method and whole ``config`` (YAML) as metadata; returns the paths."""
+    def export_method(self, method: torch.nn.Module, cfg, init: bool = False) -> Path:
+        """Export a method: its backbone as ``RUN/backbone.safetensors`` (:meth:`export_backbone`)
+        and each of its extra exports (``Method.export_extras()``: file stem -> state dict,
+        e.g. CLIP's ``text_tower``) as ``RUN/<stem>.safetensors`` with the run's method and
+        whole ``config`` (YAML) as metadata; with ``init``, the weights before the first
+        step as ``*_init.safetensors``. Rank 0 writes, the others wait. Returns the
+        backbone's path."""
         from simsiam.config import config_to_yaml
 
-        paths = []
-        for stem, state in extras.items():
-            path = self.out / f"{stem}{suffix}.safetensors"
+        suffix = "_init" if init else ""
+        path = self.export_backbone(method.backbone, cfg, f"backbone{suffix}.safetensors")
+        for stem, state in method.export_extras().items():
             if self.ctx.is_main:
-                save_backbone(state, path, {"format": "method-extras", "method": cfg.method,
-                                            "config": config_to_yaml(cfg)})
-            paths.append(path)
+                save_backbone(state, self.out / f"{stem}{suffix}.safetensors",
+                              {"format": "method-extras", "method": cfg.method,
+                               "config": config_to_yaml(cfg)})
         self.ctx.barrier()
-        return paths
+        return path

@@ -61,8 +61,6 @@ from simsiam.train.state import EpochSums, RunResult, RunState
 from simsiam.train.step import bf16_for_run, train_step
 from simsiam.train.summary import epoch_line, setup_record, startup_summary
 
-INIT_BACKBONE = "backbone_init.safetensors"  # the weights before the first step
-
 
 class StopRequest(Exception):
     """Ends a run before its last epoch; raised in the loop, handled by :func:`_stop` only.
@@ -164,8 +162,7 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool,
                        state.epoch_loss, len(splits.test) if splits.test else 0,
                        evals=state.evals, labelled=splits.train.labelled)
     if finished:
-        result.backbone_path = run.checkpointer.export_backbone(run.model.backbone, cfg)
-        run.checkpointer.export_extras(run.model.export_extras(), cfg)
+        result.backbone_path = run.checkpointer.export_method(run.model, cfg)
     return result
 
 
@@ -210,8 +207,7 @@ def _build(cfg: Config, splits: DataSplits, resume: bool, progress: bool,
         atomic_write(out / "config.yaml", lambda tmp: tmp.write_text(text, encoding="utf-8"))
     ctx.barrier()
     if not resume:  # the random-init baseline: knn / embed / neighbors take it as it is
-        checkpointer.export_backbone(model.backbone, cfg, INIT_BACKBONE)
-        checkpointer.export_extras(model.export_extras(), cfg, "_init")
+        checkpointer.export_method(model, cfg, init=True)
     # Loaded state first, then DDP (which broadcasts rank 0's weights to all processes).
     step_model = wrap_ddp(model, ctx) if ctx.distributed else model
     if probe is not None:
