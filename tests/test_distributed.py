@@ -186,7 +186,10 @@ def _setup(method: str, sync_bn: bool):
     heads = {"dim": 256, "hidden_dim": 256}
     cfg = ModelConfig(backbone="resnet18", stem="cifar",
                       simsiam=SimSiamConfig(dim=256, proj_hidden_dim=256, pred_hidden_dim=64),
-                      simclr=SimCLRConfig(**heads), mocov2=MoCoV2Config(**heads),
+                      simclr=SimCLRConfig(**heads),
+                      # under torchrun MoCo's BN is synchronised: its one-device shuffle BN
+                      # (split BN emulating processes) is what DDP replaces, so it is off here
+                      mocov2=MoCoV2Config(**heads, shuffle_bn=False),
                       byol=BYOLConfig(**heads),
                       swav=SwAVConfig(**heads, freeze_prototypes_epochs=0,  # learn at once
                                       queue_size=GLOBAL_BATCH if queue else 0,

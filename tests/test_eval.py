@@ -137,7 +137,9 @@ def test_each_method_names_the_measure_that_can_see_its_collapse():
     no_out_bn = build_method("simsiam", ModelConfig("resnet18", simsiam=SimSiamConfig(
         **small, proj_out_bn=False)))
     assert (default.collapse_measure, no_out_bn.collapse_measure) == ("rank", "std")
-    assert build_method("simclr", ModelConfig("resnet18")).collapse_measure == "std"
+    # SimCLR's projector ends in a BN (gain, no shift: every dimension has zero batch mean)
+    assert build_method("simclr", ModelConfig("resnet18")).collapse_measure == "rank"
+    assert build_method("mocov2", ModelConfig("resnet18")).collapse_measure == "std"
     loss, metrics = default([torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)])
     assert metrics["embedding"].shape == (4, 32) and metrics["embedding"].grad_fn is None
 

@@ -167,8 +167,16 @@ def test_each_method_sets_its_own_group_flags():
                                                                  fix_pred_lr=False))
     assert not any(g["fixed_lr"] for g in build_method("simsiam", off, 32).param_groups())
     byol = build_method("byol", SMALL, 32)  # BYOL's predictor follows the schedule
-    assert {g["name"]: g["fixed_lr"] for g in byol.param_groups()} == {
-        "encoder": False, "predictor": False}
+    # and its biases and BN parameters are neither decayed nor LARS-adapted (SimCLR's too)
+    assert {g["name"]: (g["fixed_lr"], g["no_weight_decay"]) for g in byol.param_groups()} == {
+        "encoder": (False, False), "encoder_bias_bn": (False, True),
+        "predictor": (False, False), "predictor_bias_bn": (False, True)}
+    for g in byol.param_groups():
+        assert all((p.ndim > 1) == (not g["no_weight_decay"]) for p in g["params"])
+    simclr = build_method("simclr", SMALL, 32)
+    assert [g["name"] for g in simclr.param_groups()] == ["encoder", "encoder_bias_bn"]
+    swav = build_method("swav", SMALL, 32)  # SwAV's LARC decays and adapts everything
+    assert not any(g["no_weight_decay"] for g in swav.param_groups())
 
 
 def test_the_training_package_never_asks_which_method_runs():

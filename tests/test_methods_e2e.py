@@ -30,7 +30,8 @@ def _cfg(cifar_dir, out, method, **extra):
 @pytest.mark.slow
 @pytest.mark.parametrize("method,extra", [
     ("simclr", {}),
-    ("mocov2", {"model.mocov2.queue_size": 64}),
+    # shuffle BN in 2 groups of 16, the cpu scale's group size (8 groups of batch 128)
+    ("mocov2", {"model.mocov2.queue_size": 64, "model.mocov2.bn_splits": 2}),
     ("byol", {"model.byol.hidden_dim": 512}),  # narrower than 4096 to keep the test short
     ("swav", {"model.swav.num_prototypes": 100, "model.swav.freeze_prototypes_epochs": 0.5,
               "augment.small_crops": 2}),

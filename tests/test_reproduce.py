@@ -52,6 +52,12 @@ def test_rows_carry_the_papers_settings(tmp_path):
     assert cpu_rows == ["batch 64", "batch 128", "batch 256", "batch 512"]
     d256 = cfg("dim", "d = 256").model.simsiam
     assert (d256.dim, d256.pred_hidden_dim) == (256, 64)
+    # table3 (a): the paper's 10-epoch warm-up of its 100-epoch run; a tenth at the cpu scale
+    assert cfg("table3", "(a) none", "imagenet").optim.warmup_epochs == 10
+    assert cfg("table3", "(a) none", "cifar10").optim.warmup_epochs == 10
+    none_cpu = cfg("table3", "(a) none")
+    assert none_cpu.optim.warmup_epochs == pytest.approx(0.1 * none_cpu.train.epochs)
+    assert cfg("table3", "(c) default").optim.warmup_epochs == 1  # the cpu preset's
     with pytest.raises(ConfigError, match="scale"):
         row_config(EXPERIMENTS["fig2"], EXPERIMENTS["fig2"].rows[0], "laptop", "x", tmp_path)
 

@@ -1,11 +1,12 @@
-"""The SimSiam view recipe on whole batches of tensors, on the GPU or the CPU.
+"""A method's view recipe on whole batches of tensors, on the GPU or the CPU.
 
-Same recipe and sampling rules as :mod:`simsiam.augment.views` (SIMSIAM.md section 3:
-RandomResizedCrop(scale=(0.2, 1)), ColorJitter(0.4, 0.4, 0.4, 0.1) with p=0.8 in a
-random order per sample, grayscale p=0.2, Gaussian blur sigma in [0.1, 2] with p=0.5
-(none at 32 px, Appendix D), horizontal flip p=0.5, normalisation), but every random
-parameter is a tensor with one entry per sample, drawn in one call, and every pixel
-operation runs once on the whole batch:
+Same recipes and sampling rules as :mod:`simsiam.augment.views` (the values from
+:mod:`simsiam.augment.recipes`; SimSiam's, SIMSIAM.md section 3: RandomResizedCrop(scale=(0.2,
+1)), ColorJitter(0.4, 0.4, 0.4, 0.1) with p=0.8 in a random order per sample, grayscale
+p=0.2, Gaussian blur sigma in [0.1, 2] with p=0.5 (none at 32 px, Appendix D), horizontal
+flip p=0.5, normalisation; BYOL's adds solarize and a different blur rate per view), but
+every random parameter is a tensor with one entry per sample, drawn in one call, and
+every pixel operation runs once on the whole batch:
 
 - crop + resize: per-sample boxes, then one batched resample as two matrix products
   with per-sample interpolation weights. The weights are those of torchvision's
@@ -16,8 +17,8 @@ operation runs once on the whole batch:
   (blend with black, with the mean grey level, with the grey image; hue rotation in
   HSV), each sample in its own random order.
 - grayscale (ITU-R 601-2 luma, 3 channels), Gaussian blur (per-sample sigma, kernel
-  ``2 * ceil(3 sigma) + 1``, reflect padding: torchvision's kernel per sample), flip,
-  normalisation.
+  ``2 * ceil(3 sigma) + 1``, reflect padding: torchvision's kernel per sample), solarize
+  (values >= 0.5 become 1 - value, torchvision's ``solarize``), flip, normalisation.
 
 All operations take float images in [0, 1] of shape ``(B, 3, H, W)``; factors are
 ``(B,)`` tensors on the same device. No operation synchronises with the host on CUDA.
@@ -31,7 +32,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from simsiam.augment.views import blur_probability, normalization
+from simsiam.augment.recipes import resolve_views
+from simsiam.augment.views import (
+    SOLARIZE_THRESHOLD,
+    normalization,
+    view_probabilities,
+    view_probability,
+)
 from simsiam.config import AugmentConfig
 
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision rgb_to_grayscale (ITU-R 601-2)
@@ -228,33 +235,49 @@ class BatchViewParams:
     blur: torch.Tensor  # bool
     sigma: torch.Tensor  # float32
     flip: torch.Tensor  # bool
+    solarize: torch.Tensor | None = None  # bool; None: the view is never solarized
 
 
-class BatchedSimSiamAugment:
-    """The SimSiam view recipe applied to a whole batch at once.
+def solarize(x: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
+    """Solarize the ``selected`` (bool ``(B,)``) images of ``x`` ``(B, C, H, W)`` in [0, 1]:
+    values >= 0.5 become ``1 - value`` (torchvision's ``solarize``, BYOL's threshold)."""
+    return torch.where(_col(selected) & (x >= SOLARIZE_THRESHOLD), 1.0 - x, x)
+
+
+class BatchedViewAugment:
+    """A view recipe applied to a whole batch at once.
 
     Args:
-        cfg: augmentation strengths and probabilities (as :class:`SimSiamAugment`).
+        cfg: augmentation strengths and probabilities (as :class:`ViewAugment`; null
+            values are the recipe's).
         image_size: side of the output views, pixels.
 
-    ``augment(images, g)`` takes uint8 images ``(B, 3, H, W)`` on any device and a
-    generator on that device, and returns normalised float32 views
-    ``(B, 3, image_size, image_size)`` with independent random parameters per sample.
+    ``augment(images, g, view)`` takes uint8 images ``(B, 3, H, W)`` on any device, a
+    generator on that device and the view's index (0 or 1: the per-view blur and solarize
+    probabilities), and returns normalised float32 views ``(B, 3, image_size,
+    image_size)`` with independent random parameters per sample.
     """
 
     def __init__(self, cfg: AugmentConfig, image_size: int, compile: bool = False) -> None:
-        self.cfg = cfg
+        self.cfg = resolve_views(cfg, image_size)
         self.size = image_size
-        self.blur_prob = blur_probability(cfg, image_size)
+        self.blur_probs, self.solarize_probs = view_probabilities(self.cfg)
         self.mean, self.std = normalization(cfg.normalize, image_size)
         # compile: each jitter operation becomes one fused kernel (torch.compile, dynamic
         # batch size); hue, about ten passes over the batch in eager mode, gets ~5x faster.
         self.ops = tuple(torch.compile(op, dynamic=True) for op in JITTER_OPS) if compile \
             else JITTER_OPS
 
+    @property
+    def blur_prob(self) -> float:
+        """View 1's blur probability."""
+        return self.blur_probs[0]
+
     def sample(self, g: torch.Generator, n: int, height: int, width: int,
-               device: torch.device | str = "cpu") -> BatchViewParams:
-        """Draw the parameters of ``n`` views of ``height`` x ``width`` images."""
+               device: torch.device | str = "cpu", view: int = 0) -> BatchViewParams:
+        """Draw the parameters of ``n`` copies of view ``view`` of ``height`` x ``width``
+        images (one more draw for solarize only when the view can be solarized, so a
+        recipe without it draws exactly SimSiam's stream)."""
         c = self.cfg
         top, left, h, w = sample_crops(g, n, height, width, tuple(c.crop_scale),
                                        tuple(c.crop_ratio), device)
@@ -265,10 +288,13 @@ class BatchedSimSiamAugment:
         factors = torch.stack([lo[k] + (hi[k] - lo[k]) * u[:, k] for k in range(4)], dim=1)
         order = torch.argsort(torch.rand(n, 4, generator=g, device=device), dim=1)
         lo_s, hi_s = c.blur_sigma
+        p_sol = view_probability(self.solarize_probs, view)
+        sol = torch.rand(n, generator=g, device=device) < p_sol if p_sol > 0 else None
         return BatchViewParams(top, left, h, w, jitter=u[:, 4] < c.jitter_prob, order=order,
                                factors=factors, grayscale=u[:, 5] < c.grayscale_prob,
-                               blur=u[:, 6] < self.blur_prob,
-                               sigma=lo_s + (hi_s - lo_s) * u[:, 7], flip=u[:, 8] < c.flip_prob)
+                               blur=u[:, 6] < view_probability(self.blur_probs, view),
+                               sigma=lo_s + (hi_s - lo_s) * u[:, 7], flip=u[:, 8] < c.flip_prob,
+                               solarize=sol)
 
     def apply(self, images: torch.Tensor, p: BatchViewParams) -> torch.Tensor:
         """Apply ``p`` to uint8 images ``(B, 3, H, W)``; returns normalised float32."""
@@ -276,8 +302,10 @@ class BatchedSimSiamAugment:
         x = x.clamp_(0.0, 1.0)
         x = self._jitter(x, p)
         x = torch.where(_col(p.grayscale), rgb_to_grayscale(x).expand_as(x), x)
-        if self.blur_prob > 0:
+        if max(self.blur_probs) > 0:
             x = torch.where(_col(p.blur), gaussian_blur(x, p.sigma, self.cfg.blur_sigma[1]), x)
+        if p.solarize is not None:
+            x = solarize(x, p.solarize)
         x = torch.where(_col(p.flip), x.flip(-1), x)
         return torch.stack([(x[:, i] - self.mean[i]) / self.std[i] for i in range(3)], dim=1)
 
@@ -299,14 +327,19 @@ class BatchedSimSiamAugment:
 
     num_views = 2
 
-    def __call__(self, images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        """One view of each image: uint8 ``(B, 3, H, W)`` -> float32 ``(B, 3, S, S)``."""
-        p = self.sample(g, images.shape[0], images.shape[-2], images.shape[-1], images.device)
+    def __call__(self, images: torch.Tensor, g: torch.Generator, view: int = 0) -> torch.Tensor:
+        """View ``view`` of each image: uint8 ``(B, 3, H, W)`` -> float32 ``(B, 3, S, S)``."""
+        p = self.sample(g, images.shape[0], images.shape[-2], images.shape[-1], images.device,
+                        view)
         return self.apply(images, p)
 
     def views(self, images: torch.Tensor, g: torch.Generator) -> list[torch.Tensor]:
-        """The two SimSiam views of each image, drawn one after the other from ``g``."""
-        return [self(images, g), self(images, g)]
+        """The two views of each image (view 1, then view 2), drawn one after the other
+        from ``g``."""
+        return [self(images, g, 0), self(images, g, 1)]
+
+
+BatchedSimSiamAugment = BatchedViewAugment  # the name before every method had its own recipe
 
 
 class SingleView:
@@ -317,9 +350,9 @@ class SingleView:
     ``view`` ``(B, 3, S, S)`` float32 normalised.
     """
 
-    def __init__(self, augment: BatchedSimSiamAugment) -> None:
+    def __init__(self, augment: BatchedViewAugment) -> None:
         self.augment = augment
 
     def views(self, images: torch.Tensor, g: torch.Generator) -> list[torch.Tensor]:
         """The single view of each image, drawn from ``g``."""
-        return [self.augment(images, g)]
+        return [self.augment(images, g, 0)]

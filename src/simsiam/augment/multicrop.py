@@ -4,9 +4,11 @@ Source: SIMSIAM.md section 6 (SwAV: "multi-crop (2x224 + 6x96)") and Caron et al
 "Unsupervised Learning of Visual Features by Contrasting Cluster Assignments" (NeurIPS
 2020), section 3.2: the large crops cover area fractions in (0.14, 1) of the image, the
 small ones (0.05, 0.14); every crop gets the same colour, grayscale, blur and flip
-recipe. Codes are computed on the large crops only and predicted from all crops.
+recipe (the run's, :mod:`simsiam.augment.recipes`; SwAV's own by default). The second large
+crop takes the recipe's second-view values, every other crop the first view's. Codes are
+computed on the large crops only and predicted from all crops.
 
-Every view is made by :class:`~simsiam.augment.batched.BatchedSimSiamAugment` on the
+Every view is made by :class:`~simsiam.augment.batched.BatchedViewAugment` on the
 whole batch (per-sample parameters, one batched resample), so the small crops cost one
 extra pass each at their own (small) size.
 """
@@ -17,7 +19,7 @@ from dataclasses import replace
 
 import torch
 
-from simsiam.augment.batched import BatchedSimSiamAugment
+from simsiam.augment.batched import BatchedViewAugment
 from simsiam.config import AugmentConfig
 
 
@@ -38,7 +40,7 @@ class BatchedMultiCrop:
             ``cfg.small_crop_scale``; ``cfg.small_crops`` is the number of small views.
         image_size: side of the large views, pixels.
         large: number of large views (2 in SwAV).
-        compile: as in :class:`BatchedSimSiamAugment`.
+        compile: as in :class:`BatchedViewAugment`.
 
     ``views(images, g)`` takes uint8 ``(B, 3, H, W)`` images and a generator on their
     device and returns a list: ``large`` float32 tensors ``(B, 3, image_size, image_size)``
@@ -52,12 +54,12 @@ class BatchedMultiCrop:
             raise ValueError(f"BatchedMultiCrop needs at least one large crop, got {large}")
         self.large, self.small = large, cfg.small_crops
         self.small_size = small_crop_size(image_size, cfg.small_size)
-        self.large_aug = BatchedSimSiamAugment(cfg, image_size, compile=compile)
-        # The small crops: same recipe, their own area range and size. The blur and
-        # normalisation rules follow the large view size, so both sizes share them.
-        small_cfg = replace(cfg, crop_scale=list(cfg.small_crop_scale))
-        self.small_aug = BatchedSimSiamAugment(small_cfg, self.small_size, compile=compile)
-        self.small_aug.blur_prob = self.large_aug.blur_prob
+        self.large_aug = BatchedViewAugment(cfg, image_size, compile=compile)
+        # The small crops: the recipe resolved at the large size (blur follows the large
+        # view size), with their own area range and size, and the large views'
+        # normalisation.
+        small_cfg = replace(self.large_aug.cfg, crop_scale=list(cfg.small_crop_scale))
+        self.small_aug = BatchedViewAugment(small_cfg, self.small_size, compile=compile)
         self.small_aug.mean, self.small_aug.std = self.large_aug.mean, self.large_aug.std
 
     @property
@@ -67,5 +69,5 @@ class BatchedMultiCrop:
 
     def views(self, images: torch.Tensor, g: torch.Generator) -> list[torch.Tensor]:
         """The large views, then the small ones (see the class docstring)."""
-        return ([self.large_aug(images, g) for _ in range(self.large)]
-                + [self.small_aug(images, g) for _ in range(self.small)])
+        return ([self.large_aug(images, g, i) for i in range(self.large)]
+                + [self.small_aug(images, g, 0) for _ in range(self.small)])

@@ -1,9 +1,12 @@
-"""The SimSiam / MoCo-v2 view recipe, one image at a time, with explicit random parameters.
+"""A method's view recipe, one image at a time, with explicit random parameters.
 
-Source: SIMSIAM.md section 3 (official augmentation: RandomResizedCrop(scale=(0.2, 1)),
-ColorJitter(0.4, 0.4, 0.4, 0.1) with p=0.8, grayscale p=0.2, Gaussian blur sigma in
-[0.1, 2] with p=0.5, horizontal flip p=0.5, normalisation) and Appendix D (no blur at
-32 px). Random parameters are drawn from a ``torch.Generator`` the caller owns, using
+The recipe's values come from :mod:`simsiam.augment.recipes` (SimSiam's, SIMSIAM.md
+section 3: RandomResizedCrop(scale=(0.2, 1)), ColorJitter(0.4, 0.4, 0.4, 0.1) with p=0.8,
+grayscale p=0.2, Gaussian blur sigma in [0.1, 2] with p=0.5, horizontal flip p=0.5, and
+Appendix D: no blur at 32 px; the other methods' as their authors ran them, with BYOL's
+solarize and per-view blur). The operations, in order: crop, colour jitter, grayscale,
+blur, solarize (invert values >= 0.5, BYOL), flip, normalisation. Random parameters are
+drawn from a ``torch.Generator`` the caller owns, using
 the same sampling rules as torchvision's ``RandomResizedCrop.get_params`` and
 ``ColorJitter.get_params`` (random order of the four jitter operations); the pixel
 operations are torchvision's functional kernels. Two views of one image are two
@@ -18,12 +21,14 @@ from dataclasses import dataclass
 import torch
 from torchvision.transforms.v2 import functional as TF
 
+from simsiam.augment.recipes import resolve_views
 from simsiam.config import AugmentConfig
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+SOLARIZE_THRESHOLD = 0.5  # BYOL: values >= 0.5 become 1 - value
 
 
 def normalization(name: str, image_size: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -36,11 +41,24 @@ def normalization(name: str, image_size: int) -> tuple[tuple[float, ...], tuple[
     return IMAGENET_MEAN, IMAGENET_STD
 
 
-def blur_probability(cfg: AugmentConfig, image_size: int) -> float:
-    """``cfg.blur_prob``, or when unset 0.5 above 32 px and 0 at 32 px or less (App. D)."""
-    if cfg.blur_prob is not None:
-        return cfg.blur_prob
-    return 0.5 if image_size > 32 else 0.0
+def blur_probability(cfg: AugmentConfig, image_size: int, view: int = 0) -> float:
+    """The blur probability of ``view`` (0 or 1): ``cfg``'s, or its recipe's when null
+    (SimSiam: 0.5 above 32 px, 0 at 32 px or less, App. D)."""
+    r = resolve_views(cfg, image_size)
+    return r.view2_blur_prob if view == 1 else r.blur_prob
+
+
+def view_probabilities(cfg: AugmentConfig) -> tuple[tuple[float, float], tuple[float, float]]:
+    """``((blur view 1, blur view 2), (solarize view 1, solarize view 2))`` of a resolved
+    ``cfg`` (:func:`~simsiam.augment.recipes.resolve_views`)."""
+    return ((cfg.blur_prob, cfg.view2_blur_prob),  # type: ignore[return-value]
+            (cfg.solarize_prob, cfg.view2_solarize_prob))
+
+
+def view_probability(pair: tuple[float, float], view: int) -> float:
+    """The value of ``pair`` for view ``view``: the second view (index 1) takes ``pair[1]``,
+    every other view ``pair[0]``."""
+    return pair[1] if view == 1 else pair[0]
 
 
 @dataclass
@@ -60,6 +78,7 @@ class ViewParams:
     grayscale: bool
     blur_sigma: float | None
     flip: bool
+    solarize: bool = False
 
 
 def _uniform(g: torch.Generator, lo: float, hi: float) -> float:
@@ -94,25 +113,34 @@ def sample_crop(g: torch.Generator, height: int, width: int, scale: tuple[float,
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-class SimSiamAugment:
-    """Draws and applies the SimSiam view recipe to one image.
+class ViewAugment:
+    """Draws and applies a view recipe to one image.
 
     Args:
-        cfg: augmentation strengths and probabilities.
+        cfg: augmentation strengths and probabilities; null values are the recipe's
+            (``cfg.recipe``, SimSiam's for ``auto``; see :mod:`simsiam.augment.recipes`).
         image_size: side of the output views, pixels.
 
-    Call ``augment(img, g)`` with ``img`` a ``(3, H, W)`` uint8 tensor and a generator;
-    it returns a normalised ``(3, image_size, image_size)`` float32 view.
+    Call ``augment(img, g, view)`` with ``img`` a ``(3, H, W)`` uint8 tensor, a generator
+    and the view's index (0 or 1: the per-view blur and solarize probabilities); it returns
+    a normalised ``(3, image_size, image_size)`` float32 view.
     """
 
     def __init__(self, cfg: AugmentConfig, image_size: int) -> None:
-        self.cfg = cfg
+        self.cfg = resolve_views(cfg, image_size)
         self.size = image_size
-        self.blur_prob = blur_probability(cfg, image_size)
+        self.blur_probs, self.solarize_probs = view_probabilities(self.cfg)
         self.mean, self.std = normalization(cfg.normalize, image_size)
 
-    def sample(self, g: torch.Generator, height: int, width: int) -> ViewParams:
-        """Draw the parameters of one view of an ``height`` x ``width`` image."""
+    @property
+    def blur_prob(self) -> float:
+        """View 1's blur probability."""
+        return self.blur_probs[0]
+
+    def sample(self, g: torch.Generator, height: int, width: int, view: int = 0) -> ViewParams:
+        """Draw the parameters of view ``view`` of an ``height`` x ``width`` image (the
+        solarize draw is made only when the view can be solarized, so recipes without it
+        draw exactly SimSiam's stream)."""
         c = self.cfg
         top, left, h, w = sample_crop(g, height, width, tuple(c.crop_scale), tuple(c.crop_ratio))
         jitter = _uniform(g, 0, 1) < c.jitter_prob
@@ -122,11 +150,13 @@ class SimSiamAugment:
         s = _uniform(g, max(0.0, 1 - c.saturation), 1 + c.saturation)
         hue = _uniform(g, -c.hue, c.hue)
         gray = _uniform(g, 0, 1) < c.grayscale_prob
-        blur = _uniform(g, 0, 1) < self.blur_prob
+        blur = _uniform(g, 0, 1) < view_probability(self.blur_probs, view)
         sigma = _uniform(g, c.blur_sigma[0], c.blur_sigma[1])
         flip = _uniform(g, 0, 1) < c.flip_prob
+        p_sol = view_probability(self.solarize_probs, view)
+        solarize = p_sol > 0 and _uniform(g, 0, 1) < p_sol
         return ViewParams(top, left, h, w, jitter, order, b, ct, s, hue, gray,
-                          sigma if blur else None, flip)
+                          sigma if blur else None, flip, solarize)
 
     def apply(self, img: torch.Tensor, p: ViewParams) -> torch.Tensor:
         """Apply ``p`` to a ``(3, H, W)`` uint8 image; returns normalised float32."""
@@ -148,12 +178,17 @@ class SimSiamAugment:
         if p.blur_sigma is not None:
             k = 2 * math.ceil(3 * p.blur_sigma) + 1
             x = TF.gaussian_blur(x, [k, k], [p.blur_sigma, p.blur_sigma])
+        if p.solarize:
+            x = TF.solarize(x, SOLARIZE_THRESHOLD)
         if p.flip:
             x = TF.horizontal_flip(x)
         return TF.normalize(x, self.mean, self.std)
 
-    def __call__(self, img: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        return self.apply(img, self.sample(g, img.shape[-2], img.shape[-1]))
+    def __call__(self, img: torch.Tensor, g: torch.Generator, view: int = 0) -> torch.Tensor:
+        return self.apply(img, self.sample(g, img.shape[-2], img.shape[-1], view))
+
+
+SimSiamAugment = ViewAugment  # the name before every method had its own recipe
 
 
 def eval_transform(images: torch.Tensor, image_size: int, normalize: str) -> torch.Tensor:

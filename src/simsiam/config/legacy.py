@@ -41,6 +41,18 @@ def new_key(old: str, method: str) -> str | None:
     return f"model.{method}.{inner}" if inner else None
 
 
+def pin_old_views(loaded: dict[str, Any]) -> bool:
+    """A run's config.yaml written before each method had its own view recipe (every
+    ``augment`` key but ``recipe``) trained with SimSiam's recipe whatever its method:
+    read it with ``augment.recipe: simsiam`` so that a resumed run keeps its views.
+    Returns whether the file was such a config (changed in place)."""
+    aug = loaded.get("augment")
+    if not isinstance(aug, dict) or "recipe" in aug or not {"backend", "flip_prob"} <= set(aug):
+        return False
+    aug["recipe"] = "simsiam"
+    return True
+
+
 def migrate(loaded: dict[str, Any]) -> tuple[list[str], list[str]]:
     """Move the 0.1 keys of a loaded config file (plain nested dicts) into the section of
     the file's method, in place. Null values are left to today's defaults (they meant the

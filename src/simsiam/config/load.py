@@ -76,7 +76,10 @@ def _read_file(path: str | Path) -> tuple[DictConfig, str]:
         raise ConfigError(f"config file '{p}' must hold a mapping of sections, "
                           f"not a {type(loaded).__name__}")
     plain = OmegaConf.to_container(loaded)
+    before_recipes = legacy.pin_old_views(plain)  # type: ignore[arg-type]
     moved, ignored = legacy.migrate(plain)  # type: ignore[arg-type]
+    if before_recipes and not (moved or ignored):
+        loaded = OmegaConf.create(plain)
     if moved or ignored:
         method = plain.get("method") or "simsiam"  # type: ignore[union-attr]
         said = [f"read {', '.join(moved)} as model.{method}.*"] if moved else []
@@ -94,8 +97,10 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
     When the overrides switch the file's method to another (``--method mocov2`` on a
     SimSiam preset), the settings that method's authors used outside its own section
-    (``Method.published``, e.g. MoCo v2's base lr 0.03, SwAV's multi-crop) are merged over
-    the file, then the overrides. A file that names its method itself (a run's
+    (``Method.published``, e.g. SwAV's multi-crop, and unless the file sets
+    ``optim.method_optimizer: false``, ``Method.published_optim``: LARS for SimCLR, BYOL
+    and SwAV, MoCo v2's base lr 0.03) are merged over the file, then the overrides. A file
+    that names its method itself (a run's
     ``config.yaml``) is read as it is.
 
     The warm-up (``optim.warmup_epochs``; null: the paper's rule) must end before the run:
@@ -125,7 +130,12 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             raise _wrap(exc, where, str(loaded.get("method") or "simsiam")) from exc
     method = overrides.get("method")
     if method in METHODS and method != schema.get("method"):
-        for key, value in METHODS[method].published.items():
+        cls = METHODS[method]
+        published = dict(cls.published)
+        if overrides.get("optim.method_optimizer", schema.optim.method_optimizer):
+            published |= cls.published_optim(int(overrides.get("data.image_size",
+                                                                schema.data.image_size)))
+        for key, value in published.items():
             OmegaConf.update(schema, key, value, merge=True, force_add=False)
     effective = str(method or schema.get("method"))
     for key, value in overrides.items():
@@ -137,8 +147,25 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     fit_warmup(cfg, where, explicit="optim.warmup_epochs" in overrides)
     resolve_image_init(cfg, where)
     _caption_table_for(cfg, where)
+    _resolve_views(cfg, where)
     validate(cfg, where)
     return cfg
+
+
+def _resolve_views(cfg: Config, where: str) -> None:
+    """Fill the null ``augment.*`` values from the view recipe (``augment.recipe``; auto:
+    the method's own, :func:`simsiam.augment.recipes.resolve_views`), so a run's
+    config.yaml records every value it trained with.
+
+    Raises:
+        ConfigError: an unknown ``augment.recipe``.
+    """
+    from simsiam.augment.recipes import RECIPES, resolve_views
+
+    if cfg.augment.recipe != "auto" and cfg.augment.recipe not in RECIPES:
+        raise ConfigError(f"{where}: augment.recipe = {cfg.augment.recipe!r} is unknown: "
+                          f"choose auto (the method's own) or one of {tuple(RECIPES)}")
+    cfg.augment = resolve_views(cfg.augment, cfg.data.image_size, cfg.method)
 
 
 def _caption_table_for(cfg: Config, where: str) -> None:

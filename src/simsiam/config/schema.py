@@ -54,19 +54,28 @@ class DataConfig:
 
 @dataclass
 class AugmentConfig:
-    """The SimSiam / MoCo-v2 view recipe (SIMSIAM.md section 3), applied to both views."""
+    """The view recipe. Null values are the recipe's (:mod:`simsiam.augment.recipes`):
+    ``recipe`` ``auto`` is the run's method's own, as its authors ran it (SimSiam / MoCo v2:
+    SIMSIAM.md section 3; SimCLR, BYOL, SwAV, CLIP: their code), resolved when the config
+    is loaded; a value given here (or with ``--set``) replaces the recipe's."""
 
-    crop_scale: list[float] = field(default_factory=lambda: [0.2, 1.0])
+    recipe: str = "auto"  # auto (the method's own) | simsiam | mocov2 | simclr | byol | swav | clip
+    crop_scale: list[float] | None = None  # crop area fraction; SimSiam 0.2-1, SimCLR 0.08-1
     crop_ratio: list[float] = field(default_factory=lambda: [3.0 / 4.0, 4.0 / 3.0])
-    jitter_prob: float = 0.8
-    brightness: float = 0.4
-    contrast: float = 0.4
-    saturation: float = 0.4
-    hue: float = 0.1
-    grayscale_prob: float = 0.2
-    blur_prob: float | None = None  # None: 0.5 for views larger than 32 px, else 0 (no blur)
+    jitter_prob: float | None = None
+    brightness: float | None = None
+    contrast: float | None = None
+    saturation: float | None = None
+    hue: float | None = None
+    grayscale_prob: float | None = None
+    # Gaussian blur and solarize: view 1's (and any view after the second), then view 2's;
+    # a view-1 value given without its view2_ key sets both views.
+    blur_prob: float | None = None
+    view2_blur_prob: float | None = None
+    solarize_prob: float | None = None
+    view2_solarize_prob: float | None = None
     blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0])
-    flip_prob: float = 0.5
+    flip_prob: float | None = None
     normalize: str = "auto"  # auto: CIFAR-10 statistics for views <= 32 px, else ImageNet
     # "batched": whole batches on the training device (simsiam.augment.batched, the fast
     # path); "per_image": torchvision's kernels one image at a time in DataLoader workers.
@@ -105,9 +114,14 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    """The optimizer and its schedule: SGD with a cosine decay (SIMSIAM.md section 3)."""
+    """The optimizer and its schedule: SGD with a cosine decay (SIMSIAM.md section 3); LARS
+    (timm's, as SimCLR's, BYOL's and SwAV's) and AdamW (CLIP) for the other methods."""
 
-    optimizer: str = "sgd"  # a key of simsiam.train.optim.OPTIMIZERS
+    optimizer: str = "sgd"  # a key of simsiam.train.optim.OPTIMIZERS (sgd, lars, adamw)
+    # On a --method switch, take that method's published optimizer settings (LARS for
+    # SimCLR, BYOL, SwAV; MoCo v2's lr). False: this file's optimizer holds for every method
+    # (the cpu presets: one optimizer for a short, equal-budget comparison).
+    method_optimizer: bool = True
     base_lr: float = 0.05  # lr = base_lr x batch_size / 256
     momentum: float = 0.9
     weight_decay: float = 1e-4

@@ -85,21 +85,29 @@ def _interval(v: list[float], upper: float | None) -> bool:
 
 
 def check_augment(a: AugmentConfig, where: str) -> None:
-    """``augment.*``: the view recipe's ranges, probabilities and backend."""
-    require(_interval(a.crop_scale, 1.0), where, "augment.crop_scale", a.crop_scale,
+    """``augment.*``: the view recipe's ranges, probabilities and backend (null values are
+    the recipe's, filled when the config is loaded)."""
+    from simsiam.augment.recipes import RECIPES
+
+    require(a.recipe == "auto" or a.recipe in RECIPES, where, "augment.recipe", a.recipe,
+            f"choose auto (the method's own) or one of {tuple(RECIPES)}")
+    require(a.crop_scale is None or _interval(a.crop_scale, 1.0), where, "augment.crop_scale",
+            a.crop_scale,
             "use [min, max] with 0 < min <= max <= 1")
     require(_interval(a.crop_ratio, None), where, "augment.crop_ratio", a.crop_ratio,
             "use [min, max] with 0 < min <= max")
     require(_interval(a.blur_sigma, None), where, "augment.blur_sigma", a.blur_sigma,
             "use [min, max] with 0 < min <= max")
-    for key in ("jitter_prob", "grayscale_prob", "flip_prob", "blur_prob"):
+    for key in ("jitter_prob", "grayscale_prob", "flip_prob", "blur_prob", "view2_blur_prob",
+                "solarize_prob", "view2_solarize_prob"):
         v = getattr(a, key)
         require(v is None or 0.0 <= v <= 1.0, where, f"augment.{key}", v,
                 "use a probability in [0, 1]")
     for key in ("brightness", "contrast", "saturation"):
         v = getattr(a, key)
-        require(v >= 0, where, f"augment.{key}", v, "use a non-negative strength")
-    require(0 <= a.hue <= 0.5, where, "augment.hue", a.hue, "use a value in [0, 0.5]")
+        require(v is None or v >= 0, where, f"augment.{key}", v, "use a non-negative strength")
+    require(a.hue is None or 0 <= a.hue <= 0.5, where, "augment.hue", a.hue,
+            "use a value in [0, 0.5]")
     require(a.backend in AUG_BACKENDS, where, "augment.backend", a.backend,
             f"choose one of {AUG_BACKENDS}")
     require(a.small_crops >= 0, where, "augment.small_crops", a.small_crops, "use 0 or more")

@@ -248,7 +248,8 @@ class TwoViewDataset(Dataset):
 
     Args:
         images: ``(N, H, W, 3)`` uint8.
-        augment: callable ``(uint8 (3, H, W), generator) -> float (3, S, S)``.
+        augment: callable ``(uint8 (3, H, W), generator, view) -> float (3, S, S)``
+            (``view`` 0 or 1: the recipe's per-view probabilities).
         seed: the run's seed.
     """
 
@@ -270,7 +271,7 @@ class TwoViewDataset(Dataset):
         epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         img = torch.from_numpy(np.array(self.images[index])).permute(2, 0, 1)
         g = torch.Generator().manual_seed(view_seed(self.seed, epoch, index))
-        return self.augment(img, g), self.augment(img, g), index
+        return self.augment(img, g, 0), self.augment(img, g, 1), index
 
 
 class EpochShuffleSampler(Sampler[tuple[int, int]]):

@@ -13,9 +13,9 @@ import signal
 import torch
 from torch.utils.data import DataLoader
 
-from simsiam.augment.batched import BatchedSimSiamAugment, SingleView
+from simsiam.augment.batched import BatchedViewAugment, SingleView
 from simsiam.augment.multicrop import BatchedMultiCrop
-from simsiam.augment.views import SimSiamAugment
+from simsiam.augment.views import ViewAugment
 from simsiam.config import Config
 from simsiam.data.batches import CaptionBatches, ViewBatches
 from simsiam.data.dataset import EpochShuffleSampler, ImageSet, TwoViewDataset
@@ -48,12 +48,12 @@ def make_loader(train: ImageSet, cfg: Config, device: torch.device, rank: int = 
     if cfg.augment.backend == "batched":
         a, size = cfg.augment, cfg.data.image_size
         augment = (BatchedMultiCrop(a, size, compile=a.compile) if a.small_crops
-                   else BatchedSimSiamAugment(a, size, compile=a.compile))
+                   else BatchedViewAugment(a, size, compile=a.compile))
         return BatchedViewLoader(train.images, augment,
                                  per_device, cfg.train.seed, device,
                                  resident_max_bytes=cfg.data.resident_max_mb << 20,
                                  rank=rank, world_size=world_size)
-    dataset = TwoViewDataset(train.images, SimSiamAugment(cfg.augment, cfg.data.image_size),
+    dataset = TwoViewDataset(train.images, ViewAugment(cfg.augment, cfg.data.image_size),
                              cfg.train.seed)
     workers = cfg.data.num_workers
     sampler = EpochShuffleSampler(len(train), cfg.train.seed, cfg.train.batch_size, rank,
@@ -89,7 +89,7 @@ def caption_batches(train: ImageSet, cfg: Config, device: torch.device, rank: in
                         "JSONL with an image and a caption column) or WebDataset shards "
                         "('shards/{00000..00099}.tar' with {key}.jpg and {key}.txt)")
     tokens, counts = tokenize_captions(train.captions, cfg.model.clip.context_length)
-    augment = SingleView(BatchedSimSiamAugment(cfg.augment, cfg.data.image_size,
+    augment = SingleView(BatchedViewAugment(cfg.augment, cfg.data.image_size,
                                                compile=cfg.augment.compile))
     loader = BatchedViewLoader(train.images, augment, cfg.train.batch_size // world_size,
                                cfg.train.seed, device,

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from simsiam.augment.views import SimSiamAugment
+from simsiam.augment.views import ViewAugment
 
 # view_seed(seed, _EVAL_STREAM, i): the monitor's fixed views, never a training epoch's.
 _EVAL_STREAM = 2**31 - 2
@@ -116,12 +116,12 @@ class FixedViews:
 
     Args:
         images: ``(N, H, W, 3)`` uint8.
-        augment: the run's view recipe (:class:`~simsiam.augment.views.SimSiamAugment`).
+        augment: the run's view recipe (:class:`~simsiam.augment.views.ViewAugment`).
         seed: the run's seed.
         count: how many images (at most N).
     """
 
-    def __init__(self, images: np.ndarray, augment: SimSiamAugment, seed: int,
+    def __init__(self, images: np.ndarray, augment: ViewAugment, seed: int,
                  count: int) -> None:
         self.images, self.augment, self.seed = images, augment, seed
         self.n = min(count, len(images))
@@ -137,8 +137,8 @@ class FixedViews:
         for i in range(start, stop):
             img = torch.from_numpy(np.array(self.images[i])).permute(2, 0, 1)
             g = torch.Generator().manual_seed(view_seed(self.seed, _EVAL_STREAM, i))
-            first.append(self.augment(img, g))
-            second.append(self.augment(img, g))
+            first.append(self.augment(img, g, 0))
+            second.append(self.augment(img, g, 1))
         return torch.stack(first), torch.stack(second)
 
     @torch.no_grad()

@@ -267,7 +267,7 @@ def augmented_probe(backbone: nn.Module, train_images: np.ndarray, train_labels:
         ConfigError: unknown protocol.
         SimSiamError: the backbone's state changed (it must not).
     """
-    from simsiam.augment.views import SimSiamAugment
+    from simsiam.augment.views import ViewAugment
     from simsiam.config import AugmentConfig
     from simsiam.data.dataset import view_seed
     from simsiam.errors import ConfigError
@@ -280,7 +280,7 @@ def augmented_probe(backbone: nn.Module, train_images: np.ndarray, train_labels:
     batch_size = min(batch_size or spec["batch_size"], len(train_labels))
     before = _snapshot(backbone)
     backbone.eval()
-    aug = SimSiamAugment(AugmentConfig(crop_scale=[0.08, 1.0], jitter_prob=0.0,
+    aug = ViewAugment(AugmentConfig(crop_scale=[0.08, 1.0], jitter_prob=0.0,
                                        grayscale_prob=0.0, blur_prob=0.0,
                                        normalize=normalize), image_size)
     torch.manual_seed(seed)

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from simsiam.augment.views import SimSiamAugment
+from simsiam.augment.views import ViewAugment
 from simsiam.config import Config
 from simsiam.data.dataset import ImageSet
 from simsiam.eval.collapse import effective_rank, rank_reference
@@ -146,7 +146,7 @@ class Monitor:
         self.train, self.test, self.cfg, self.device = train, test, cfg, device
         self.views = None
         if test is not None and cfg.eval.label_free_images > 0:
-            augment = SimSiamAugment(cfg.augment, cfg.data.image_size)
+            augment = ViewAugment(cfg.augment, cfg.data.image_size)
             self.views = FixedViews(test.images, augment, cfg.train.seed,
                                     cfg.eval.label_free_images)
 

@@ -88,6 +88,20 @@ def step_metrics(z: torch.Tensor, features: torch.Tensor) -> dict[str, torch.Ten
             "features": features.detach()}
 
 
+def decay_groups(name: str, modules: Iterable[nn.Module]) -> list[dict[str, Any]]:
+    """Two groups of ``modules``' trainable parameters: ``name`` (weights, matrices and
+    kernels) and ``name + "_bias_bn"`` (biases and BatchNorm gains and shifts, every 1-D
+    parameter) with ``no_weight_decay``: SimCLR's and BYOL's rule (their LARS neither
+    decays nor adapts biases and BN parameters; google-research/simclr ``model.py``
+    ``exclude_from_weight_decay``, deepmind-research byol ``exclude_bias_and_norm``).
+    Empty groups are left out."""
+    params = [p for m in modules for p in m.parameters() if p.requires_grad]
+    return nonempty({"name": name, "params": [p for p in params if p.ndim > 1],
+                     "fixed_lr": False, "no_weight_decay": False},
+                    {"name": f"{name}_bias_bn", "params": [p for p in params if p.ndim <= 1],
+                     "fixed_lr": False, "no_weight_decay": True})
+
+
 def nonempty(*groups: dict[str, Any]) -> list[dict[str, Any]]:
     """``groups`` without those that hold no trainable parameter."""
     return [g for g in groups if g["params"]]
@@ -107,7 +121,9 @@ class Method(nn.Module):
             images with their dataset indices, see :mod:`simsiam.data.batches`).
         multi_crop: takes more than two views (``augment.small_crops > 0``).
         published: settings of other sections that the method's authors used, applied
-            when ``--method`` switches a preset to this method (``--set`` still wins).
+            when ``--method`` switches a preset to this method (``--set`` still wins);
+            their optimizer settings are :meth:`published_optim` (applied unless the
+            preset holds its own optimizer for every method, ``optim.method_optimizer``).
         can_lock_image: implements :meth:`lock_image` (``model.lock_image``: a second
             tower learns against a frozen backbone; the config check refuses the key for
             the others).
@@ -127,6 +143,12 @@ class Method(nn.Module):
     backbone: nn.Module
     dim: int
     collapse_measure: str = "std"  # "rank" when the embedding leaves an affine-free BN
+
+    @classmethod
+    def published_optim(cls, image_size: int) -> dict[str, Any]:
+        """The optimizer settings the method's authors used at views of ``image_size`` px
+        (``optim.*`` keys; e.g. LARS for SimCLR, BYOL and SwAV). Default: none."""
+        return {}
 
     @classmethod
     def from_config(cls, settings: Any, backbone: nn.Module, feature_dim: int,

@@ -3,7 +3,10 @@
 Source: SIMSIAM.md section 6 (BYOL row); Grill et al. 2020, "Bootstrap Your Own Latent",
 section 3.1 (eq. 2: the loss 2 - 2 cos, symmetrised over the two views) and section 3.3
 (projector and predictor: Linear 4096, BN, ReLU, Linear 256; tau from 0.996 to 1 on a
-cosine schedule).
+cosine schedule) and deepmind-research ``byol`` (``utils/networks.py``: the hidden Linear
+has a bias, the output Linear none; ``utils/optimizers.py``: LARS with eta 1e-3, biases
+and BN parameters neither decayed nor adapted; ``configs/byol.py``: lr 0.2 x batch/256,
+weight decay 1.5e-6, 10 warm-up epochs, for the 1,000-epoch run SIMSIAM.md quotes).
 
 The online network is backbone + projector + predictor; the target network is a copy of
 backbone + projector taken at construction, never trained, moved after every optimizer
@@ -18,19 +21,16 @@ import torch
 from torch import nn
 
 from simsiam.errors import require
-from simsiam.methods.base import Method, RunShape, Traits, nonempty, param_group, step_metrics
+from simsiam.methods.base import Method, RunShape, Traits, decay_groups, step_metrics
 from simsiam.methods.contrastive import byol_loss, check_two_views
 from simsiam.methods.momentum import byol_tau, ema_update, momentum_copy
-from simsiam.models.heads import PredictionHead, ProjectionHead
+from simsiam.models.heads import MLPHead
 
 
 @dataclass
 class BYOLConfig:
-    """``model.byol`` (SIMSIAM.md section 6; BYOL section 3.3).
-
-    The paper's LARS (lr 0.2 x batch/256, wd 1.5e-6) is not implemented: the preset's
-    optimizer (SGD) is used.
-    """
+    """``model.byol`` (SIMSIAM.md section 6; BYOL section 3.3). Its optimizer (LARS, lr
+    0.2 x batch/256, wd 1.5e-6) is :meth:`BYOL.published_optim`."""
 
     dim: int = 256  # projection width
     hidden_dim: int = 4096  # hidden width of projector and predictor
@@ -47,9 +47,9 @@ class BYOL(Method):
         hidden_dim: hidden width of projector and predictor (4096).
         base_tau: the target momentum at step 0 (0.996); it rises to 1 by :func:`byol_tau`.
 
-    The projector is Linear(c, hidden, bias=False) BN ReLU Linear(hidden, dim) and the
-    predictor Linear(dim, hidden, bias=False) BN ReLU Linear(hidden, dim) (the shared
-    :class:`ProjectionHead` / :class:`PredictionHead` builders).
+    The projector is Linear(c, hidden) BN ReLU Linear(hidden, dim, bias=False) and the
+    predictor Linear(dim, hidden) BN ReLU Linear(hidden, dim, bias=False), as BYOL's
+    ``MLP`` (:class:`MLPHead` with ``out_bias=False``).
 
     Attributes:
         target_backbone, target_projector: the target network (``requires_grad=False``).
@@ -68,14 +68,20 @@ class BYOL(Method):
         if not 0.0 <= base_tau <= 1.0:
             raise ValueError(f"BYOL needs base_tau in [0, 1], got {base_tau}")
         self.backbone = backbone
-        self.projector = ProjectionHead(feature_dim, hidden_dim, dim, num_layers=2,
-                                        hidden_bn=True, out_bn=False)
-        self.predictor = PredictionHead(dim, hidden_dim, hidden_bn=True, out_bn=False)
+        self.projector = MLPHead([feature_dim, hidden_dim, dim], out_bias=False)
+        self.predictor = MLPHead([dim, hidden_dim, dim], out_bias=False)
         self.target_backbone = momentum_copy(self.backbone)
         self.target_projector = momentum_copy(self.projector)
         self.dim = dim
         self.base_tau = base_tau
         self.tau = base_tau  # the momentum of the last target update
+
+    @classmethod
+    def published_optim(cls, image_size: int) -> dict:
+        """LARS, lr 0.2 x batch/256, weight decay 1.5e-6, per-step cosine after 10 warm-up
+        epochs (BYOL has no CIFAR recipe: the same at every view size)."""
+        return {"optim.optimizer": "lars", "optim.base_lr": 0.2, "optim.weight_decay": 1.5e-6,
+                "optim.warmup_epochs": 10, "optim.schedule": "step"}
 
     @classmethod
     def from_config(cls, settings: BYOLConfig, backbone: nn.Module, feature_dim: int,
@@ -122,13 +128,15 @@ class BYOL(Method):
         return loss, step_metrics(z1, h1)
 
     def param_groups(self) -> list[dict]:
-        """Groups ``encoder`` (backbone + projector) and ``predictor``; no target parameter.
+        """Groups ``encoder`` (backbone + projector) and ``predictor``, each split into its
+        weights and its biases and BN parameters (``*_bias_bn``: no weight decay, no LARS
+        adaptation; BYOL's ``exclude_bias_and_norm``); no target parameter.
 
-        Both follow the schedule (BYOL decays every lr; SimSiam's fixed predictor lr is
+        All follow the schedule (BYOL decays every lr; SimSiam's fixed predictor lr is
         SimSiam's rule, not BYOL's).
         """
-        return nonempty(param_group("encoder", (self.backbone, self.projector)),
-                        param_group("predictor", (self.predictor,)))
+        return (decay_groups("encoder", (self.backbone, self.projector))
+                + decay_groups("predictor", (self.predictor,)))
 
     @torch.no_grad()
     def on_step_end(self, step: int, total_steps: int) -> None:

@@ -52,14 +52,12 @@ def logit_scale_init(temperature: float) -> float:
 
 # The published settings of other sections (CLIP section 2.5; open_clip's training
 # defaults): AdamW (betas 0.9/0.98, eps 1e-6, weight decay 0.2 on weights only), the lr
-# given directly (not scaled by the batch), warm-up then cosine; the only augmentation a
-# random square crop of most of the image (open_clip: RandomResizedCrop scale 0.9-1).
+# given directly (not scaled by the batch), warm-up then cosine. Its views (a random crop
+# of 90-100% of the image, nothing else) are the "clip" recipe (simsiam.augment.recipes).
 PUBLISHED = {
     "optim.optimizer": "adamw", "optim.base_lr": 5e-4, "optim.lr_scaling": "none",
     "optim.weight_decay": 0.2, "optim.betas": [0.9, 0.98], "optim.eps": 1e-6,
     "optim.schedule": "step",
-    "augment.crop_scale": [0.9, 1.0], "augment.jitter_prob": 0.0,
-    "augment.grayscale_prob": 0.0, "augment.blur_prob": 0.0, "augment.flip_prob": 0.0,
 }
 
 

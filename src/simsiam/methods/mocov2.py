@@ -11,10 +11,18 @@ back-propagated into the query encoder only, then (``on_step_end``, after the op
 step) the key encoder takes its momentum update and the keys are enqueued. The key
 encoder starts as an exact copy of the query encoder.
 
-Not included: shuffling BN across devices (MoCo's "shuffle BN"); on one device the two
-encoders already see their views in separate forward passes. Under data parallelism
-BatchNorm is synchronised over the global batch (as in MoCo v3) and every process
-enqueues the keys of the whole global batch, so the queues stay identical.
+Shuffle BN (MoCo section 3.3: BN statistics computed on subsets of the batch, the keys'
+subsets different from the queries', so that a query cannot find its key through the
+batch statistics): on one device as the authors' CIFAR-10 demo emulates it
+(``colab/moco_cifar10_demo.ipynb``, "without which loses 4% at 800 epochs"): every
+BatchNorm2d of both encoders is a :class:`~simsiam.models.splitbn.SplitBatchNorm2d` with
+``bn_splits`` groups (8), and the key batch is shuffled before the key encoder and
+unshuffled after. Under data parallelism (torchrun) every BatchNorm is synchronised over
+the global batch instead (as MoCo v3 and SimSiam train; the split layers become
+SyncBatchNorm): the authors' cross-process shuffle needs per-process BN, which our
+data-parallel set-up replaces; with SyncBN the statistics of a batch of B images change
+by 1/B for any one sample, the leak shuffle BN closes at small per-GPU batches. Every
+process enqueues the keys of the whole global batch, so the queues stay identical.
 """
 
 from __future__ import annotations
@@ -29,14 +37,19 @@ from simsiam.errors import require
 from simsiam.methods.base import Method, RunShape, Traits, param_group, small_images, step_metrics
 from simsiam.methods.contrastive import check_two_views, info_nce
 from simsiam.methods.momentum import Queue, ema_update, momentum_copy
+from simsiam.models.heads import MLPHead
+from simsiam.models.splitbn import shuffle_batch, split_batchnorm
 
 
 @dataclass
 class MoCoV2Config:
-    """``model.mocov2`` (SIMSIAM.md section 6; MoCo v2: 2-layer MLP head 2048 -> 128, T = 0.2)."""
+    """``model.mocov2`` (SIMSIAM.md section 6; MoCo v2: 2-layer MLP head c -> c -> 128, T = 0.2;
+    facebookresearch/moco ``builder.py``: the hidden width is the backbone's, ``dim_mlp``)."""
 
     dim: int = 128  # output width of the head
-    hidden_dim: int = 2048  # hidden width of the head
+    hidden_dim: int | None = None  # hidden width of the head; None: the backbone's width c
+    shuffle_bn: bool = True  # split-batch BN + shuffled keys on one device (MoCo's demo)
+    bn_splits: int = 8  # BN groups per batch on one device (the demo's 8 "GPUs")
     temperature: float = 0.2
     momentum: float | None = None  # key encoder EMA; None: 0.99 for views <= 64 px, else 0.999
     queue_size: int | None = None  # negatives; None: 4,096 for views <= 64 px, else 65,536
@@ -50,25 +63,6 @@ def resolved_queue_size(settings: MoCoV2Config, image_size: int) -> int:
     return 4096 if small_images(image_size) else 65536
 
 
-class MocoHead(nn.Module):
-    """MoCo v2's MLP head: Linear(in, hidden) ReLU Linear(hidden, out), with biases, no BN.
-
-    Raises:
-        ValueError: a non-positive width.
-    """
-
-    def __init__(self, in_dim: int, hidden_dim: int = 2048, out_dim: int = 128) -> None:
-        super().__init__()
-        if min(in_dim, hidden_dim, out_dim) < 1:
-            raise ValueError(f"MocoHead needs positive widths, got in={in_dim} "
-                             f"hidden={hidden_dim} out={out_dim}")
-        self.layers = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True),
-                                    nn.Linear(hidden_dim, out_dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
-
-
 class MoCoV2(Method):
     """The MoCo v2 model.
 
@@ -77,11 +71,17 @@ class MoCoV2(Method):
             key side is a deep copy).
         feature_dim: c, the backbone's output width.
         dim: output width of the head (128).
-        hidden_dim: head hidden width (2048).
+        hidden_dim: head hidden width (None: c, as MoCo's ``dim_mlp``).
         queue_size: L, number of negatives (4096 on CIFAR, 65536 on ImageNet); must be a
             multiple of the batch size (checked at the first enqueue).
         momentum: m of the key encoder's EMA (0.99 on CIFAR, 0.999 on ImageNet).
         temperature: InfoNCE temperature (0.2).
+        bn_splits: shuffle BN on one device: every BatchNorm2d of the backbone becomes a
+            :class:`SplitBatchNorm2d` of this many groups and the keys' batch is shuffled
+            (see the module docstring); 1 switches it off.
+
+    The head is MoCo v2's (facebookresearch/moco ``builder.py``): Linear(c, hidden)
+    ReLU Linear(hidden, dim), with biases, no BN (:class:`MLPHead`).
 
     Attributes:
         backbone, head: the query encoder (trained).
@@ -95,17 +95,23 @@ class MoCoV2(Method):
     name = "mocov2"
     Settings = MoCoV2Config
     traits = Traits(negatives=True, momentum_encoder=True, queue=True)
-    published = {"optim.base_lr": 0.03}  # SGD lr 0.03 at batch 256
+
+    @classmethod
+    def published_optim(cls, image_size: int) -> dict:
+        """SGD with lr 0.03 at batch 256 (MoCo v2; momentum and weight decay the preset's)."""
+        return {"optim.base_lr": 0.03}
 
     def __init__(self, backbone: nn.Module, feature_dim: int, dim: int = 128,
-                 hidden_dim: int = 2048, queue_size: int = 65536, momentum: float = 0.999,
-                 temperature: float = 0.2) -> None:
+                 hidden_dim: int | None = None, queue_size: int = 65536,
+                 momentum: float = 0.999, temperature: float = 0.2, bn_splits: int = 1) -> None:
         super().__init__()
-        if temperature <= 0 or not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"MoCoV2 needs a temperature > 0 and a momentum in [0, 1], got "
-                             f"temperature={temperature} momentum={momentum}")
-        self.backbone = backbone
-        self.head = MocoHead(feature_dim, hidden_dim, dim)
+        if temperature <= 0 or not 0.0 <= momentum <= 1.0 or bn_splits < 1:
+            raise ValueError(f"MoCoV2 needs a temperature > 0, a momentum in [0, 1] and "
+                             f"bn_splits >= 1, got temperature={temperature} "
+                             f"momentum={momentum} bn_splits={bn_splits}")
+        self.bn_splits = bn_splits
+        self.backbone = split_batchnorm(backbone, bn_splits) if bn_splits > 1 else backbone
+        self.head = MLPHead([feature_dim, hidden_dim or feature_dim, dim], hidden_bn=False)
         self.key_backbone = momentum_copy(self.backbone)
         self.key_head = momentum_copy(self.head)
         self.queue = Queue(queue_size, dim)
@@ -124,15 +130,22 @@ class MoCoV2(Method):
             m = 0.99 if small_images(image_size) else 0.999
         return cls(backbone, feature_dim, dim=settings.dim, hidden_dim=settings.hidden_dim,
                    queue_size=resolved_queue_size(settings, image_size), momentum=m,
-                   temperature=settings.temperature)
+                   temperature=settings.temperature,
+                   bn_splits=settings.bn_splits if settings.shuffle_bn else 1)
 
     @classmethod
     def check(cls, settings: MoCoV2Config, run: RunShape, where: str) -> None:
         """Widths, temperature, momentum, and a queue that is a multiple of the batch."""
         s, k = settings, "model.mocov2."
-        for key in ("dim", "hidden_dim"):
-            require(getattr(s, key) > 0, where, k + key, getattr(s, key),
-                    "use a positive width")
+        require(s.dim > 0, where, k + "dim", s.dim, "use a positive width")
+        require(s.hidden_dim is None or s.hidden_dim > 0, where, k + "hidden_dim", s.hidden_dim,
+                "use a positive width or null (the backbone's width)")
+        require(s.bn_splits >= 1, where, k + "bn_splits", s.bn_splits,
+                "use 1 or more groups (8 in MoCo's CIFAR demo)")
+        require(not s.shuffle_bn or run.batch_size % s.bn_splits == 0, where,
+                k + "bn_splits", s.bn_splits,
+                f"shuffle BN splits the batch ({run.batch_size}) into equal groups: use a "
+                f"number of splits that divides it, or model.mocov2.shuffle_bn=false")
         require(s.temperature > 0, where, k + "temperature", s.temperature,
                 "use a positive temperature such as 0.2")
         require(s.momentum is None or 0 <= s.momentum <= 1, where, k + "momentum", s.momentum,
@@ -146,8 +159,16 @@ class MoCoV2(Method):
 
     @torch.no_grad()
     def keys(self, x: torch.Tensor) -> torch.Tensor:
-        """Keys of ``x``: the key encoder's l2-normalised output ``(B, dim)``, no graph."""
+        """Keys of ``x``: the key encoder's l2-normalised output ``(B, dim)``, no graph, in
+        the order of ``x``. With shuffle BN (training, one process) the key encoder sees
+        ``x`` shuffled, so its BN groups hold other images than the queries'."""
+        shuffle = self.bn_splits > 1 and self.training and world_size() == 1
+        if shuffle:
+            perm, inverse = shuffle_batch(x.shape[0], x.device)
+            x = x[perm]
         k = self.key_head(self.key_backbone(x))
+        if shuffle:
+            k = k[inverse]
         return nn.functional.normalize(k.float(), dim=1)
 
     def forward(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -2,7 +2,11 @@
 
 Source: SIMSIAM.md section 6 (SimCLR row); Chen et al. 2020, "A Simple Framework for
 Contrastive Learning of Visual Representations", section 2.1 and Appendix B.9 (CIFAR:
-temperature 0.5). The two views pass through the encoder in two separate forward passes,
+temperature 0.5, colour strength 0.5, no blur); google-research/simclr (the head: BN on
+every layer, the output BN without shift; LARS with lr 0.3 x batch/256, weight decay
+1e-6, 10 warm-up epochs on ImageNet; on CIFAR lr 1.0 x batch/256, weight decay 1e-4, its
+README's CIFAR-10 command; biases and BN parameters neither decayed nor adapted). The two
+views pass through the encoder in two separate forward passes,
 as in :class:`~simsiam.methods.simsiam.SimSiam`. Under data parallelism every process's
 anchors take the views of all processes as candidates (gathered with gradient), so the
 mean over processes is the loss of the global batch.
@@ -17,17 +21,22 @@ from torch import nn
 
 from simsiam.distributed.ops import gather_with_grad, rank, world_size
 from simsiam.errors import require
-from simsiam.methods.base import Method, RunShape, Traits, param_group, small_images, step_metrics
+from simsiam.methods.base import (
+    Method,
+    RunShape,
+    Traits,
+    decay_groups,
+    small_images,
+    step_metrics,
+)
 from simsiam.methods.contrastive import check_two_views, nt_xent
-from simsiam.models.heads import ProjectionHead
+from simsiam.models.heads import MLPHead
 
 
 @dataclass
 class SimCLRConfig:
-    """``model.simclr`` (SIMSIAM.md section 6; SimCLR section 2.1, Appendix B.9).
-
-    The paper's LARS at batch 4096 is not implemented: the preset's optimizer (SGD) is used.
-    """
+    """``model.simclr`` (SIMSIAM.md section 6; SimCLR section 2.1, Appendix B.9). Its
+    optimizer (LARS) is :meth:`SimCLR.published_optim`."""
 
     dim: int = 128  # output width of the projector
     hidden_dim: int | None = None  # projector hidden width; None: the backbone's width c
@@ -44,8 +53,11 @@ class SimCLR(Method):
         hidden_dim: projector hidden width (default c, as in SimCLR).
         temperature: NT-Xent temperature (0.5 on CIFAR, 0.1 at large batch on ImageNet).
 
-    The projector is Linear(c, hidden, bias=False) BN ReLU Linear(hidden, dim) with bias
-    (:class:`ProjectionHead` with ``num_layers=2, out_bn=False``).
+    The projector is SimCLR's (google-research/simclr ``model.py``, ``use_bn`` on every
+    layer): Linear(c, hidden, bias=False) BN ReLU Linear(hidden, dim, bias=False) BN with a
+    gain and no shift (TensorFlow's ``center=False``); :class:`MLPHead` with
+    ``out_bn="scale"``. Its output leaves a BN, so every dimension of z has zero batch
+    mean: the collapse guard watches its effective rank (``collapse_measure = "rank"``).
 
     Raises:
         ValueError: temperature <= 0 or a non-positive width.
@@ -54,6 +66,7 @@ class SimCLR(Method):
     name = "simclr"
     Settings = SimCLRConfig
     traits = Traits(negatives=True, momentum_encoder=False, queue=False)
+    collapse_measure = "rank"
 
     def __init__(self, backbone: nn.Module, feature_dim: int, dim: int = 128,
                  hidden_dim: int | None = None, temperature: float = 0.5) -> None:
@@ -61,10 +74,19 @@ class SimCLR(Method):
         if temperature <= 0:
             raise ValueError(f"SimCLR needs a temperature > 0, got {temperature}")
         self.backbone = backbone
-        self.projector = ProjectionHead(feature_dim, hidden_dim or feature_dim, dim,
-                                        num_layers=2, hidden_bn=True, out_bn=False)
+        self.projector = MLPHead([feature_dim, hidden_dim or feature_dim, dim],
+                                 hidden_bias=False, out_bias=False, out_bn="scale")
         self.dim = dim
         self.temperature = temperature
+
+    @classmethod
+    def published_optim(cls, image_size: int) -> dict:
+        """LARS with a per-step cosine after a 10-epoch warm-up (google-research/simclr):
+        on CIFAR-size views lr 1.0 x batch/256 and weight decay 1e-4 (its README's CIFAR-10
+        command; Appendix B.9), else 0.3 x batch/256 and 1e-6 (ImageNet)."""
+        lr, wd = (1.0, 1e-4) if small_images(image_size) else (0.3, 1e-6)
+        return {"optim.optimizer": "lars", "optim.base_lr": lr, "optim.weight_decay": wd,
+                "optim.warmup_epochs": 10, "optim.schedule": "step"}
 
     @classmethod
     def from_config(cls, settings: SimCLRConfig, backbone: nn.Module, feature_dim: int,
@@ -111,5 +133,7 @@ class SimCLR(Method):
         return loss, step_metrics(z1, h1)
 
     def param_groups(self) -> list[dict]:
-        """One group, ``encoder`` (backbone + projector), trainable parameters only."""
-        return [param_group("encoder", (self,))]
+        """``encoder`` (backbone + projector weights) and ``encoder_bias_bn`` (their biases
+        and BN parameters: no weight decay and, under LARS, no adaptation; SimCLR's
+        ``exclude_from_weight_decay``), trainable parameters only."""
+        return decay_groups("encoder", (self,))

@@ -8,8 +8,14 @@ from every crop), Appendix A (prototypes l2-normalised at each step, frozen duri
 first epoch; 3,000 prototypes on ImageNet; the feature queue for small batches, with
 3,840 rows from epoch 15 on ImageNet).
 
-Views of one size pass through the encoder together, so BN statistics are shared by
-the large views and by the small views (as in SwAV), not per view. Under data
+As in facebookresearch/swav (``src/resnet50.py``): views of one size pass through the
+backbone together, then the projection head runs once on the features of every crop,
+so the head's BN statistics are those of all crops together. The head is SwAV's:
+Linear(c, 2048) BN ReLU Linear(2048, 128), both Linear layers with a bias. Its optimizer
+is LARS as ``main_swav.py`` wraps it (apex LARC, trust 0.001, no clipping, every
+parameter adapted and decayed): base lr 4.8 at batch 4096 (0.3 x batch/256), weight decay
+1e-6, 10 warm-up epochs, cosine per step; SwAV's final lr (base / 1000) and warm-up start
+(0.3) are not modelled (our cosine ends at 0, the warm-up starts at 0). Under data
 parallelism the codes come from Sinkhorn over the global batch (SwAV's distributed
 Sinkhorn) and BatchNorm is synchronised.
 """
@@ -26,7 +32,7 @@ from simsiam.distributed.ops import gather_no_grad, shard_bounds, world_size
 from simsiam.errors import require
 from simsiam.methods.base import Method, RunShape, Traits, nonempty, param_group, step_metrics
 from simsiam.methods.contrastive import sinkhorn, swav_loss
-from simsiam.models.heads import ProjectionHead
+from simsiam.models.heads import MLPHead
 
 
 @dataclass
@@ -74,8 +80,9 @@ class SwAV(Method):
         queue_start_steps: the queue starts filling after this many optimizer steps (SwAV:
             15 epochs' worth on ImageNet) and is used from the step it is full.
 
-    The projector is Linear(c, hidden, bias=False) BN ReLU Linear(hidden, d); its output is
-    l2-normalised and scored against the prototypes ``Linear(d, K, bias=False)``, whose
+    The projector is Linear(c, hidden) BN ReLU Linear(hidden, d) (:class:`MLPHead`, biases
+    on both Linear layers, SwAV's); its output is l2-normalised and scored against the
+    prototypes ``Linear(d, K, bias=False)``, whose
     rows are l2-normalised in place (no_grad) at the start of every forward pass.
 
     Raises:
@@ -91,8 +98,9 @@ class SwAV(Method):
     Settings = SwAVConfig
     traits = Traits(negatives=False, momentum_encoder=False, queue=False)
     multi_crop = True
-    # Multi-crop: 2 large crops of area 0.14-1 and 6 small ones (SwAV's ImageNet recipe).
-    published = {"augment.crop_scale": [0.14, 1.0], "augment.small_crops": 6}
+    # Multi-crop: 2 large crops and 6 small ones (SwAV's ImageNet recipe; the large crops'
+    # area 0.14-1 is its view recipe, simsiam.augment.recipes).
+    published = {"augment.small_crops": 6}
 
     def __init__(self, backbone: nn.Module, feature_dim: int, dim: int = 128,
                  hidden_dim: int = 2048, num_prototypes: int = 3000, temperature: float = 0.1,
@@ -110,8 +118,7 @@ class SwAV(Method):
                              f"large_views={large_views} "
                              f"freeze_prototypes_steps={freeze_prototypes_steps}")
         self.backbone = backbone
-        self.projector = ProjectionHead(feature_dim, hidden_dim, dim, num_layers=2,
-                                        hidden_bn=True, out_bn=False)
+        self.projector = MLPHead([feature_dim, hidden_dim, dim])
         self.prototypes = nn.Linear(dim, num_prototypes, bias=False)
         self.dim = dim
         self.temperature, self.epsilon = temperature, epsilon
@@ -137,6 +144,13 @@ class SwAV(Method):
             # a loaded state (resume) replaces the buffers: read them again once
             self.register_load_state_dict_post_hook(
                 lambda module, _keys: setattr(module, "_queue_host", None))
+
+    @classmethod
+    def published_optim(cls, image_size: int) -> dict:
+        """LARS over every parameter (apex LARC in ``main_swav.py``), lr 0.3 x batch/256
+        (4.8 at 4,096), weight decay 1e-6, per-step cosine after 10 warm-up epochs."""
+        return {"optim.optimizer": "lars", "optim.base_lr": 0.3, "optim.weight_decay": 1e-6,
+                "optim.warmup_epochs": 10, "optim.schedule": "step"}
 
     @classmethod
     def from_config(cls, settings: SwAVConfig, backbone: nn.Module, feature_dim: int,
@@ -183,22 +197,20 @@ class SwAV(Method):
     def encode(self, views: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Projections of every view, ``(B, d)`` each, and the backbone output of view 1.
 
-        Consecutive views of one shape share a forward pass (concatenated on the batch).
+        Consecutive views of one shape share a backbone pass (concatenated on the batch);
+        the projector then runs once on the features of all views (SwAV's
+        ``forward_head`` on the concatenated output).
         """
-        zs: list[torch.Tensor] = []
-        h_first: torch.Tensor | None = None
+        feats: list[torch.Tensor] = []
         start = 0
         while start < len(views):
             end = start + 1
             while end < len(views) and views[end].shape == views[start].shape:
                 end += 1
-            h = self.backbone(torch.cat(views[start:end]))
-            if h_first is None:
-                h_first = h[: views[0].shape[0]]
-            zs.extend(self.projector(h).chunk(end - start))
+            feats.append(self.backbone(torch.cat(views[start:end])))
             start = end
-        assert h_first is not None
-        return zs, h_first
+        h = torch.cat(feats)
+        return list(self.projector(h).chunk(len(views))), h[: views[0].shape[0]]
 
     def forward(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Loss and metrics for ``views``: ``large_views`` large crops, then any small ones.

@@ -1,7 +1,7 @@
 """Backbones (torchvision ResNets, optional CIFAR stem) and MLP heads."""
 
 from simsiam.models.backbones import build_backbone, feature_dim, torchvision_resnet
-from simsiam.models.heads import PredictionHead, ProjectionHead
+from simsiam.models.heads import MLPHead, PredictionHead, ProjectionHead
 
-__all__ = ["build_backbone", "feature_dim", "torchvision_resnet", "ProjectionHead",
+__all__ = ["build_backbone", "feature_dim", "torchvision_resnet", "MLPHead", "ProjectionHead",
            "PredictionHead"]

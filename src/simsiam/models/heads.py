@@ -1,6 +1,8 @@
 """MLP heads: the projection MLP (projector) and the prediction MLP (predictor).
 
-Source: SIMSIAM.md section 2 (official SimSiam builder) and Appendix D of the paper.
+Source: SIMSIAM.md section 2 (official SimSiam builder) and Appendix D of the paper for
+SimSiam's :class:`ProjectionHead` and :class:`PredictionHead`; the comparison systems'
+heads are :class:`MLPHead`, layer for layer as in each author's code (its docstring).
 
 - Projector, ``num_layers`` Linear layers: every hidden Linear is bias-free and followed
   by BN and ReLU; the output Linear is followed by an affine-free BN. The output Linear's
@@ -95,3 +97,59 @@ class PredictionHead(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.layers(z)
+
+
+OUT_BN = ("none", "affine", "scale")
+
+
+class MLPHead(nn.Module):
+    """A comparison system's MLP head, layer for layer as its authors built it.
+
+    ``widths = [in, hidden..., out]``: every hidden Linear is followed by BatchNorm (when
+    ``hidden_bn``) and ReLU; the output Linear by nothing, or by a BatchNorm (``out_bn``):
+    ``"affine"`` (gain and shift) or ``"scale"`` (gain only: the shift is kept at 0 and
+    frozen, TensorFlow's ``BatchNormalization(center=False)``, SimCLR's output layer).
+
+    The heads this builds (ResNet-50 / ResNet-18 widths c = 2048 / 512):
+
+    - SimCLR (google-research/simclr ``model.py``: a Dense before BN has no bias; the
+      output BN has ``center=False``): ``[c, c, 128]``, ``hidden_bias=False``,
+      ``out_bias=False``, ``out_bn="scale"``.
+    - MoCo v2 (facebookresearch/moco ``builder.py``: hidden width = the backbone's,
+      biases, no BN): ``[c, c, 128]``, ``hidden_bn=False``.
+    - BYOL projector and predictor (deepmind-research ``byol/utils/networks.py``: Linear
+      with bias, BN, ReLU, Linear without bias): ``[c, 4096, 256]`` and ``[256, 4096,
+      256]``, ``hidden_bias=True``, ``out_bias=False``.
+    - SwAV (facebookresearch/swav ``src/resnet50.py``: PyTorch's default biases):
+      ``[c, 2048, 128]``, ``hidden_bias=True``, ``out_bias=True``.
+
+    Input ``(B, widths[0])`` float, output ``(B, widths[-1])``.
+
+    Raises:
+        ValueError: fewer than two widths, a non-positive width, or an ``out_bn`` other
+            than none / affine / scale.
+    """
+
+    def __init__(self, widths: list[int], hidden_bias: bool = True, hidden_bn: bool = True,
+                 out_bias: bool = True, out_bn: str = "none") -> None:
+        super().__init__()
+        if len(widths) < 2 or min(widths) < 1 or out_bn not in OUT_BN:
+            raise ValueError(f"MLPHead needs at least two positive widths and out_bn in "
+                             f"{OUT_BN}, got widths={widths} out_bn={out_bn!r}")
+        layers: list[nn.Module] = []
+        for a, b in zip(widths[:-2], widths[1:-1], strict=True):
+            layers.append(nn.Linear(a, b, bias=hidden_bias))
+            if hidden_bn:
+                layers.append(nn.BatchNorm1d(b))
+            layers.append(nn.ReLU(inplace=True))
+        layers.append(nn.Linear(widths[-2], widths[-1], bias=out_bias))
+        if out_bn != "none":
+            bn = nn.BatchNorm1d(widths[-1])
+            if out_bn == "scale":
+                bn.bias.requires_grad = False  # the shift stays 0 (center=False)
+            layers.append(bn)
+        self.layers = nn.Sequential(*layers)
+        self.out_dim = widths[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)

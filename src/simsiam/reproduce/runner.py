@@ -28,7 +28,7 @@ from typing import Any
 
 from simsiam.config import Config, config_differences, load_config
 from simsiam.errors import ConfigError, ConfigNotice
-from simsiam.reproduce.experiments import EXPERIMENTS, Experiment, Row
+from simsiam.reproduce.experiments import EXPERIMENTS, PAPER_EPOCHS, Experiment, Row
 from simsiam.train.logger import knn_records, read_metrics
 
 SCALES = ("cpu", "cifar10", "imagenet")
@@ -81,6 +81,9 @@ def row_config(exp: Experiment, row: Row, scale: str, data: str, out: Path,
     over |= {"data.source": data, "train.out": str(out / slug(row.label)),
              "train.epochs": n_epochs,  # kNN after every epoch, or at the end only
              "eval.knn_every": 1 if exp.knn_every_epoch else n_epochs}
+    if row.warmup_epochs is not None:  # the row's own warm-up (table3 (a))
+        over["optim.warmup_epochs"] = (row.warmup_epochs * n_epochs / PAPER_EPOCHS
+                                       if scale == "cpu" else float(row.warmup_epochs))
     return load_config(PRESETS[scale], over | row.overrides | (extra or {}))
 
 

@@ -7,6 +7,7 @@ is applied here (the group's weight decay becomes 0); ``fixed_lr`` is applied by
 schedule (:class:`simsiam.train.schedule.LrSchedule`).
 
 Source: SIMSIAM.md section 3 (SGD, momentum 0.9, weight decay on all parameters);
+LARS (You et al. 2017) as SimCLR, BYOL and SwAV ran it, from ``timm.optim.Lars``;
 AdamW (Loshchilov and Hutter 2019, decoupled weight decay) with CLIP's betas and eps
 (Radford et al. 2021, section 2.5 and Table 20: beta2 0.98, eps 1e-6) from
 ``optim.betas`` and ``optim.eps``.
@@ -42,9 +43,33 @@ def _adamw(groups: list[dict[str, Any]], optim: OptimConfig,
                              weight_decay=optim.weight_decay, fused=True)
 
 
+def _lars(groups: list[dict[str, Any]], optim: OptimConfig,
+          lr: float) -> torch.optim.Optimizer:
+    """LARS, ``timm.optim.Lars`` with trust coefficient 0.001 and no clipping: for each
+    parameter ``p`` with gradient ``g`` and its group's weight decay ``wd``, the step uses
+    ``(g + wd p) * 0.001 ||p|| / (||g|| + wd ||p|| + 1e-8)`` (unchanged where ``||p||`` or
+    ``||g||`` is 0), then momentum (``optim.momentum``) and the lr.
+
+    Which parameters adapt follows the groups' flags, as each author's code does: a
+    ``no_weight_decay`` group (SimCLR's and BYOL's biases and BN parameters,
+    :func:`simsiam.methods.base.decay_groups`) is neither decayed nor adapted (plain SGD
+    with momentum); every other group is always adapted (SwAV wraps SGD in apex's
+    ``LARC(trust_coefficient=0.001, clip=False)``, which adapts every parameter). The
+    trust ratio is apex LARC's ``||g|| + wd ||p||``; SimCLR's and BYOL's own LARS divide
+    by ``||g + wd p||`` instead, equal when ``g`` and ``p`` are aligned and close when
+    ``wd`` is small (1e-6 there)."""
+    from timm.optim import Lars
+
+    for g in groups:
+        g["always_adapt"] = not g["no_weight_decay"]
+    return Lars(groups, lr=lr, momentum=optim.momentum, weight_decay=optim.weight_decay,
+                trust_coeff=0.001, trust_clip=False)
+
+
 # name -> (groups, the optim section, initial lr) -> optimizer
 OPTIMIZERS: dict[str, Callable[[list[dict[str, Any]], Any, float], torch.optim.Optimizer]] = {
     "sgd": _sgd,
+    "lars": _lars,
     "adamw": _adamw,
 }
 

@@ -11,10 +11,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from simsiam.augment.views import blur_probability, normalization
+from simsiam.augment.recipes import resolve_views
+from simsiam.augment.views import normalization
 from simsiam.config import Config
 from simsiam.data.dataset import DataSplits
 from simsiam.distributed import BatchPlan
+
+
+def _recipe_words(a: Any) -> str:
+    """``recipe byol: crop area 0.08-1, blur p 1/0.1, solarize p 0/0.2`` (a resolved
+    augment section; the per-view pair only where the views differ)."""
+    def pair(one: float, two: float) -> str:
+        return f"{one:g}" if one == two else f"{one:g}/{two:g}"
+
+    words = f"recipe {a.recipe}: crop area {a.crop_scale[0]:g}-{a.crop_scale[1]:g}, " \
+            f"jitter {a.brightness:g}/{a.contrast:g}/{a.saturation:g}/{a.hue:g} p " \
+            f"{a.jitter_prob:g}, blur p {pair(a.blur_prob, a.view2_blur_prob)}"
+    if a.solarize_prob or a.view2_solarize_prob:
+        words += f", solarize p {pair(a.solarize_prob, a.view2_solarize_prob)}"
+    return words
 
 
 def _n(x: int) -> str:
@@ -93,8 +108,9 @@ def startup_summary(splits: DataSplits, cfg: Config, plan: BatchPlan, device: st
     if resumed_step is not None:
         head += f", resumed at step {resumed_step}"
     lines = [head] + _data_lines(splits, cfg) + [
-        f"  views     {d.image_size} px crops of images stored at {side} px, blur p = "
-        f"{blur_probability(a, d.image_size):g}, normalised with {stats} mean "
+        f"  views     {d.image_size} px crops of images stored at {side} px, "
+        f"{_recipe_words(resolve_views(a, d.image_size, cfg.method))}, normalised with "
+        f"{stats} mean "
         f"{tuple(round(x, 4) for x in mean)} std {tuple(round(x, 4) for x in std)}",
         f"  steps     {plan.steps_per_epoch} per epoch x {cfg.train.epochs} epochs = {total} "
         f"(batch {plan.global_batch}, {lr_rule(plan, cfg.optim.base_lr)}, warm-up {warm:g} "
