@@ -73,3 +73,26 @@ def test_clip_joins_a_comparison_only_on_data_with_captions(tmp_path):
     table = format_compare(rows, "cpu", 30)
     assert "| copy top-1 % | retrieval i2t R@10 % |" in table
     assert "| clip | yes | no | no | 100 | 80.0 | 15.0 | 2.0 min | - |" in table
+
+
+def test_compare_and_reproduce_take_set_overrides_for_every_run(tmp_path):
+    """``--set`` reaches every method's config, after its own published settings: the
+    cpu scale's SGD gives way to the authors' LARS with optim.method_optimizer=true."""
+    from simsiam.cli import build_parser
+    from simsiam.reproduce.cli import _extra
+    from simsiam.reproduce.compare import method_config
+
+    args = build_parser().parse_args(["compare", "--budget", "3", "--device", "cpu", "--set",
+                                      "optim.method_optimizer=true"])
+    extra = _extra(args)
+    assert extra == {"optim.method_optimizer": True, "train.device": "cpu"}
+    held = method_config("byol", 3, "cpu", "x", tmp_path)
+    from simsiam.errors import ConfigNotice
+
+    with pytest.warns(ConfigNotice, match="byol's published warm-up"):  # 10 of 3 epochs
+        authors = method_config("byol", 3, "cpu", "x", tmp_path, extra)
+    assert (held.optim.optimizer, held.optim.base_lr) == ("sgd", 0.8)
+    assert (authors.optim.optimizer, authors.optim.base_lr) == ("lars", 0.2)
+    assert authors.augment.view2_solarize_prob == 0.2  # its views either way
+    args = build_parser().parse_args(["reproduce", "table3", "--set", "train.seed=3"])
+    assert _extra(args) == {"train.seed": 3}

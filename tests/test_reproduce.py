@@ -55,8 +55,13 @@ def test_rows_carry_the_papers_settings(tmp_path):
     # table3 (a): the paper's 10-epoch warm-up of its 100-epoch run; a tenth at the cpu scale
     assert cfg("table3", "(a) none", "imagenet").optim.warmup_epochs == 10
     assert cfg("table3", "(a) none", "cifar10").optim.warmup_epochs == 10
-    none_cpu = cfg("table3", "(a) none")
-    assert none_cpu.optim.warmup_epochs == pytest.approx(0.1 * none_cpu.train.epochs)
+    # cpu: a tenth of 3 epochs is shorter than the demo preset's 1-epoch warm-up: kept
+    assert cfg("table3", "(a) none").optim.warmup_epochs == 1
+    from dataclasses import replace
+
+    long_cpu = replace(EXPERIMENTS["table3"], cpu_epochs=50)  # a tenth of 50 epochs: 5
+    assert row_config(long_cpu, long_cpu.rows[0], "cpu", "x", tmp_path).optim \
+        .warmup_epochs == 5
     assert cfg("table3", "(c) default").optim.warmup_epochs == 1  # the cpu preset's
     with pytest.raises(ConfigError, match="scale"):
         row_config(EXPERIMENTS["fig2"], EXPERIMENTS["fig2"].rows[0], "laptop", "x", tmp_path)

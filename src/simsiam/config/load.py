@@ -129,6 +129,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         except OmegaConfBaseException as exc:
             raise _wrap(exc, where, str(loaded.get("method") or "simsiam")) from exc
     method = overrides.get("method")
+    warmup_from = "from the file"
     if method in METHODS and method != schema.get("method"):
         cls = METHODS[method]
         published = dict(cls.published)
@@ -137,6 +138,8 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
                                                                 schema.data.image_size)))
         for key, value in published.items():
             OmegaConf.update(schema, key, value, merge=True, force_add=False)
+        if "optim.warmup_epochs" in published:
+            warmup_from = f"{method}'s published warm-up"
     effective = str(method or schema.get("method"))
     for key, value in overrides.items():
         try:
@@ -144,7 +147,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         except OmegaConfBaseException as exc:
             raise _wrap(exc, f"override {key}={value!r}", effective) from exc
     cfg: Config = OmegaConf.to_object(schema)  # type: ignore[assignment]
-    fit_warmup(cfg, where, explicit="optim.warmup_epochs" in overrides)
+    fit_warmup(cfg, where, explicit="optim.warmup_epochs" in overrides, source=warmup_from)
     resolve_image_init(cfg, where)
     _caption_table_for(cfg, where)
     _resolve_views(cfg, where)
@@ -260,12 +263,12 @@ def auto_warmup_epochs(batch_size: int) -> int:
     return 10 if batch_size >= 1024 else 0
 
 
-def fit_warmup(cfg: Config, where: str, explicit: bool) -> None:
+def fit_warmup(cfg: Config, where: str, explicit: bool, source: str = "from the file") -> None:
     """Resolve a null ``optim.warmup_epochs`` by :func:`auto_warmup_epochs`; shorten a
     warm-up that is not ``explicit`` and leaves no epoch of the run after it to half the run,
-    with a :class:`~simsiam.errors.ConfigNotice` (see :func:`load_config`)."""
+    with a :class:`~simsiam.errors.ConfigNotice` (see :func:`load_config`) that names
+    ``source``, where the warm-up came from (the file, or a method's published settings)."""
     o, epochs = cfg.optim, cfg.train.epochs
-    source = "from the file"
     if o.warmup_epochs is None:
         o.warmup_epochs = float(auto_warmup_epochs(cfg.train.batch_size))
         source = "the paper's rule for batches of 1024 or more"

@@ -20,7 +20,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         raise ConfigError("--scale imagenet needs --data: an ImageNet folder with train/ and "
                           "val/ inside")
     data = _default_data(args.data)
-    extra = {"train.device": args.device} if args.device else {}
+    extra = _extra(args)
     results = run_experiment(args.experiment, args.scale, data, args.out,
                              overwrite=args.overwrite, progress=not args.no_progress,
                              linear=not args.no_linear, extra=extra)
@@ -42,7 +42,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     data = _default_data(args.data)
     methods = ([m.strip() for m in args.methods.split(",") if m.strip()] if args.methods
                else default_methods(data))
-    extra = {"train.device": args.device} if args.device else {}
+    extra = _extra(args)
     rows = run_compare(methods, args.budget, args.scale, data, args.out,
                        overwrite=args.overwrite, progress=not args.no_progress,
                        linear=not args.no_linear, extra=extra)
@@ -50,6 +50,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
     out = Path(args.out)
     print(f"compare: table {out / 'compare.md'}, plot {out / 'compare.png'}")
     return 0
+
+
+def _extra(args: argparse.Namespace) -> dict:
+    """``--device`` and ``--set`` as overrides applied to every run, after the scale's
+    preset and the row's or method's own settings."""
+    from simsiam.cli import _parse_set
+
+    extra = _parse_set(args.set or [])
+    if args.device:
+        extra["train.device"] = args.device
+    return extra
 
 
 def _add_grid_flags(p: argparse.ArgumentParser, out: str, out_help: str) -> None:
@@ -61,6 +72,9 @@ def _add_grid_flags(p: argparse.ArgumentParser, out: str, out_help: str) -> None
                    help="replace run directories holding another or unfinished run")
     p.add_argument("--no-linear", action="store_true", help="skip the linear probe per run")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="a config override for every run (repeatable), e.g. --set "
+                   "optim.method_optimizer=true")
 
 
 def add_compare_parser(sub) -> None:

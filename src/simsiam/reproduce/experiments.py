@@ -11,7 +11,8 @@ Notes on rows:
 - table3 rows switch BN at (projector hidden, projector output, predictor hidden,
   predictor output); "default" is on/on/on/off. Row (a), no BN anywhere, trains with a
   10-epoch warm-up (paper section 4.4: "10-epoch warmup [14] is used specifically for
-  this entry"), at the cpu scale the same tenth of the run.
+  this entry"); at the cpu scale a tenth of the run, or the preset's warm-up where that
+  is longer (the demo preset's 1 epoch of 3: every row there has a warm-up).
 - symmetry "asymmetric 2x" doubles the number of steps (SIMSIAM.md: "asymmetric with
   2x steps"), i.e. twice the epochs of the other rows.
 - table2 (batch size) keeps base_lr and scales lr = base_lr x batch / 256; batches of
@@ -36,7 +37,7 @@ class Row:
     epochs_factor: float = 1.0  # x the scale's epochs (2 for "asymmetric 2x")
     cpu: bool = True  # also run at the cpu scale (large batches are skipped there)
     # the paper's warm-up for this row, in epochs of its 100-epoch run (None: the preset's);
-    # at the cpu scale the same fraction of the row's epochs
+    # at the cpu scale the same fraction of the row's epochs, or the preset's if longer
     warmup_epochs: float | None = None
 
 

@@ -81,9 +81,11 @@ def row_config(exp: Experiment, row: Row, scale: str, data: str, out: Path,
     over |= {"data.source": data, "train.out": str(out / slug(row.label)),
              "train.epochs": n_epochs,  # kNN after every epoch, or at the end only
              "eval.knn_every": 1 if exp.knn_every_epoch else n_epochs}
-    if row.warmup_epochs is not None:  # the row's own warm-up (table3 (a))
-        over["optim.warmup_epochs"] = (row.warmup_epochs * n_epochs / PAPER_EPOCHS
-                                       if scale == "cpu" else float(row.warmup_epochs))
+    if row.warmup_epochs is not None:  # the row's own warm-up (table3 (a)); at the cpu
+        # scale the same fraction of the run, unless the preset's warm-up is longer already
+        over["optim.warmup_epochs"] = (
+            max(base.optim.warmup_epochs or 0.0, row.warmup_epochs * n_epochs / PAPER_EPOCHS)
+            if scale == "cpu" else float(row.warmup_epochs))
     return load_config(PRESETS[scale], over | row.overrides | (extra or {}))
 
 

@@ -113,7 +113,8 @@ def startup_summary(splits: DataSplits, cfg: Config, plan: BatchPlan, device: st
         f"{stats} mean "
         f"{tuple(round(x, 4) for x in mean)} std {tuple(round(x, 4) for x in std)}",
         f"  steps     {plan.steps_per_epoch} per epoch x {cfg.train.epochs} epochs = {total} "
-        f"(batch {plan.global_batch}, {lr_rule(plan, cfg.optim.base_lr)}, warm-up {warm:g} "
+        f"(batch {plan.global_batch}, {cfg.optim.optimizer} "
+        f"{lr_rule(plan, cfg.optim.base_lr)}, wd {cfg.optim.weight_decay:g}, warm-up {warm:g} "
         f"epoch{'' if warm == 1 else 's'})",
         f"  device    {device}, {'bfloat16 autocast' if bf16 else 'float32'}, "
         f"{plan.world_size} process{'es' if plan.world_size > 1 else ''}",
