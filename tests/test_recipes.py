@@ -179,3 +179,48 @@ def test_a_config_yaml_from_before_recipes_keeps_simsiams_views(tmp_path):
     assert a.recipe == "simsiam" and a.saturation == 0.4
     assert (a.blur_prob, a.view2_blur_prob, a.solarize_prob, a.view2_solarize_prob) == \
         (0.5, 0.5, 0.0, 0.0)
+
+
+def test_a_method_switch_on_a_runs_config_gives_the_new_method_its_recipe(tmp_path):
+    """A run's config.yaml records every view value (recipe byol); --method swav on it
+    takes SwAV's recipe for the values that were BYOL's, and keeps one the user changed."""
+    import warnings
+
+    from simsiam.config import config_to_yaml
+    from simsiam.errors import ConfigNotice
+
+    run = tmp_path / "config.yaml"
+    run.write_text(config_to_yaml(load_config("demo-cpu", {"method": "byol",
+                                                           "augment.hue": 0.05})))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConfigNotice)
+        a = load_config(run, {"method": "swav"}).augment
+    assert a.recipe == "swav" and a.crop_scale == [0.14, 1.0] and a.saturation == 0.8
+    assert (a.solarize_prob, a.view2_solarize_prob) == (0.0, 0.0)
+    assert a.hue == 0.05 and a.small_crops == 6  # the user's value; SwAV's crops
+    # a recipe chosen apart from the method stays on a switch
+    run.write_text(config_to_yaml(load_config("demo-cpu", {"method": "byol",
+                                                           "augment.recipe": "simclr"})))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConfigNotice)
+        assert load_config(run, {"method": "mocov2"}).augment.recipe == "simclr"
+
+
+def test_the_cpu_preset_says_which_published_optimizer_it_holds_back():
+    from simsiam.errors import ConfigNotice
+
+    with pytest.warns(ConfigNotice, match=r"byol's published optimizer settings \(optimizer "
+                                          r"lars, base_lr 0.2.*method_optimizer=true"):
+        load_config("demo-cpu", {"method": "byol"})
+
+
+def test_the_startup_views_line_names_the_recipe_per_view_and_small_crops():
+    from simsiam.train.summary import _recipe_words
+
+    byol = resolve_views(AugmentConfig(), 224, "byol")
+    words = _recipe_words(byol, 224)
+    assert words == ("recipe byol: crop area 0.08-1, jitter 0.4/0.4/0.2/0.1 p 0.8, blur p "
+                     "1/0.1 (views 1/2), solarize p 0/0.2 (views 1/2)")
+    swav = resolve_views(AugmentConfig(small_crops=6), 32, "swav")
+    assert _recipe_words(swav, 32).endswith(", blur p 0, + 6 small crops of 14 px, area "
+                                            "0.05-0.14")

@@ -58,9 +58,10 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=tuple(METHODS), help="simsiam (default) or a "
-                   "comparison method: its settings are model.METHOD.*, and the settings its "
-                   "authors used in other sections (e.g. MoCo v2's lr) replace the preset's; "
-                   "--set still wins")
+                   "comparison method: its settings are model.METHOD.*, its views its authors' "
+                   "recipe (augment.recipe auto), and the settings its authors used in other "
+                   "sections (SwAV's crops; LARS, MoCo v2's lr, except on the cpu presets: "
+                   "optim.method_optimizer) replace the preset's; --set still wins")
     p.add_argument("--data", help="a folder of images: flat (unlabelled: label-free signals "
                    "only) or one subfolder per class (labels feed the kNN monitor and probe "
                    "only, never training); with train/ and test/ (or val/) those are the "

@@ -58,7 +58,9 @@ def _wrap(exc: OmegaConfBaseException, where: str, method: str = "simsiam") -> C
         if key in legacy.LEGACY_KEYS:
             return ConfigError(f"{where}: config key '{key}' is not a setting of method "
                                f"{method!r} (its settings are model.{method}.*)")
-        return ConfigError(f"{where}: unknown config key '{key}': {msg.rstrip('.')}. Check "
+        said = msg.rstrip(".")
+        said += "" if said.endswith("?") else "."
+        return ConfigError(f"{where}: unknown config key '{key}': {said} Check "
                            "the spelling against the presets in configs/ (every key is in "
                            "src/simsiam/config/schema.py and the methods' Settings)")
     return ConfigError(f"{where}: bad value for '{key}': {msg}. Give a value of the key's "
@@ -132,10 +134,19 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     warmup_from = "from the file"
     if method in METHODS and method != schema.get("method"):
         cls = METHODS[method]
+        _release_recipe(schema)
         published = dict(cls.published)
+        own_optim = cls.published_optim(int(overrides.get("data.image_size",
+                                                          schema.data.image_size)))
         if overrides.get("optim.method_optimizer", schema.optim.method_optimizer):
-            published |= cls.published_optim(int(overrides.get("data.image_size",
-                                                                schema.data.image_size)))
+            published |= own_optim
+        elif own_optim:
+            said = ", ".join(f"{k.split('.')[-1]} {v}" for k, v in own_optim.items())
+            warnings.warn(ConfigNotice(
+                f"{where}: {method}'s published optimizer settings ({said}) are not applied: "
+                "this file holds its optimizer for every method (optim.method_optimizer: "
+                "false, a short CPU preset); --set optim.method_optimizer=true applies them"),
+                stacklevel=2)
         for key, value in published.items():
             OmegaConf.update(schema, key, value, merge=True, force_add=False)
         if "optim.warmup_epochs" in published:
@@ -169,6 +180,26 @@ def _resolve_views(cfg: Config, where: str) -> None:
         raise ConfigError(f"{where}: augment.recipe = {cfg.augment.recipe!r} is unknown: "
                           f"choose auto (the method's own) or one of {tuple(RECIPES)}")
     cfg.augment = resolve_views(cfg.augment, cfg.data.image_size, cfg.method)
+
+
+def _release_recipe(schema: DictConfig) -> None:
+    """Before a ``--method`` switch: the file's view values that are its own method's
+    recipe (a run's config.yaml records them all, with ``augment.recipe`` naming it) go
+    back to null, so the new method's recipe fills them; values the file sets apart from
+    that recipe, and a recipe the file chose for another method, stay."""
+    from simsiam.augment.recipes import RECIPE_KEYS, RECIPES, recipe_values
+
+    aug, old = schema.augment, str(schema.get("method"))
+    if aug.recipe not in ("auto", old) or old not in RECIPES:
+        return
+    own = recipe_values(old, int(schema.data.image_size))
+    for key in RECIPE_KEYS:
+        value = getattr(own, key)
+        given = aug.get(key)
+        if given is not None and (list(given) if key == "crop_scale" else given) == \
+                (list(value) if key == "crop_scale" else value):
+            aug[key] = None
+    aug.recipe = "auto"
 
 
 def _caption_table_for(cfg: Config, where: str) -> None:

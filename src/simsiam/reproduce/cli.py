@@ -74,7 +74,8 @@ def _add_grid_flags(p: argparse.ArgumentParser, out: str, out_help: str) -> None
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="a config override for every run (repeatable), e.g. --set "
-                   "optim.method_optimizer=true")
+                   "train.seed=1 (compare: --set optim.method_optimizer=true gives each "
+                   "method its authors' optimizer at the cpu scale)")
 
 
 def add_compare_parser(sub) -> None:

@@ -159,6 +159,11 @@ def run_compare(methods: list[str], budget: int, scale: str = "cpu", data: str =
     return rows
 
 
+def _minutes(seconds: float) -> str:
+    """``1.3 min``, or ``42 s`` under a minute."""
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
 def format_compare(rows: list[CompareRow], scale: str, budget: int) -> str:
     """The comparison as a Markdown table (the seed's columns)."""
     def yn(v: bool) -> str:
@@ -177,7 +182,7 @@ def format_compare(rows: list[CompareRow], scale: str, budget: int) -> str:
                    else f"{f(r.copy_top1, '.1f')} | {f(r.retrieval_i2t_r10, '.1f')}")
         lines.append(f"| {r.method} | {yn(r.negatives)} | {yn(r.momentum_encoder)} | "
                      f"{yn(r.queue)} | {r.batch_size} | {figures} | "
-                     f"{r.train_seconds / 60:.1f} min | {f(r.peak_mem_mib, '.0f')} |")
+                     f"{_minutes(r.train_seconds)} | {f(r.peak_mem_mib, '.0f')} |")
     return "\n".join(lines) + "\n"
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from simsiam.augment.multicrop import small_crop_size
 from simsiam.augment.recipes import resolve_views
 from simsiam.augment.views import normalization
 from simsiam.config import Config
@@ -18,17 +19,22 @@ from simsiam.data.dataset import DataSplits
 from simsiam.distributed import BatchPlan
 
 
-def _recipe_words(a: Any) -> str:
-    """``recipe byol: crop area 0.08-1, blur p 1/0.1, solarize p 0/0.2`` (a resolved
-    augment section; the per-view pair only where the views differ)."""
+def _recipe_words(a: Any, image_size: int) -> str:
+    """``recipe byol: crop area 0.08-1, jitter ..., blur p 1/0.1 (views 1/2), solarize p
+    0/0.2 (views 1/2)`` (a resolved augment section; a per-view pair only where the views
+    differ; SwAV's small crops when there are any)."""
     def pair(one: float, two: float) -> str:
-        return f"{one:g}" if one == two else f"{one:g}/{two:g}"
+        return f"{one:g}" if one == two else f"{one:g}/{two:g} (views 1/2)"
 
     words = f"recipe {a.recipe}: crop area {a.crop_scale[0]:g}-{a.crop_scale[1]:g}, " \
             f"jitter {a.brightness:g}/{a.contrast:g}/{a.saturation:g}/{a.hue:g} p " \
             f"{a.jitter_prob:g}, blur p {pair(a.blur_prob, a.view2_blur_prob)}"
     if a.solarize_prob or a.view2_solarize_prob:
         words += f", solarize p {pair(a.solarize_prob, a.view2_solarize_prob)}"
+    if a.small_crops:
+        side = small_crop_size(image_size, a.small_size)
+        words += (f", + {a.small_crops} small crops of {side} px, area "
+                  f"{a.small_crop_scale[0]:g}-{a.small_crop_scale[1]:g}")
     return words
 
 
@@ -108,9 +114,9 @@ def startup_summary(splits: DataSplits, cfg: Config, plan: BatchPlan, device: st
     if resumed_step is not None:
         head += f", resumed at step {resumed_step}"
     lines = [head] + _data_lines(splits, cfg) + [
-        f"  views     {d.image_size} px crops of images stored at {side} px, "
-        f"{_recipe_words(resolve_views(a, d.image_size, cfg.method))}, normalised with "
-        f"{stats} mean "
+        f"  views     {d.image_size} px crops of images stored at {side} px ({a.backend}), "
+        f"{_recipe_words(resolve_views(a, d.image_size, cfg.method), d.image_size)}, "
+        f"normalised with {stats} mean "
         f"{tuple(round(x, 4) for x in mean)} std {tuple(round(x, 4) for x in std)}",
         f"  steps     {plan.steps_per_epoch} per epoch x {cfg.train.epochs} epochs = {total} "
         f"(batch {plan.global_batch}, {cfg.optim.optimizer} "
