@@ -73,3 +73,51 @@ def test_infer_arch():
     for name in ("resnet18", "resnet34", "resnet50"):
         for stem in ("imagenet", "cifar"):
             assert infer_arch(build_backbone(name, stem).state_dict()) == (name, stem)
+
+
+@pytest.mark.parametrize("method", ["simsiam", "simclr", "mocov2", "byol", "swav"])
+def test_every_methods_training_checkpoint_gives_its_online_backbone(tmp_path, method):
+    """A run's last.pt holds the method's other parts (BYOL's target network, MoCo's key
+    encoder, head and queue, SwAV's prototypes and queue): the method that owns them
+    names them, the online backbone loads, and a truly unknown key is still named."""
+    from simsiam.config import ModelConfig
+    from simsiam.eval.loading import extract_backbone_state
+    from simsiam.methods import build_method
+
+    torch.manual_seed(0)
+    model = build_method(method, ModelConfig("resnet18", stem="cifar"), 32, 10)
+    if method == "swav":  # with its feature queue buffers too
+        from simsiam.methods import SwAV
+
+        model = SwAV(build_backbone("resnet18", "cifar"), 512, queue_length=64)
+    import warnings
+
+    from simsiam.config import config_to_dict, load_config
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        config = config_to_dict(load_config("demo-cpu", {"method": method}))
+    ckpt = {"format": 2, "config": config, "model": model.state_dict()}
+    state = extract_backbone_state(ckpt, "last.pt")
+    expected = {k: v for k, v in model.backbone.state_dict().items() if not k.startswith("fc.")}
+    assert state.keys() == expected.keys()
+    assert all(torch.equal(state[k], expected[k]) for k in expected)
+    path = tmp_path / "last.pt"
+    torch.save(ckpt, path)
+    backbone, info = load_backbone_for_eval(path)
+    assert (info["arch"], info["image_size"]) == ("resnet18", 32)
+    ckpt["model"]["foo.bar"] = torch.zeros(1)
+    with pytest.raises(CheckpointError, match="foo.bar"):
+        extract_backbone_state(ckpt, "last.pt")
+
+
+def test_a_part_is_known_only_to_the_method_that_owns_it():
+    """MoCo's key encoder in a checkpoint that says it is SimSiam's is not recognised."""
+    from simsiam.eval.loading import extract_backbone_state
+
+    net = build_backbone("resnet18", "cifar")
+    state = {f"backbone.{k}": v for k, v in net.state_dict().items()}
+    state["key_backbone.conv1.weight"] = net.conv1.weight
+    with pytest.raises(CheckpointError, match="key_backbone.conv1.weight"):
+        extract_backbone_state({"config": {"method": "simsiam"}, "model": state})
+    assert extract_backbone_state({"config": {"method": "mocov2"}, "model": state})

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from simsiam import cliflags
 from simsiam.config import Config, load_config
 from simsiam.distributed.context import launched_as_main, launcher
 from simsiam.errors import CollapseError, ConfigError, ConfigNotice, DataWarning, SimSiamError
@@ -68,12 +69,13 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
                    "splits, else a seeded 10%% (data.holdout_fraction) is held out for the "
                    "monitor. Or cifar10 / cifar100 (torchvision's download)")
     p.add_argument("--out", help="run directory (default from the config)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--per-class", type=int, help="at most N training images per class (a "
+    p.add_argument("--epochs", type=cliflags.EPOCHS)
+    p.add_argument("--batch-size", type=cliflags.BATCH)
+    p.add_argument("--per-class", type=cliflags.PER_CLASS,
+                   help="at most N training images per class (a "
                    "flat folder is one class; a preset's cap that leaves images out warns)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=cliflags.SEED)
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--stop-on-collapse", action="store_true",
                    help="stop when the collapse guard fires (the last checkpoint is kept)")
@@ -81,7 +83,7 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strict", action="store_true",
                    help="stop on the first image file that cannot be decoded (default: skip "
                    "such files with a warning naming each)")
-    p.add_argument("--stop-after-epoch", type=int, metavar="N",
+    p.add_argument("--stop-after-epoch", type=cliflags.POSITIVE_INT, metavar="N",
                    help="save and stop after epoch N of the schedule (continue with --resume)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars: one line "
                    "per epoch (loss, the monitor's figures, seconds) instead")
@@ -275,16 +277,17 @@ def build_parser() -> argparse.ArgumentParser:
                        "full training step; peak memory; MFU on GPU")
     p.add_argument("--config", help="preset (default configs/demo-cpu.yaml)")
     _add_run_flags(p)
-    p.add_argument("--steps", type=int, default=5, help="steps per timed window")
-    p.add_argument("--windows", type=int, default=5, help="timed windows (median reported)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
-    p.add_argument("--synthetic", type=int, default=0, metavar="N",
+    p.add_argument("--steps", type=cliflags.POSITIVE_INT, default=5, help="steps per timed window")
+    p.add_argument("--windows", type=cliflags.POSITIVE_INT, default=5,
+                   help="timed windows (median reported)")
+    p.add_argument("--warmup", type=cliflags.COUNT, default=3, help="untimed steps first")
+    p.add_argument("--synthetic", type=cliflags.COUNT, default=0, metavar="N",
                    help="N random images of the view size instead of --data")
     p.set_defaults(func=cmd_bench)
     add_eval_parsers(sub)
     p = sub.add_parser("report", help="PNG plots and a markdown summary of a run")
     p.add_argument("run", help="run directory")
-    p.add_argument("--points", type=int, default=2000,
+    p.add_argument("--points", type=cliflags.COUNT, default=2000,
                    help="held-out images in the t-SNE map (0: no map)")
     p.set_defaults(func=cmd_report)
     from simsiam.reproduce.cli import add_compare_parser

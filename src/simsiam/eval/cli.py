@@ -12,6 +12,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+from simsiam import cliflags
 from simsiam.config import load_config
 from simsiam.distributed.context import launched_as_main, world_size
 from simsiam.errors import ConfigError, SimSiamError
@@ -194,16 +195,20 @@ def _add_eval_flags(p: argparse.ArgumentParser) -> None:
                    "RUN/checkpoints/last.pt, a torchvision or an official SimSiam checkpoint")
     p.add_argument("--data", required=True, help="image folder (with train/ and test/, or "
                    "split by the run's seed), or cifar10 / cifar100")
-    p.add_argument("--per-class", type=int, help="at most N training images per class")
-    p.add_argument("--test-per-class", type=int, help="at most N held-out images per class")
-    p.add_argument("--seed", type=int, help="seed of the held-out split for folders without "
+    p.add_argument("--per-class", type=cliflags.PER_CLASS,
+                   help="at most N training images per class")
+    p.add_argument("--test-per-class", type=cliflags.TEST_PER_CLASS,
+                   help="at most N held-out images per class")
+    p.add_argument("--seed", type=cliflags.SEED,
+                   help="seed of the held-out split for folders without "
                    "test/ (default: the run's seed)")
     _add_input_flags(p)
 
 
 def _add_input_flags(p: argparse.ArgumentParser) -> None:
     """How images reach the backbone, and where: shared by every evaluation command."""
-    p.add_argument("--image-size", type=int, help="input side in pixels (default: the run's; "
+    p.add_argument("--image-size", type=cliflags.IMAGE_SIZE,
+                   help="input side in pixels (default: the run's; "
                    "for files without simsiam metadata 32 for a 3x3 stem, else 224)")
     p.add_argument("--normalize", choices=("auto", "cifar10", "imagenet"),
                    help="input normalisation (default: the run's, as for --image-size)")
@@ -216,8 +221,9 @@ def add_eval_parsers(sub) -> None:
     subparsers."""
     p = sub.add_parser("knn", help="kNN top-1 of a checkpoint or exported backbone")
     _add_eval_flags(p)
-    p.add_argument("--k", type=int, default=200)
-    p.add_argument("--t", type=float, default=0.1, help="temperature T")
+    p.add_argument("--k", type=cliflags.KNN_K, default=200,
+                   help="neighbours (default 200; capped at the number of training images)")
+    p.add_argument("--t", type=cliflags.KNN_T, default=0.1, help="temperature T")
     p.set_defaults(func=cmd_knn)
     p = sub.add_parser("linear", help="linear probe on a frozen backbone")
     _add_eval_flags(p)
@@ -228,9 +234,12 @@ def add_eval_parsers(sub) -> None:
                    "epochs, wd 0 (both on augmented images through the frozen backbone, "
                    "per-epoch cosine lr, as main_lincls.py). Every protocol evaluates after "
                    "each epoch: top1/top5 are the last epoch's, best_top1 the best epoch's")
-    p.add_argument("--epochs", type=int, help="default: the protocol's (fast: 100)")
-    p.add_argument("--batch-size", type=int, help="default: the protocol's (fast: 256)")
-    p.add_argument("--lr", type=float, help="fast protocol only: base lr x batch/256 "
+    p.add_argument("--epochs", type=cliflags.POSITIVE_INT,
+                   help="default: the protocol's (fast: 100)")
+    p.add_argument("--batch-size", type=cliflags.LINEAR_BATCH,
+                   help="default: the protocol's (fast: 256)")
+    p.add_argument("--lr", type=cliflags.POSITIVE_FLOAT,
+                   help="fast protocol only: base lr x batch/256 "
                    "(default 0.1)")
     p.add_argument("--out", help="result folder (default: RUN/linear)")
     p.add_argument("--overwrite", action="store_true", help="replace a result in --out")

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from simsiam import cliflags
 from simsiam.distributed.context import resolve_device
 from simsiam.errors import CheckpointError, SimSiamError
 
@@ -239,7 +240,8 @@ def add_clip_parsers(sub) -> None:
         p.add_argument("--checkpoint", required=True, help="a CLIP run directory, its "
                        "backbone.safetensors / backbone_init.safetensors (the text tower "
                        "file beside it is read too) or its checkpoints/last.pt")
-        p.add_argument("--image-size", type=int, help="input side (default: the run's)")
+        p.add_argument("--image-size", type=cliflags.IMAGE_SIZE,
+                       help="input side (default: the run's)")
         p.add_argument("--normalize", choices=("auto", "cifar10", "imagenet"),
                        help="input normalisation (default: the run's)")
         p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -253,8 +255,8 @@ def add_clip_parsers(sub) -> None:
     p.add_argument("--split", choices=("test", "all"), default="test", help="test: the "
                    "held-out images, split by image with the run's seed (default); all: every "
                    "image of --data")
-    p.add_argument("--holdout-fraction", type=float, help="default: the run's")
-    p.add_argument("--seed", type=int, help="seed of the split (default: the run's)")
+    p.add_argument("--holdout-fraction", type=cliflags.HOLDOUT, help="default: the run's")
+    p.add_argument("--seed", type=cliflags.SEED, help="seed of the split (default: the run's)")
     p.set_defaults(func=cmd_retrieval)
     p = sub.add_parser("zeroshot", help="CLIP: zero-shot top-1/top-5 on a class folder")
     common(p)
@@ -268,5 +270,5 @@ def add_clip_parsers(sub) -> None:
                    "(openai: the CLIP paper's 80 ImageNet prompts; cifar: its 18 CIFAR ones; "
                    "auto: cifar for CIFAR-10's class names, else openai) or a file with one "
                    "template per line ({} = the class name)")
-    p.add_argument("--per-class", type=int, help="at most N images per class")
+    p.add_argument("--per-class", type=cliflags.PER_CLASS, help="at most N images per class")
     p.set_defaults(func=cmd_zeroshot)

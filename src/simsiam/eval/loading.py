@@ -67,11 +67,15 @@ def infer_arch(state: dict[str, torch.Tensor]) -> tuple[str, str]:
     return ("resnet34" if "layer3.5.conv1.weight" in state else "resnet18"), stem
 
 
-def _method_parts() -> set[str]:
+def _method_parts(method: str | None = None) -> set[str]:
     """Key prefixes of the parts a method keeps beside its backbone in a training
-    checkpoint (``Method.outside_backbone``, e.g. CLIP's text tower): known, left out."""
+    checkpoint (``Method.outside_backbone``: BYOL's target network, MoCo's key encoder,
+    head and queue, SwAV's prototypes and queue, CLIP's text tower): known, left out. Those
+    of ``method`` (the checkpoint's own, from its config), else of every method."""
     from simsiam.methods import METHODS
 
+    if method in METHODS:
+        return set(METHODS[method].outside_backbone)
     return {p for cls in METHODS.values() for p in cls.outside_backbone}
 
 
@@ -94,7 +98,9 @@ def extract_backbone_state(obj: dict[str, Any], where: str = "checkpoint"
     inner = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     outside = sorted(k for k in state if not k.startswith(prefix))
     known_outside = {"module.predictor.", "predictor.", "projector.", "module.projector."}
-    known_outside |= {f"{wrap}{p}" for p in _method_parts() for wrap in ("", "module.")}
+    config = obj.get("config") if isinstance(obj, dict) else None
+    method = config.get("method") if isinstance(config, dict) else None
+    known_outside |= {f"{wrap}{p}" for p in _method_parts(method) for wrap in ("", "module.")}
     unrelated = [k for k in outside if not any(k.startswith(h) for h in known_outside)]
     if unrelated:
         raise CheckpointError(f"{where}: keys that belong to no backbone or head: "

@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from simsiam import cliflags
 from simsiam.config import load_config
 from simsiam.distributed.context import launched_as_main
 from simsiam.errors import ConfigError
@@ -31,10 +32,6 @@ def _check_neighbors_args(args: argparse.Namespace) -> Path:
         raise ConfigError("nothing to search: pass --query IMG [IMG ...] (a contact sheet of "
                           "their neighbours in --data) or --query-all (every image's "
                           "neighbours to a .json or .csv file)")
-    if args.k < 1:
-        raise ConfigError(f"--k {args.k}: pass a number of neighbours >= 1, e.g. --k 8")
-    if args.brute_force_max < 0:
-        raise ConfigError(f"--brute-force-max {args.brute_force_max}: pass a number >= 0")
     if args.out is None:
         raise ConfigError("--out is required: a .png file for the contact sheet of --query, "
                           "a .json or .csv file for --query-all")
@@ -192,14 +189,15 @@ def add_neighbors_parser(sub) -> None:
                    "under another name is found")
     p.add_argument("--query-all", action="store_true", help="every image's --k nearest other "
                    "images (itself excluded) to --out FILE.json or FILE.csv")
-    p.add_argument("--k", type=int, default=8, help="neighbours per query (default 8)")
+    p.add_argument("--k", type=cliflags.POSITIVE_INT, default=8,
+                   help="neighbours per query (default 8)")
     p.add_argument("--out", help="(required) --query: the contact sheet .png; --query-all: .json "
                    "({checkpoint, data, k, neighbors: [{path, neighbors: [{path, "
                    "similarity}]}]}) or .csv (path,rank,neighbor,similarity)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--no-cache", action="store_true", help="neither reuse nor save the "
                    "folder's index of features")
-    p.add_argument("--brute-force-max", type=int, default=BRUTE_FORCE_MAX, metavar="N",
+    p.add_argument("--brute-force-max", type=cliflags.COUNT, default=BRUTE_FORCE_MAX, metavar="N",
                    help="above N images search with faiss's exact IndexFlatIP when faiss is "
                    "installed (same results); otherwise always brute force (default "
                    f"{BRUTE_FORCE_MAX}: brute force measured 2.7 s per 100 queries at 1M "

@@ -61,6 +61,7 @@ class BYOL(Method):
     name = "byol"
     Settings = BYOLConfig
     traits = Traits(negatives=False, momentum_encoder=True, queue=False)
+    outside_backbone = ("target_backbone.", "target_projector.")  # besides its heads
 
     def __init__(self, backbone: nn.Module, feature_dim: int, dim: int = 256,
                  hidden_dim: int = 4096, base_tau: float = 0.996) -> None:

@@ -95,6 +95,7 @@ class MoCoV2(Method):
     name = "mocov2"
     Settings = MoCoV2Config
     traits = Traits(negatives=True, momentum_encoder=True, queue=True)
+    outside_backbone = ("head.", "key_backbone.", "key_head.", "queue.")
 
     @classmethod
     def published_optim(cls, image_size: int) -> dict:

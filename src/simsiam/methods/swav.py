@@ -97,6 +97,7 @@ class SwAV(Method):
     name = "swav"
     Settings = SwAVConfig
     traits = Traits(negatives=False, momentum_encoder=False, queue=False)
+    outside_backbone = ("prototypes.", "prototype_grad_scale", "queue")  # queue, queue_rows..
     multi_crop = True
     # Multi-crop: 2 large crops and 6 small ones (SwAV's ImageNet recipe; the large crops'
     # area 0.14-1 is its view recipe, simsiam.augment.recipes).

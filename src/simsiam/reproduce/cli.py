@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from simsiam import cliflags
 from simsiam.errors import ConfigError
 from simsiam.reproduce.experiments import EXPERIMENTS
 from simsiam.reproduce.runner import SCALES
@@ -87,7 +88,7 @@ def add_compare_parser(sub) -> None:
                        "tabulate them side by side")
     p.add_argument("--methods", help=f"comma-separated, from {', '.join(METHODS)} (default: "
                    "all; clip only when --data has captions)")
-    p.add_argument("--budget", type=int, required=True, help="epochs for every method")
+    p.add_argument("--budget", type=cliflags.EPOCHS, required=True, help="epochs for every method")
     p.add_argument("--scale", choices=COMPARE_SCALES, default="cpu",
                    help="cpu: the demo preset on 10,000 images; cifar10: the paper's CIFAR "
                    "preset (GPU)")
