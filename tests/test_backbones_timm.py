@@ -154,7 +154,7 @@ def test_an_exported_timm_backbone_loads_for_eval_with_identical_outputs(timm_ru
     for source in (path, out / "checkpoints" / "last.pt"):
         net, info = load_backbone_for_eval(source)
         assert (info["arch"], info["stem"], info["image_size"], info["normalize"]) == (
-            "timm/resnet18", "imagenet", 32, "auto")
+            "timm/resnet18", "imagenet", 32, "cifar10")  # auto at 32 px: what it used
         assert not net.training
         with torch.no_grad():
             assert torch.equal(net(x), want), source

@@ -121,3 +121,43 @@ def test_a_part_is_known_only_to_the_method_that_owns_it():
     with pytest.raises(CheckpointError, match="key_backbone.conv1.weight"):
         extract_backbone_state({"config": {"method": "simsiam"}, "model": state})
     assert extract_backbone_state({"config": {"method": "mocov2"}, "model": state})
+
+
+def test_the_export_records_the_statistics_the_run_used_and_evaluation_keeps_them(tmp_path):
+    """A 32 px run with augment.normalize auto trained on CIFAR-10 statistics: the export
+    says cifar10 with the numbers, evaluating at another input size keeps them, and an
+    older export that says auto is read the same way; --normalize still overrides."""
+    import json
+    import types
+    import warnings
+
+    from safetensors import safe_open
+
+    from simsiam.augment.views import CIFAR10_MEAN, CIFAR10_STD
+    from simsiam.config import load_config
+    from simsiam.train.checkpoint import Checkpointer, save_backbone
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cfg = load_config("demo-cpu", {"augment.normalize": "auto", "model.stem": "cifar"})
+    net = build_backbone("resnet18", "cifar")
+    ctx = types.SimpleNamespace(is_main=True, barrier=lambda: None)
+    path = Checkpointer(tmp_path, ctx).export_backbone(net, cfg)
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    assert meta["normalize"] == "cifar10"
+    assert json.loads(meta["normalize_mean"]) == list(CIFAR10_MEAN)
+    assert json.loads(meta["normalize_std"]) == list(CIFAR10_STD)
+    assert json.loads(meta["eval_transform"])["mean"] == list(CIFAR10_MEAN)
+    _, info = load_backbone_for_eval(path)
+    assert (info["image_size"], info["normalize"]) == (32, "cifar10")
+    old = tmp_path / "old.safetensors"  # written before: normalize auto
+    save_backbone({k: v.contiguous() for k, v in net.state_dict().items()}, old,
+                  {"arch": "resnet18", "stem": "cifar", "image_size": "32", "normalize": "auto"})
+    assert load_backbone_for_eval(old)[1]["normalize"] == "cifar10"
+    from simsiam.eval.cli import _load_for_eval  # the eval commands' flags over the file's
+
+    args = types.SimpleNamespace(checkpoint=str(path), image_size=64, normalize=None)
+    assert _load_for_eval(args)[1]["normalize"] == "cifar10"  # only the size changed
+    args = types.SimpleNamespace(checkpoint=str(old), image_size=64, normalize="imagenet")
+    assert _load_for_eval(args)[1]["normalize"] == "imagenet"

@@ -155,12 +155,20 @@ def timm_backbone_state(obj: dict[str, Any], where: str = "checkpoint"
 def _file_settings(arch: str, stem: str, meta: dict[str, Any]) -> dict[str, Any]:
     """arch, stem, image_size, normalize and seed: those of ``meta`` when present, else
     from the stem (3x3 stem: 32 px, CIFAR-10 statistics; 7x7: 224 px, ImageNet), seed 0;
+    ``normalize`` is always a resolved name (cifar10 or imagenet: ``auto`` resolved at the
+    file's image size, the statistics the run used);
     ``data``: the run's data section when the file carries its config (else None), so the
     evaluation commands can rebuild the run's held-out split."""
+    from simsiam.config.load import resolved_normalize
+
     small = stem == "cifar"
-    return {"arch": arch, "stem": stem,
-            "image_size": int(meta.get("image_size", 32 if small else 224)),
-            "normalize": meta.get("normalize", "cifar10" if small else "imagenet"),
+    size = int(meta.get("image_size", 32 if small else 224))
+    # "auto" (a run's config, or an export written before the statistics were resolved)
+    # means the statistics the run trained with: those of its own view size, kept when an
+    # evaluation command changes only the input size
+    normalize = resolved_normalize(meta.get("normalize", "cifar10" if small else "imagenet"),
+                                   size)
+    return {"arch": arch, "stem": stem, "image_size": size, "normalize": normalize,
             "seed": int(meta.get("seed", 0)), "data": meta.get("data")}
 
 

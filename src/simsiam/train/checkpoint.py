@@ -202,8 +202,9 @@ class Checkpointer:
         """Write ``RUN/<name>`` (torchvision key names, or timm's for a ``timm/<name>``
         backbone; rank 0, the others wait) and return its path. Its metadata says how to
         feed it: ``format`` ("torchvision" or "timm"), ``arch`` (``model.backbone``, e.g.
-        ``resnet50`` or ``timm/resnet18``), ``stem``, ``image_size``, ``normalize``,
-        ``seed``, ``eval_transform`` (JSON: the exact resize, crop and normalisation numbers
+        ``resnet50`` or ``timm/resnet18``), ``stem``, ``image_size``, ``normalize`` (the
+        statistics the run used: ``cifar10`` or ``imagenet``, never ``auto``) with
+        ``normalize_mean`` / ``normalize_std`` (JSON lists), ``seed``, ``eval_transform`` (JSON: the exact resize, crop and normalisation numbers
         the evaluation commands apply, see :func:`simsiam.train.summary.eval_transform_spec`),
         the whole run ``config`` (YAML) and, for timm, ``timm_version``."""
         import json
@@ -212,11 +213,18 @@ class Checkpointer:
         from simsiam.models.backbones import backbone_state_dict, is_timm
         from simsiam.train.summary import eval_transform_spec
 
+        from simsiam.augment.views import normalization
+        from simsiam.config.load import resolved_normalize
+
         path = self.out / name
-        spec = eval_transform_spec(cfg.data.image_size, cfg.augment.normalize)
+        # the statistics the run used, by name and in numbers ("auto" resolved at its size)
+        normalize = resolved_normalize(cfg.augment.normalize, cfg.data.image_size)
+        mean, std = normalization(normalize, cfg.data.image_size)
+        spec = eval_transform_spec(cfg.data.image_size, normalize)
         metadata = {"format": "torchvision", "arch": cfg.model.backbone,
                     "stem": cfg.model.stem, "image_size": str(cfg.data.image_size),
-                    "normalize": cfg.augment.normalize, "seed": str(cfg.train.seed),
+                    "normalize": normalize, "normalize_mean": json.dumps(list(mean)),
+                    "normalize_std": json.dumps(list(std)), "seed": str(cfg.train.seed),
                     "eval_transform": json.dumps(spec), "config": config_to_yaml(cfg)}
         if is_timm(cfg.model.backbone):
             import timm
