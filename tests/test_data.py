@@ -279,3 +279,46 @@ def test_symlink_loops_are_walked_once_and_broken_links_are_skipped(tmp_path):
         dec = decode_to_cache(paths, 8, tmp_path / "cache", progress=False)
     assert "dangling.jpg" in str(rec[0].message) and "self.jpg" in str(rec[0].message)
     assert len(dec.kept) == 6
+
+
+def _class_images(root, counts):
+    """``root/<class>/i.png`` for each class, ``counts[class]`` images (0: an empty folder)."""
+    rng = np.random.default_rng(1)
+    for name, n in counts.items():
+        (root / name).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(
+                root / name / f"{i}.png")
+
+
+def test_classes_match_by_folder_name_and_an_empty_one_is_named_not_refused(tmp_path):
+    """train/{cat,dog,ship} with test/ship empty: evaluation goes ahead on cat and dog with
+    the training label numbers; the reverse leaves ship's held-out images out; folder names
+    that truly differ are still refused, naming them."""
+    d = tmp_path / "d"
+    _class_images(d / "train", {"cat": 3, "dog": 3, "ship": 3})
+    _class_images(d / "test", {"cat": 2, "dog": 2, "ship": 0})
+    cfg = DataConfig(source=str(d), image_size=8, cache_dir=str(tmp_path / "c"))
+    with pytest.warns(DataWarning, match=r"\['ship'\] of .*test.* hold no images"):
+        train, test = load_splits(cfg)
+    assert train.classes == ["cat", "dog", "ship"] and train.labels.tolist() == [0] * 3 + \
+        [1] * 3 + [2] * 3
+    assert test.labels.tolist() == [0, 0, 1, 1]
+    assert [p.split("/")[-2] for p in map(str, test.paths)] == ["cat", "cat", "dog", "dog"]
+
+    e = tmp_path / "e"
+    _class_images(e / "train", {"cat": 3, "dog": 0, "ship": 3})
+    _class_images(e / "test", {"cat": 2, "dog": 2, "ship": 2})
+    with pytest.warns(DataWarning, match=r"\['dog'\] of .*train.* hold no images: their 2 "):
+        train, test = load_splits(DataConfig(source=str(e), image_size=8,
+                                             cache_dir=str(tmp_path / "c")))
+    assert train.classes == ["cat", "ship"]
+    assert test.labels.tolist() == [0, 0, 1, 1]  # ship keeps ship's label, not dog's
+    assert [p.split("/")[-2] for p in map(str, test.paths)] == ["cat", "cat", "ship", "ship"]
+
+    f = tmp_path / "f"
+    _class_images(f / "train", {"cat": 2, "dog": 2})
+    _class_images(f / "test", {"cat": 2, "truck": 2})
+    with pytest.raises(DataError, match=r"only in train/: \['dog'\], only in test/: "
+                                        r"\['truck'\]"):
+        load_splits(DataConfig(source=str(f), image_size=8, cache_dir=str(tmp_path / "c")))

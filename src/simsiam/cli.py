@@ -17,7 +17,14 @@ import yaml
 from simsiam import cliflags
 from simsiam.config import Config, load_config
 from simsiam.distributed.context import launched_as_main, launcher
-from simsiam.errors import CollapseError, ConfigError, ConfigNotice, DataWarning, SimSiamError
+from simsiam.errors import (
+    CollapseError,
+    ConfigError,
+    ConfigNotice,
+    DataWarning,
+    DiskFullError,
+    SimSiamError,
+)
 from simsiam.eval.cli import add_eval_parsers
 from simsiam.methods import METHODS
 from simsiam.train.interrupt import RunInterrupted
@@ -329,6 +336,9 @@ def main(argv: list[str] | None = None) -> int:
     except CollapseError as exc:
         print(f"{who} {args.command}: stopped: {exc}", file=sys.stderr)
         return 4
+    except DiskFullError as exc:
+        print(f"{who} {args.command}: error: {exc}", file=sys.stderr)
+        return 5
     except SimSiamError as exc:
         print(f"{who} {args.command}: error: {exc}", file=sys.stderr)
         return 2

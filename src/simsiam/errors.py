@@ -27,6 +27,11 @@ class CollapseError(SimSiamError, RuntimeError):
     """The collapse guard stopped a run (``eval.stop_on_collapse``)."""
 
 
+class DiskFullError(SimSiamError, OSError):
+    """A file could not be written: no space left on device (exit code 5). The file that
+    was there before, if any, is unchanged and no temporary file is left."""
+
+
 class DataWarning(UserWarning):
     """Some input was left out of a run (e.g. image files that cannot be decoded)."""
 

@@ -9,8 +9,16 @@ recognised and removed.
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 from pathlib import Path
+
+from simsiam.errors import DiskFullError
+
+# torch.save's C++ writer reports a full disk as a RuntimeError with one of these
+_TORCH_WRITE_FAILED = ("file write failed", "unexpected pos")
+_NEARLY_FULL = 64 << 20  # bytes: a failed torch write with less free space is a full disk
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -51,11 +59,51 @@ def remove_stale_temps(folder: Path, prefix: str) -> list[Path]:
     return removed
 
 
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def is_disk_full(exc: BaseException, folder: Path) -> bool:
+    """Whether ``exc`` (or an exception it was raised from or during) says the disk is
+    full: an ``OSError`` with ENOSPC or EDQUOT, or torch.save's C++ ``RuntimeError`` for a
+    failed write when ``folder``'s file system has less than 64 MiB free."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if isinstance(seen, RuntimeError) and any(m in str(seen) for m in _TORCH_WRITE_FAILED):
+            free = _free_bytes(folder)
+            if free is not None and free < _NEARLY_FULL:
+                return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def disk_full_error(path: Path, elsewhere: str = "choose another output folder"
+                    ) -> DiskFullError:
+    """The one error of a write that did not fit: the path, the space left, what is kept
+    and what to do (free space, or ``elsewhere``)."""
+    free = _free_bytes(path.parent)
+    room = f" ({free / 2**20:.1f} MiB free there)" if free is not None else ""
+    kept = ("the file already there is unchanged" if path.exists()
+            else "nothing was written there")
+    return DiskFullError(f"no space left on device writing '{path}'{room}: {kept} and no "
+                         f"temporary file is left; free some space (or {elsewhere}) and run "
+                         "the command again")
+
+
 def atomic_write(path: str | Path, write) -> None:
     """Call ``write(tmp_path)`` then atomically rename the result to ``path``.
 
     The temporary file is ``.<name>.tmp-<pid>`` beside ``path``; one left by a killed
     process is deleted by the next write to the same path.
+
+    Raises:
+        DiskFullError: the disk filled up (:func:`is_disk_full`): one short error naming
+            the path; the file that was at ``path`` is unchanged, the temporary is gone.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -68,6 +116,11 @@ def atomic_write(path: str | Path, write) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except Exception as exc:
+        if is_disk_full(exc, path.parent):
+            tmp.unlink(missing_ok=True)  # first, so the error counts the space it held
+            raise disk_full_error(path) from None
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -192,6 +192,51 @@ def load_data(cfg: DataConfig, seed: int = 0, progress: bool = True) -> DataSpli
     return splits
 
 
+def _class_folders(root: Path) -> list[str]:
+    """The class folder names under ``root`` (non-hidden subfolders, sorted), empty or not."""
+    return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def _test_by_class_name(train_root: Path, test_root: Path,
+                        classes: list[str]) -> tuple[list[Path], np.ndarray]:
+    """The test split's files, labelled by class folder NAME with the training split's
+    label numbers (``classes``: the training classes that hold images).
+
+    A class folder with no images in one split is named in a :class:`DataWarning` and
+    evaluation goes ahead on the classes that have images in both: held-out images of a
+    class with no training image are left out (no kNN or probe can predict it), and a
+    training class with no held-out image is simply not measured. Labels never shift.
+
+    Raises:
+        DataError: the two splits' class folder names differ (a folder in one is missing
+            from the other: named).
+    """
+    tp, tl, tc = scan_image_folder(test_root)
+    train_names, test_names = _class_folders(train_root), _class_folders(test_root)
+    if train_names != test_names:
+        only_train = sorted(set(train_names) - set(test_names))
+        only_test = sorted(set(test_names) - set(train_names))
+        raise DataError(f"class folders of '{test_root}' and '{train_root}' differ: only in "
+                        f"{train_root.name}/: {only_train[:5]}, only in {test_root.name}/: "
+                        f"{only_test[:5]}; use the same class folder names in both")
+    index = {name: i for i, name in enumerate(classes)}
+    no_train = [c for c in tc if c not in index]
+    no_test = [c for c in classes if c not in set(tc)]
+    if no_train:
+        dropped = int(sum((tl == tc.index(c)).sum() for c in no_train))
+        warnings.warn(DataWarning(
+            f"class folder(s) {no_train} of '{train_root}' hold no images: their {dropped} "
+            f"held-out images in '{test_root}' are left out of evaluation (no training image "
+            "to match them); the other classes are evaluated as usual"), stacklevel=4)
+    if no_test:
+        warnings.warn(DataWarning(
+            f"class folder(s) {no_test} of '{test_root}' hold no images: evaluation goes "
+            f"ahead on the other {len(classes) - len(no_test)} classes (training never reads "
+            "labels)"), stacklevel=4)
+    keep = [i for i, label in enumerate(tl) if tc[label] in index]
+    return [tp[i] for i in keep], np.asarray([index[tc[tl[i]]] for i in keep], dtype=np.int64)
+
+
 def _load_folder(cfg: DataConfig, seed: int, cache_dir: Path, progress: bool) -> DataSplits:
     """Folders: choose the files first (split, cap), then decode only those."""
     train_root, test_root = _split_roots(Path(cfg.source).expanduser())
@@ -199,11 +244,7 @@ def _load_folder(cfg: DataConfig, seed: int, cache_dir: Path, progress: bool) ->
     found, held_out = len(paths), 0
     test_files: tuple[list[Path], np.ndarray] | None = None
     if test_root is not None:
-        tp, tl, tc = scan_image_folder(test_root)
-        if tc != classes:
-            raise DataError(f"class folders of '{test_root}' ({tc[:5]}...) differ from those "
-                            f"of '{train_root}' ({classes[:5]}...); use the same class names")
-        test_files = (tp, tl)
+        test_files = _test_by_class_name(train_root, test_root, classes)
     elif cfg.holdout_fraction > 0:
         rng = np.random.default_rng(seed)
         held = np.zeros(len(paths), dtype=bool)

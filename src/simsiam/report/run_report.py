@@ -22,12 +22,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from simsiam.errors import ConfigError, DataWarning  # noqa: E402
+from simsiam.fileio import atomic_write  # noqa: E402
 from simsiam.train.logger import eval_records, read_metrics  # noqa: E402
 
 
 def _save(fig, path: Path) -> None:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
 
 
@@ -293,5 +294,6 @@ def write_report(run: str | Path, embedding_points: int = 2000) -> Path:
     lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
     lines += ["", "## Config", "", "```yaml", (run / "config.yaml").read_text().rstrip(), "```"]
     summary = out / "summary.md"
-    summary.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    text = "\n".join(lines) + "\n"
+    atomic_write(summary, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return summary

@@ -28,6 +28,7 @@ from typing import Any
 
 from simsiam.config import Config, config_differences, load_config
 from simsiam.errors import ConfigError, ConfigNotice
+from simsiam.fileio import atomic_write
 from simsiam.reproduce.experiments import EXPERIMENTS, PAPER_EPOCHS, Experiment, Row
 from simsiam.train.logger import knn_records, read_metrics
 
@@ -214,8 +215,6 @@ def format_table(exp: Experiment, scale: str, results: list[RowResult]) -> str:
 
 
 def _write(exp: Experiment, scale: str, root: Path, results: list[RowResult]) -> None:
-    from simsiam.fileio import atomic_write
-
     root.mkdir(parents=True, exist_ok=True)
     text = json.dumps({"experiment": exp.name, "scale": scale,
                        "rows": [asdict(r) for r in results]}, indent=2)
@@ -265,6 +264,6 @@ def _plot(exp: Experiment, root: Path, results: list[RowResult]) -> Path:
     fig.suptitle(f"{exp.title}")
     fig.tight_layout()
     path = root / f"{exp.name}.png"
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
     return path

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from simsiam.errors import CheckpointError
+from simsiam.errors import CheckpointError, DiskFullError
 from simsiam.fileio import atomic_write, remove_stale_temps
 
 __all__ = ["FORMAT", "Checkpointer", "atomic_write", "remove_stale_temps", "save_checkpoint",
@@ -139,8 +139,8 @@ class Checkpointer:
             config: the resolved config as plain dicts.
             device: the training device (its CUDA RNG state is saved).
         """
-        self.last_saved = (state.epoch, state.step)
         if not self.ctx.is_main:
+            self.last_saved = (state.epoch, state.step)
             self.ctx.barrier()
             return
         ckpt = {"format": FORMAT, "config": config, **rng_state(device), **state.state_dict(),
@@ -148,7 +148,14 @@ class Checkpointer:
         if probe is not None:
             ckpt |= {"probe": probe.classifier.state_dict(),
                      "probe_optimizer": probe.optimizer.state_dict()}
-        save_checkpoint(ckpt, self.path)
+        try:
+            save_checkpoint(ckpt, self.path)
+        except DiskFullError as exc:
+            raise DiskFullError(f"{exc}. The run stopped at epoch {state.epoch}, step "
+                                f"{state.step}: {self.kept()}; after freeing space continue "
+                                f"with: simsiam pretrain --config {self.out / 'config.yaml'} "
+                                f"--out {self.out} --resume") from None
+        self.last_saved = (state.epoch, state.step)
         if self.keep_every and state.batch_in_epoch == 0 and state.epoch % self.keep_every == 0:
             keep = self.path.with_name(f"epoch_{state.epoch:04d}.pt")
             atomic_write(keep, lambda tmp: shutil.copyfile(self.path, tmp))
@@ -204,17 +211,17 @@ class Checkpointer:
         feed it: ``format`` ("torchvision" or "timm"), ``arch`` (``model.backbone``, e.g.
         ``resnet50`` or ``timm/resnet18``), ``stem``, ``image_size``, ``normalize`` (the
         statistics the run used: ``cifar10`` or ``imagenet``, never ``auto``) with
-        ``normalize_mean`` / ``normalize_std`` (JSON lists), ``seed``, ``eval_transform`` (JSON: the exact resize, crop and normalisation numbers
-        the evaluation commands apply, see :func:`simsiam.train.summary.eval_transform_spec`),
+        ``normalize_mean`` / ``normalize_std`` (JSON lists), ``seed``, ``eval_transform``
+        (JSON: the exact resize, crop and normalisation numbers the evaluation commands
+        apply, see :func:`simsiam.train.summary.eval_transform_spec`),
         the whole run ``config`` (YAML) and, for timm, ``timm_version``."""
         import json
 
+        from simsiam.augment.views import normalization
         from simsiam.config import config_to_yaml
+        from simsiam.config.load import resolved_normalize
         from simsiam.models.backbones import backbone_state_dict, is_timm
         from simsiam.train.summary import eval_transform_spec
-
-        from simsiam.augment.views import normalization
-        from simsiam.config.load import resolved_normalize
 
         path = self.out / name
         # the statistics the run used, by name and in numbers ("auto" resolved at its size)

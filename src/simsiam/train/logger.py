@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
+
+from simsiam.fileio import disk_full_error, is_disk_full
 
 
 class MetricsLogger:
@@ -28,8 +31,22 @@ class MetricsLogger:
             self._tb = SummaryWriter(str(Path(run_dir) / "tb"), purge_step=purge_step)
 
     def log(self, record: dict[str, Any]) -> None:
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        """Append ``record`` as one line (and its numbers to TensorBoard).
+
+        Raises:
+            DiskFullError: no space left for the line: the file is cut back to its last
+                whole record, so it stays readable (and ``--resume`` continues it).
+        """
+        line = json.dumps(record) + "\n"
+        start = self._file.tell()
+        try:
+            self._file.write(line)
+            self._file.flush()
+        except OSError as exc:
+            if not is_disk_full(exc, self.path.parent):
+                raise
+            self._cut_back(start)
+            raise disk_full_error(self.path) from None
         if self._tb is not None:
             kind, step = record.get("kind", "misc"), int(record.get("step", 0))
             for key, value in record.items():
@@ -37,6 +54,15 @@ class MetricsLogger:
                     continue
                 if isinstance(value, (int, float)) and math.isfinite(value):
                     self._tb.add_scalar(f"{kind}/{key}", value, step)
+
+    def _cut_back(self, size: int) -> None:
+        """Drop a partly written line: truncate the file to ``size`` bytes and reopen it."""
+        try:
+            self._file.close()
+        except OSError:
+            pass  # the buffered remainder of the line cannot be written either: dropped
+        os.truncate(self.path, size)
+        self._file = open(self.path, "a", encoding="utf-8")
 
     def close(self) -> None:
         self._file.close()
