@@ -50,7 +50,7 @@ def test_torch_saves_cryptic_error_is_read_as_a_full_disk_only_when_it_is(tmp_pa
 
     usage = types.SimpleNamespace(total=10 << 30, used=0, free=1 << 20)
     monkeypatch.setattr(fileio.shutil, "disk_usage", lambda _p: usage)
-    with pytest.raises(DiskFullError, match=r"\(1.0 MiB free there\)"):
+    with pytest.raises(DiskFullError, match=r"writing '.*last.pt': nothing was written"):
         fileio.atomic_write(tmp_path / "last.pt", torch_failure)
     usage.free = 50 << 30  # plenty of room: not a full disk, the original error stands
     with pytest.raises(RuntimeError, match="unexpected pos"):

@@ -86,11 +86,9 @@ def disk_full_error(path: Path, elsewhere: str = "choose another output folder"
                     ) -> DiskFullError:
     """The one error of a write that did not fit: the path, the space left, what is kept
     and what to do (free space, or ``elsewhere``)."""
-    free = _free_bytes(path.parent)
-    room = f" ({free / 2**20:.1f} MiB free there)" if free is not None else ""
     kept = ("the file already there is unchanged" if path.exists()
             else "nothing was written there")
-    return DiskFullError(f"no space left on device writing '{path}'{room}: {kept} and no "
+    return DiskFullError(f"no space left on device writing '{path}': {kept} and no "
                          f"temporary file is left; free some space (or {elsewhere}) and run "
                          "the command again")
 
@@ -118,7 +116,6 @@ def atomic_write(path: str | Path, write) -> None:
         _fsync_dir(path.parent)
     except Exception as exc:
         if is_disk_full(exc, path.parent):
-            tmp.unlink(missing_ok=True)  # first, so the error counts the space it held
             raise disk_full_error(path) from None
         raise
     finally:
