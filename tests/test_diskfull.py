@@ -118,9 +118,9 @@ def test_the_decoded_cache_reserves_its_space_before_writing(tmp_path, monkeypat
 
     tmp = tmp_path / "k.npy.tmp-1"
     tmp.write_bytes(b"\0" * 100)
-    monkeypatch.setattr(cache.os, "posix_fallocate", _enospc)
-    with pytest.raises(DiskFullError, match=r"writing '.*k.npy'"):
-        cache.reserve_space(tmp, tmp_path / "k.npy")
+    monkeypatch.setattr(fileio.os, "posix_fallocate", _enospc)
+    with pytest.raises(DiskFullError, match=r"writing '.*k.npy'.*SIMSIAM_CACHE_DIR"):
+        fileio.reserve_space(tmp, tmp_path / "k.npy", cache.CACHE_ELSEWHERE)
     assert not tmp.exists()
 
 

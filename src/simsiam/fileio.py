@@ -93,6 +93,27 @@ def disk_full_error(path: Path, elsewhere: str = "choose another output folder"
                          "the command again")
 
 
+def reserve_space(tmp: Path, final: Path, elsewhere: str) -> None:
+    """Allocate the whole of the memory-mapped file ``tmp`` on disk now (the decoded
+    cache): writing pages of a sparse map on a full disk would kill the process (SIGBUS)
+    instead of raising.
+
+    Raises:
+        DiskFullError: the disk cannot hold it (``tmp`` is removed; the error names
+            ``final`` and suggests ``elsewhere``).
+    """
+    try:
+        with open(tmp, "rb+") as f:
+            os.posix_fallocate(f.fileno(), 0, os.path.getsize(tmp))
+    except OSError as exc:
+        if is_disk_full(exc, tmp.parent):
+            tmp.unlink(missing_ok=True)
+            raise disk_full_error(final, elsewhere) from None
+        # file systems without fallocate (EOPNOTSUPP, EINVAL): pages are written as they come
+    except AttributeError:  # no posix_fallocate on this platform
+        pass
+
+
 def atomic_write(path: str | Path, write) -> None:
     """Call ``write(tmp_path)`` then atomically rename the result to ``path``.
 

@@ -47,7 +47,10 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from simsiam.errors import DataError, DataWarning
-from simsiam.fileio import atomic_write, disk_full_error, is_disk_full, remove_stale_temps
+from simsiam.fileio import atomic_write, remove_stale_temps, reserve_space
+
+# what a full disk's error suggests for the cache (besides freeing space)
+CACHE_ELSEWHERE = "point data.cache_dir or SIMSIAM_CACHE_DIR at a disk with room"
 
 CACHE_VERSION = 3  # 3: the resize and crop of torchvision's Resize + CenterCrop
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
@@ -266,26 +269,6 @@ def _map_ahead(fn: Callable[[_T], np.ndarray | str], items: Iterable[_T],
                 f.cancel()
 
 
-def reserve_space(tmp: Path, final: Path) -> None:
-    """Allocate the whole of the memory-mapped file ``tmp`` on disk now: writing pages of a
-    sparse map on a full disk would kill the process (SIGBUS) instead of raising.
-
-    Raises:
-        DiskFullError: the disk cannot hold it (``tmp`` is removed; names ``final``).
-    """
-    try:
-        with open(tmp, "rb+") as f:
-            os.posix_fallocate(f.fileno(), 0, os.path.getsize(tmp))
-    except OSError as exc:
-        if is_disk_full(exc, tmp.parent):
-            tmp.unlink(missing_ok=True)
-            raise disk_full_error(final, "point data.cache_dir or SIMSIAM_CACHE_DIR at a "
-                                         "disk with room") from None
-        # file systems without fallocate (EOPNOTSUPP, EINVAL): write pages as they come
-    except AttributeError:  # no posix_fallocate on this platform
-        pass
-
-
 def decode_to_cache(paths: list[Path], side: int, cache_dir: Path, desc: str = "decode",
                     threads: int | None = None, progress: bool = True,
                     strict: bool = False) -> Decoded:
@@ -351,7 +334,7 @@ def _decode_cached(key: str, names: list[str], items: Iterable[Path] | Iterable[
     compact = cache_dir / f"{key}.npy.compact-{os.getpid()}"
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
                                     shape=(len(names), side, side, 3))
-    reserve_space(tmp, final)
+    reserve_space(tmp, final, CACHE_ELSEWHERE)
     decoded = _map_ahead(partial(_read_or_reason, side=side), items,
                          threads or min(8, os.cpu_count() or 1))
     try:
@@ -383,7 +366,7 @@ def _decode_cached(key: str, names: list[str], items: Iterable[Path] | Iterable[
         if skipped:  # keep only the decoded rows: copy them into an array of M rows
             small = np.lib.format.open_memmap(compact, mode="w+", dtype=np.uint8,
                                               shape=(len(kept), side, side, 3))
-            reserve_space(compact, final)
+            reserve_space(compact, final, CACHE_ELSEWHERE)
             for a in range(0, len(kept), 4096):
                 b = min(a + 4096, len(kept))
                 small[a:b] = out[a:b]
