@@ -153,3 +153,30 @@ def test_bad_collapse_settings_are_named(key, value):
 
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config("demo-cpu", {key: value})
+
+
+def test_an_evaluation_commands_own_per_class_cap_brings_no_advice_to_lift_it(tmp_path):
+    """--per-class on knn/linear/embed is the user's choice: no CapWarning (whose advice,
+    --set data.per_class=null, is for pretrain's preset caps)."""
+    import types
+    import warnings
+
+    import numpy as np
+    from PIL import Image
+
+    from simsiam.eval.cli import _eval_data
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(3):
+                Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(
+                    tmp_path / split / c / f"{i}.png")
+    args = types.SimpleNamespace(data=str(tmp_path), per_class=1, test_per_class=None,
+                                 seed=None, no_progress=True)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        train, test = _eval_data(args, {"image_size": 8, "seed": 0})
+    assert len(train) == 2 and len(test) == 6
+    assert not [w for w in seen if "per_class" in str(w.message)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -73,7 +74,7 @@ _RUN_SPLIT_KEYS = ("holdout_fraction", "image_root", "image_column", "caption_co
 
 def _eval_data(args: argparse.Namespace, info: dict, need_test: bool = True,
                need_labels: bool = True):
-    from simsiam.data.dataset import load_splits
+    from simsiam.data.dataset import CapWarning, load_splits
 
     over = {"data.source": args.data, "data.image_size": info["image_size"],
             "data.per_class": args.per_class, "data.test_per_class": args.test_per_class}
@@ -83,7 +84,10 @@ def _eval_data(args: argparse.Namespace, info: dict, need_test: bool = True,
     cfg = load_config(None, over)
     # Same held-out split as pretraining (folders without test/ split by the run's seed).
     seed = args.seed if args.seed is not None else info["seed"]
-    train, test = load_splits(cfg.data, seed, progress=not args.no_progress)
+    with warnings.catch_warnings():
+        # --per-class is the user's own cap here: no advice on how to lift it
+        warnings.simplefilter("ignore", CapWarning)
+        train, test = load_splits(cfg.data, seed, progress=not args.no_progress)
     if test is None and need_test:
         raise SimSiamError(f"'{args.data}' has no held-out images to evaluate on")
     if need_labels and not train.labelled:
