@@ -16,9 +16,11 @@ BAD = [  # (argv before the flag, flag, value, words in the message)
     (["knn", *EVAL], "--k", "-3", "use an integer >= 1 (eval.knn_k)"),
     (["knn", *EVAL], "--t", "0", "use a number > 0 (eval.knn_t)"),
     (["knn", *EVAL], "--t", "-0.1", "use a number > 0 (eval.knn_t)"),
-    (["knn", *EVAL], "--t", "nan", "use a number > 0 (eval.knn_t)"),
+    (["knn", *EVAL], "--t", "nan", "nan is not a finite number: use a number > 0 (eval.knn_t)"),
+    (["knn", *EVAL], "--t", "1e400", "is not a finite number"),
     (["knn", *EVAL], "--per-class", "0", "use an integer >= 1 (data.per_class)"),
-    (["knn", *EVAL], "--image-size", "4", "use an integer >= 8 (data.image_size)"),
+    (["knn", *EVAL], "--image-size", "4", "use an integer in [8, 4096] (data.image_size)"),
+    (["knn", *EVAL], "--image-size", "100000", "use an integer in [8, 4096]"),
     (["knn", *EVAL], "--seed", "-1", "use an integer in [0, 9.22337e+18] (train.seed)"),
     (["linear", *EVAL], "--epochs", "-2", "use an integer >= 1"),
     (["linear", *EVAL], "--epochs", "0", "use an integer >= 1"),
@@ -36,6 +38,7 @@ BAD = [  # (argv before the flag, flag, value, words in the message)
     (["pretrain"], "--stop-after-epoch", "0", "use an integer >= 1"),
     (["bench"], "--steps", "0", "use an integer >= 1"),
     (["bench"], "--warmup", "-1", "use an integer >= 0"),
+    (["bench"], "--synthetic", "99999999999999999999999", "use an integer in [0, 1e+06]"),
     (["report", "run"], "--points", "-5", "use an integer >= 0"),
     (["compare"], "--budget", "0", "use an integer >= 1 (train.epochs)"),
 ]
@@ -53,6 +56,7 @@ def test_an_out_of_range_flag_stops_with_exit_2_naming_flag_value_and_range(
 
 @pytest.mark.parametrize("key,value", [("eval.knn_k", 0), ("eval.knn_t", 0.0),
                                        ("data.per_class", 0), ("data.image_size", 4),
+                                       ("data.image_size", 100000),
                                        ("train.epochs", 0), ("train.batch_size", 1),
                                        ("data.holdout_fraction", 1.0), ("train.seed", -1)])
 def test_the_config_refuses_the_same_values(key, value):

@@ -38,6 +38,15 @@ def test_a_write_that_does_not_fit_keeps_the_old_file_and_leaves_no_temporary(tm
     assert not (tmp_path / "new.npz").exists()
 
 
+def test_safetensors_io_error_is_read_as_a_full_disk(tmp_path):
+    def safetensors_failure(tmp):
+        raise RuntimeError("Error while serializing: I/O error: No space left on device "
+                           "(os error 28)")  # SafetensorError's text
+
+    with pytest.raises(DiskFullError, match=r"writing '.*backbone.safetensors'"):
+        fileio.atomic_write(tmp_path / "backbone.safetensors", safetensors_failure)
+
+
 def test_torch_saves_cryptic_error_is_read_as_a_full_disk_only_when_it_is(tmp_path,
                                                                         monkeypatch):
     def torch_failure(tmp):
@@ -79,6 +88,11 @@ def test_a_checkpoint_that_does_not_fit_names_the_kept_one_and_the_resume_comman
     assert "(epoch 2, step 20), is kept" in text
     assert f"--config {tmp_path / 'config.yaml'} --out {tmp_path} --resume" in text
     assert saver.path.read_bytes() == before and saver.last_saved == (2, 20)
+    fresh = ck.Checkpointer(tmp_path / "new", ctx)  # nothing saved yet: no resume to offer
+    with pytest.raises(DiskFullError, match=r"no checkpoint was written yet; after freeing "
+                                            r"space start it again with the same command and "
+                                            r"--overwrite"):
+        fresh.save(state, model, opt, None, {}, torch.device("cpu"))
 
 
 def test_metrics_keep_whole_lines_when_the_disk_fills_mid_record(tmp_path):

@@ -288,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--windows", type=cliflags.POSITIVE_INT, default=5,
                    help="timed windows (median reported)")
     p.add_argument("--warmup", type=cliflags.COUNT, default=3, help="untimed steps first")
-    p.add_argument("--synthetic", type=cliflags.COUNT, default=0, metavar="N",
+    p.add_argument("--synthetic", type=cliflags.SYNTHETIC, default=0, metavar="N",
                    help="N random images of the view size instead of --data")
     p.set_defaults(func=cmd_bench)
     add_eval_parsers(sub)

@@ -53,7 +53,10 @@ class Bounded:
             value = self.kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {self.words()}{where}") from None
-        bad = not math.isfinite(value)
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text} is not a finite number: use "
+                                             f"{self.words()}{where}")
+        bad = False
         if self.low is not None:
             bad |= value <= self.low if self.low_open else value < self.low
         if self.high is not None:
@@ -70,10 +73,11 @@ BATCH = Bounded(int, 2, key="train.batch_size")
 PER_CLASS = Bounded(int, 1, key="data.per_class")
 TEST_PER_CLASS = Bounded(int, 1, key="data.test_per_class")
 SEED = Bounded(int, 0, 2**63 - 1, key="train.seed")
-IMAGE_SIZE = Bounded(int, 8, key="data.image_size")
+IMAGE_SIZE = Bounded(int, 8, 4096, key="data.image_size")
 HOLDOUT = Bounded(float, 0.0, 1.0, high_open=True, key="data.holdout_fraction")
 KNN_K = Bounded(int, 1, key="eval.knn_k")
 KNN_T = Bounded(float, 0.0, low_open=True, key="eval.knn_t")
 POSITIVE_FLOAT = Bounded(float, 0.0, low_open=True)
 LINEAR_BATCH = Bounded(int, 2)  # the fast probe's BatchNorm needs 2 samples
 COUNT = Bounded(int, 0)  # zero or more
+SYNTHETIC = Bounded(int, 0, 1_000_000)  # bench --synthetic: random images held in memory

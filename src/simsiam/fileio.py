@@ -18,6 +18,8 @@ from simsiam.errors import DiskFullError
 
 # torch.save's C++ writer reports a full disk as a RuntimeError with one of these
 _TORCH_WRITE_FAILED = ("file write failed", "unexpected pos")
+# writers that report the OS error in their own exception's text (safetensors)
+_NO_SPACE_WORDS = ("No space left on device", "os error 28", "Disk quota exceeded")
 _NEARLY_FULL = 64 << 20  # bytes: a failed torch write with less free space is a full disk
 
 
@@ -68,11 +70,15 @@ def _free_bytes(folder: Path) -> int | None:
 
 def is_disk_full(exc: BaseException, folder: Path) -> bool:
     """Whether ``exc`` (or an exception it was raised from or during) says the disk is
-    full: an ``OSError`` with ENOSPC or EDQUOT, or torch.save's C++ ``RuntimeError`` for a
-    failed write when ``folder``'s file system has less than 64 MiB free."""
+    full: an ``OSError`` with ENOSPC or EDQUOT, an error whose text carries the OS's "No
+    space left on device" (safetensors' ``SafetensorError``), or torch.save's C++
+    ``RuntimeError`` for a failed write when ``folder``'s file system has less than 64 MiB
+    free."""
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(m in str(seen) for m in _NO_SPACE_WORDS):  # safetensors' Rust I/O error
             return True
         if isinstance(seen, RuntimeError) and any(m in str(seen) for m in _TORCH_WRITE_FAILED):
             free = _free_bytes(folder)

@@ -67,7 +67,8 @@ def validate(cfg: Config, where: str = "config") -> None:
 
 def check_data(d: DataConfig, where: str) -> None:
     """``data.*``: sizes, fractions and workers."""
-    require(d.image_size >= 8, where, "data.image_size", d.image_size, "use at least 8 pixels")
+    require(8 <= d.image_size <= 4096, where, "data.image_size", d.image_size,
+            "use 8 to 4096 pixels")
     for key in ("per_class", "test_per_class", "cache_side"):
         v = getattr(d, key)
         require(v is None or v > 0, where, f"data.{key}", v, "use a positive integer or null")

@@ -151,10 +151,13 @@ class Checkpointer:
         try:
             save_checkpoint(ckpt, self.path)
         except DiskFullError as exc:
+            then = (f"continue with: simsiam pretrain --config {self.out / 'config.yaml'} "
+                    f"--out {self.out} --resume" if self.last_saved is not None else
+                    "start it again with the same command and --overwrite (nothing to "
+                    "resume from)")
             raise DiskFullError(f"{exc}. The run stopped at epoch {state.epoch}, step "
-                                f"{state.step}: {self.kept()}; after freeing space continue "
-                                f"with: simsiam pretrain --config {self.out / 'config.yaml'} "
-                                f"--out {self.out} --resume") from None
+                                f"{state.step}: {self.kept()}; after freeing space "
+                                f"{then}") from None
         self.last_saved = (state.epoch, state.step)
         if self.keep_every and state.batch_in_epoch == 0 and state.epoch % self.keep_every == 0:
             keep = self.path.with_name(f"epoch_{state.epoch:04d}.pt")
@@ -238,7 +241,13 @@ class Checkpointer:
 
             metadata |= {"format": "timm", "timm_version": timm.__version__}
         if self.ctx.is_main:
-            save_backbone(backbone_state_dict(backbone), path, metadata)
+            try:
+                save_backbone(backbone_state_dict(backbone), path, metadata)
+            except DiskFullError as exc:
+                if self.path.exists():
+                    raise
+                raise DiskFullError(f"{exc} with --overwrite (the run wrote no checkpoint "
+                                    "yet: nothing to resume)") from None
         self.ctx.barrier()
         return path
 
