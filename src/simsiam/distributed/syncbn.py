@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from simsiam.distributed.ops import all_reduce_sum
+from simsiam.models.splitbn import adopt_batchnorm_state
 
 
 class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
@@ -82,14 +83,7 @@ def convert_sync_batchnorm(module: nn.Module, device_type: str = "cpu") -> nn.Mo
             module, (nn.SyncBatchNorm, SyncBatchNorm)):
         out = SyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
                             module.track_running_stats)
-        if module.affine:
-            out.weight = module.weight
-            out.bias = module.bias
-        out.running_mean = module.running_mean
-        out.running_var = module.running_var
-        out.num_batches_tracked = module.num_batches_tracked
-        out.training = module.training
-        return out
+        return adopt_batchnorm_state(out, module)
     for name, child in module.named_children():
         module.add_module(name, convert_sync_batchnorm(child, device_type))
     return module

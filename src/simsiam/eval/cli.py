@@ -204,8 +204,8 @@ def _add_eval_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-per-class", type=cliflags.TEST_PER_CLASS,
                    help="at most N held-out images per class")
     p.add_argument("--seed", type=cliflags.SEED,
-                   help="seed of the held-out split for folders without "
-                   "test/ (default: the run's seed)")
+                   help="seed of the held-out split for folders without test/ (default: "
+                   "the run's seed)")
     _add_input_flags(p)
 
 
@@ -243,8 +243,7 @@ def add_eval_parsers(sub) -> None:
     p.add_argument("--batch-size", type=cliflags.LINEAR_BATCH,
                    help="default: the protocol's (fast: 256)")
     p.add_argument("--lr", type=cliflags.POSITIVE_FLOAT,
-                   help="fast protocol only: base lr x batch/256 "
-                   "(default 0.1)")
+                   help="fast protocol only: base lr x batch/256 (default 0.1)")
     p.add_argument("--out", help="result folder (default: RUN/linear)")
     p.add_argument("--overwrite", action="store_true", help="replace a result in --out")
     p.set_defaults(func=cmd_linear)

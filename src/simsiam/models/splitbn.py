@@ -63,6 +63,17 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
         return y.flatten(0, 1).to(input.dtype)
 
 
+def adopt_batchnorm_state(new: nn.Module, old: nn.Module) -> nn.Module:
+    """Give the BatchNorm ``new`` the parameters (the same objects), running statistics,
+    batch counter and mode of the BatchNorm ``old`` it replaces; returns ``new``."""
+    if old.affine:
+        new.weight, new.bias = old.weight, old.bias
+    new.running_mean, new.running_var = old.running_mean, old.running_var
+    new.num_batches_tracked = old.num_batches_tracked
+    new.training = old.training
+    return new
+
+
 def split_batchnorm(module: nn.Module, num_splits: int) -> nn.Module:
     """Replace every ``BatchNorm2d`` in ``module`` with a :class:`SplitBatchNorm2d` of
     ``num_splits`` groups, keeping its parameters (the same objects), running statistics
@@ -71,12 +82,7 @@ def split_batchnorm(module: nn.Module, num_splits: int) -> nn.Module:
         out = SplitBatchNorm2d(module.num_features, num_splits, eps=module.eps,
                                momentum=module.momentum, affine=module.affine,
                                track_running_stats=module.track_running_stats)
-        if module.affine:
-            out.weight, out.bias = module.weight, module.bias
-        out.running_mean, out.running_var = module.running_mean, module.running_var
-        out.num_batches_tracked = module.num_batches_tracked
-        out.training = module.training
-        return out
+        return adopt_batchnorm_state(out, module)
     for name, child in module.named_children():
         module.add_module(name, split_batchnorm(child, num_splits))
     return module
