@@ -238,6 +238,39 @@ class BatchViewParams:
     solarize: torch.Tensor | None = None  # bool; None: the view is never solarized
 
 
+@dataclass(frozen=True)
+class CropSpec:
+    """One view's RandomResizedCrop: area fraction range, aspect ratio range, output side."""
+
+    scale: tuple[float, float]
+    ratio: tuple[float, float]
+    size: int
+
+
+def _grayscale3(x: torch.Tensor) -> torch.Tensor:
+    return rgb_to_grayscale(x).expand_as(x)
+
+
+def _hflip(x: torch.Tensor) -> torch.Tensor:
+    return x.flip(-1)
+
+
+def _select(x: torch.Tensor, selected: torch.Tensor, op, *args: torch.Tensor | float | None
+            ) -> torch.Tensor:
+    """``op(x, *args)`` for the ``selected`` samples (bool ``(B,)``), ``x`` for the others.
+
+    Per-sample tensor arguments (``(B,)``) are indexed with the selection. On the CPU only
+    the selected samples are computed (in place in ``x``); on CUDA the whole batch is, and
+    ``torch.where`` selects, so the host never waits for the device."""
+    if x.device.type != "cpu":
+        return torch.where(_col(selected), op(x, *args), x)
+    idx = selected.nonzero().squeeze(1)
+    if len(idx):
+        sub = [a[idx] if isinstance(a, torch.Tensor) else a for a in args]
+        x[idx] = op(x[idx], *sub)
+    return x
+
+
 def solarize(x: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
     """Solarize the ``selected`` (bool ``(B,)``) images of ``x`` ``(B, C, H, W)`` in [0, 1]:
     values >= 0.5 become ``1 - value`` (torchvision's ``solarize``, BYOL's threshold)."""
@@ -299,15 +332,52 @@ class BatchedViewAugment:
     def apply(self, images: torch.Tensor, p: BatchViewParams) -> torch.Tensor:
         """Apply ``p`` to uint8 images ``(B, 3, H, W)``; returns normalised float32."""
         x = resized_crop(images, p.top, p.left, p.height, p.width, self.size) / 255.0
-        x = x.clamp_(0.0, 1.0)
+        return self.finish(x.clamp_(0.0, 1.0), p)
+
+    def finish(self, x: torch.Tensor, p: BatchViewParams) -> torch.Tensor:
+        """Everything after the crop: jitter, grayscale, blur, solarize, flip, normalisation.
+
+        Args:
+            x: float ``(B, 3, S, S)`` in [0, 1], the cropped and resized views (modified in
+                place on the CPU).
+            p: the views' parameters; the crop box fields are not read.
+
+        Returns:
+            normalised float32 ``(B, 3, S, S)``. On the CPU each operation runs on the
+            samples that take it only; on CUDA on the whole batch with ``torch.where``
+            (no host sync). Same values either way.
+        """
         x = self._jitter(x, p)
-        x = torch.where(_col(p.grayscale), rgb_to_grayscale(x).expand_as(x), x)
+        x = _select(x, p.grayscale, _grayscale3)
         if max(self.blur_probs) > 0:
-            x = torch.where(_col(p.blur), gaussian_blur(x, p.sigma, self.cfg.blur_sigma[1]), x)
+            x = _select(x, p.blur, gaussian_blur, p.sigma, self.cfg.blur_sigma[1])
         if p.solarize is not None:
             x = solarize(x, p.solarize)
-        x = torch.where(_col(p.flip), x.flip(-1), x)
-        return torch.stack([(x[:, i] - self.mean[i]) / self.std[i] for i in range(3)], dim=1)
+        x = _select(x, p.flip, _hflip)
+        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    def finish_crops(self, crops: torch.Tensor, g: torch.Generator, view: int = 0) -> torch.Tensor:
+        """View ``view`` of crops already cut and resized elsewhere (the stream input path's
+        workers): uint8 ``(B, 3, S, S)`` -> normalised float32 ``(B, 3, S, S)``.
+
+        The parameters are drawn from ``g`` exactly as :meth:`__call__` draws them (the
+        crop boxes too, unused), so a batch draws the same jitter, blur, flip, ... stream
+        whichever path cut its crops.
+        """
+        p = self.sample(g, crops.shape[0], self.size, self.size, crops.device, view)
+        return self.finish(crops.float().div_(255.0), p)
+
+    def crop_specs(self) -> list[CropSpec]:
+        """The crop of each view (:meth:`views`): area range, aspect range, output side."""
+        spec = CropSpec(tuple(self.cfg.crop_scale), tuple(self.cfg.crop_ratio), self.size)
+        return [spec] * self.num_views
+
+    def views_from_crops(self, crops: list[torch.Tensor], g: torch.Generator
+                         ) -> list[torch.Tensor]:
+        """:meth:`views` of crops cut elsewhere, one uint8 tensor per :meth:`crop_specs`."""
+        return [self.finish_crops(c, g, i) for i, c in enumerate(crops)]
 
     def _jitter(self, x: torch.Tensor, p: BatchViewParams) -> torch.Tensor:
         # Round r applies operation order[:, r] to each jittered sample. On the CPU only
@@ -356,3 +426,12 @@ class SingleView:
     def views(self, images: torch.Tensor, g: torch.Generator) -> list[torch.Tensor]:
         """The single view of each image, drawn from ``g``."""
         return [self.augment(images, g, 0)]
+
+    def crop_specs(self) -> list[CropSpec]:
+        """The crop of the one view (see :meth:`BatchedViewAugment.crop_specs`)."""
+        return self.augment.crop_specs()[:1]
+
+    def views_from_crops(self, crops: list[torch.Tensor], g: torch.Generator
+                         ) -> list[torch.Tensor]:
+        """:meth:`views` of a crop cut elsewhere (uint8 ``(B, 3, S, S)``)."""
+        return [self.augment.finish_crops(crops[0], g, 0)]

@@ -19,7 +19,7 @@ from dataclasses import replace
 
 import torch
 
-from simsiam.augment.batched import BatchedViewAugment
+from simsiam.augment.batched import BatchedViewAugment, CropSpec
 from simsiam.config import AugmentConfig
 
 
@@ -71,3 +71,15 @@ class BatchedMultiCrop:
         """The large views, then the small ones (see the class docstring)."""
         return ([self.large_aug(images, g, i) for i in range(self.large)]
                 + [self.small_aug(images, g, 0) for _ in range(self.small)])
+
+    def crop_specs(self) -> list[CropSpec]:
+        """The crop of each view: the large ones, then the small ones."""
+        return (self.large_aug.crop_specs()[:1] * self.large
+                + self.small_aug.crop_specs()[:1] * self.small)
+
+    def views_from_crops(self, crops: list[torch.Tensor], g: torch.Generator
+                         ) -> list[torch.Tensor]:
+        """:meth:`views` of crops cut elsewhere (uint8, one per :meth:`crop_specs`), drawn
+        from ``g`` in the same order."""
+        return ([self.large_aug.finish_crops(c, g, i) for i, c in enumerate(crops[:self.large])]
+                + [self.small_aug.finish_crops(c, g, 0) for c in crops[self.large:]])

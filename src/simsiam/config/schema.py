@@ -40,6 +40,13 @@ class DataConfig:
     num_workers: int = 2  # DataLoader worker processes for augmentation
     strict: bool = False  # undecodable image files: False skips them with a warning, True stops
     resident_max_mb: int = 4096  # batched path: hold the decoded images on the device up to this
+    # Pretraining input (simsiam.data.stream): "cache" decodes every image once to a square
+    # (whole images when all are one square size, else centre squares of cache_side);
+    # "stream" decodes each file every epoch in the workers, crops from the whole image;
+    # "dali": as stream, decoded and cropped on the GPU by NVIDIA DALI (pip extra [dali]);
+    # "auto": cache when every image is one square no larger than cache_side, else stream.
+    pipeline: str = "auto"
+    jpeg_draft: bool = True  # stream: decode a JPEG at 1/2, 1/4, 1/8 size when every crop allows
     # "auto": class subfolder names are labels (for the kNN monitor and probes only; one
     # class, e.g. a flat folder, is unlabelled); "none": ignore them (label-free signals only)
     labels: str = "auto"

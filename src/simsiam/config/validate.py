@@ -37,6 +37,7 @@ NORMALIZE = ("auto", "cifar10", "imagenet")
 SCHEDULES = ("epoch", "step")
 AMP = ("auto", "bf16", "fp32")
 AUG_BACKENDS = ("batched", "per_image")
+PIPELINES = ("auto", "cache", "stream", "dali")
 COLLAPSE_MEASURES = ("auto", "std", "rank")
 
 
@@ -58,6 +59,9 @@ def validate(cfg: Config, where: str = "config") -> None:
     check_eval(cfg.eval, where)
     method = METHODS[cfg.method]
     a = cfg.augment
+    require(cfg.data.pipeline in ("auto", "cache") or a.backend == "batched", where,
+            "data.pipeline", cfg.data.pipeline, "streamed crops are finished by the batched "
+            "backend: set augment.backend=batched, or data.pipeline=cache")
     require(a.small_crops == 0 or method.multi_crop, where, "augment.small_crops",
             a.small_crops, f"method {cfg.method!r} takes exactly two views: set "
             "augment.small_crops=0")
@@ -77,6 +81,8 @@ def check_data(d: DataConfig, where: str) -> None:
     require(d.num_workers >= 0, where, "data.num_workers", d.num_workers, "use 0 or more")
     require(d.resident_max_mb >= 0, where, "data.resident_max_mb", d.resident_max_mb,
             "use 0 or more")
+    require(d.pipeline in PIPELINES, where, "data.pipeline", d.pipeline,
+            f"choose one of {PIPELINES}")
     require(d.labels in ("auto", "none"), where, "data.labels", d.labels,
             "use auto (class subfolders are labels; one class is unlabelled) or none")
 

@@ -66,7 +66,9 @@ class ImageSet:
         captions."""
         indices = np.asarray(indices, dtype=np.int64)
         captions = None if self.captions is None else [self.captions[i] for i in indices]
-        return ImageSet(self.images[indices], self.labels[indices], self.classes,
+        images = (self.images.take(indices) if hasattr(self.images, "take")
+                  else self.images[indices])  # files to stream stay lazy
+        return ImageSet(images, self.labels[indices], self.classes,
                         [self.paths[i] for i in indices], captions)
 
 
@@ -85,6 +87,8 @@ class DataSplits:
         capped: training images left out by ``data.per_class``.
         skipped: image files that could not be decoded (named in a DataWarning).
         folder: whether the source is a folder (not a torchvision dataset).
+        pipeline: how the training images are read: ``cache`` (decoded once) or ``stream``
+            / ``dali`` (decoded from the files every epoch; ``train.images`` is lazy).
     """
 
     train: ImageSet
@@ -96,6 +100,7 @@ class DataSplits:
     capped: int = 0
     skipped: int = 0
     folder: bool = True
+    pipeline: str = "cache"
 
 
 class CapWarning(DataWarning):
@@ -149,7 +154,8 @@ def load_splits(cfg: DataConfig, seed: int = 0,
     return splits.train, splits.test
 
 
-def load_data(cfg: DataConfig, seed: int = 0, progress: bool = True) -> DataSplits:
+def load_data(cfg: DataConfig, seed: int = 0, progress: bool = True,
+              pipeline: str = "cache") -> DataSplits:
     """The training set and the held-out set (None when ``holdout_fraction`` is 0 and
     the source has no test split), with the per-class limits applied, and the counts of
     how they were made.
@@ -161,6 +167,12 @@ def load_data(cfg: DataConfig, seed: int = 0, progress: bool = True) -> DataSpli
     class folders are ignored (one unnamed class: no accuracy is computed). A caption
     table or WebDataset shards (:func:`~simsiam.data.captions.is_caption_source`) are read
     by :func:`~simsiam.data.captions.load_caption_data` (images with ``captions``).
+
+    ``pipeline`` (pretraining passes ``data.pipeline``; evaluation keeps ``cache``): with
+    ``stream`` or ``dali`` (or ``auto`` resolved to stream, :func:`resolve_pipeline`) a
+    folder's training images are not decoded here: ``train.images`` is a lazy
+    :class:`~simsiam.data.stream.FileImages` of the files whose header reads (the others
+    skipped as above); held-out images are decoded to the cache as always.
 
     Raises:
         DataError: the source is empty, missing or unreadable (names the path); with
@@ -184,7 +196,7 @@ def load_data(cfg: DataConfig, seed: int = 0, progress: bool = True) -> DataSpli
     elif is_caption_source(cfg.source):
         splits = load_caption_data(cfg, seed, progress)
     else:
-        splits = _load_folder(cfg, seed, cache_dir, progress)
+        splits = _load_folder(cfg, seed, cache_dir, progress, pipeline)
     if cfg.labels == "none":
         splits.train = splits.train.without_labels()
         if splits.test is not None:
@@ -237,7 +249,19 @@ def _test_by_class_name(train_root: Path, test_root: Path,
     return [tp[i] for i in keep], np.asarray([index[tc[tl[i]]] for i in keep], dtype=np.int64)
 
 
-def _load_folder(cfg: DataConfig, seed: int, cache_dir: Path, progress: bool) -> DataSplits:
+def resolve_pipeline(pipeline: str, paths: list[Path], cfg: DataConfig) -> str:
+    """``data.pipeline`` for these training files: ``auto`` is ``cache`` when every image
+    is one square size no larger than the cache's side (stored whole, e.g. CIFAR: crops
+    from the cache are crops of the whole image), else ``stream``; others as given."""
+    if pipeline != "auto":
+        return pipeline
+    side = uniform_square_side(paths)
+    limit = cfg.cache_side or round(cfg.image_size * 8 / 7)
+    return "cache" if side is not None and side <= limit else "stream"
+
+
+def _load_folder(cfg: DataConfig, seed: int, cache_dir: Path, progress: bool,
+                 pipeline: str = "cache") -> DataSplits:
     """Folders: choose the files first (split, cap), then decode only those."""
     train_root, test_root = _split_roots(Path(cfg.source).expanduser())
     paths, labels, classes = scan_image_folder(train_root)
@@ -263,7 +287,11 @@ def _load_folder(cfg: DataConfig, seed: int, cache_dir: Path, progress: bool) ->
                       f"({before - len(paths):,} left out); "
                       "to train on all of them pass --set data.per_class=null (or a larger "
                       "--per-class)", CapWarning, stacklevel=3)
-    train, skipped = _decode(paths, labels, classes, cfg, cache_dir, "train", progress)
+    pipeline = resolve_pipeline(pipeline, paths, cfg)
+    if pipeline == "cache":
+        train, skipped = _decode(paths, labels, classes, cfg, cache_dir, "train", progress)
+    else:
+        train, skipped = _files(paths, labels, classes, cfg)
     test, test_found = None, len(test_files[0]) if test_root is not None else 0
     if test_files is not None:
         tp, tl = _pick(*test_files, first_per_class(test_files[1], cfg.test_per_class))
@@ -271,7 +299,21 @@ def _load_folder(cfg: DataConfig, seed: int, cache_dir: Path, progress: bool) ->
             test, test_skipped = _decode(tp, tl, classes, cfg, cache_dir, "test", progress)
             skipped += test_skipped
     return DataSplits(train, test, cfg.source, found, test_found, held_out,
-                      before - len(paths), skipped)
+                      before - len(paths), skipped, pipeline=pipeline)
+
+
+def _files(paths: list[Path], labels: np.ndarray, classes: list[str],
+           cfg: DataConfig) -> tuple[ImageSet, int]:
+    """The training files to stream (those whose header reads), lazily decodable, and the
+    number skipped."""
+    from simsiam.data.stream import FileImages, check_headers
+
+    names = [str(p) for p in paths]
+    kept = check_headers(paths, names, cfg.strict, "stream train")
+    side = cfg.cache_side or round(cfg.image_size * 8 / 7)
+    images = FileImages([paths[i] for i in kept], [names[i] for i in kept], side)
+    return (ImageSet(images, labels[kept], classes, [names[i] for i in kept]),
+            len(paths) - len(kept))
 
 
 def view_seed(seed: int, epoch: int, index: int) -> int:

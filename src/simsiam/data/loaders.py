@@ -1,14 +1,13 @@
-"""Training loaders: the batched device path or the per-image DataLoader path.
+"""Training loaders: the batched device path (from decoded images, or crops streamed from
+the files: ``data.pipeline``) or the per-image DataLoader path.
 
-``augment.backend`` picks one (SIMSIAM.md section 3 recipe either way); both yield
+``augment.backend`` picks one (SIMSIAM.md section 3 recipe either way); all yield
 ``(x1, x2, ..., index)`` batches from an :class:`EpochShuffleSampler`, so runs are
 reproducible and resumable mid-epoch. :func:`make_batches` gives the trainer the batches
 of a method's kind of batch (:mod:`simsiam.data.batches`).
 """
 
 from __future__ import annotations
-
-import signal
 
 import torch
 from torch.utils.data import DataLoader
@@ -20,14 +19,8 @@ from simsiam.config import Config
 from simsiam.data.batches import CaptionBatches, ViewBatches
 from simsiam.data.dataset import EpochShuffleSampler, ImageSet, TwoViewDataset
 from simsiam.data.device_loader import BatchedViewLoader
+from simsiam.data.stream import FileImages, StreamViewLoader, worker_init
 from simsiam.errors import ConfigError, DataError
-
-
-def _worker_init(_: int) -> None:
-    torch.set_num_threads(1)  # workers share the cores with the training step
-    # SIGINT/SIGTERM are the main process's: it saves a checkpoint, then stops the workers
-    for s in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(s, signal.SIG_IGN)
 
 
 def make_loader(train: ImageSet, cfg: Config, device: torch.device, rank: int = 0,
@@ -45,14 +38,11 @@ def make_loader(train: ImageSet, cfg: Config, device: torch.device, rank: int = 
     images.
     """
     per_device = cfg.train.batch_size // world_size
-    if cfg.augment.backend == "batched":
+    if cfg.augment.backend == "batched" or isinstance(train.images, FileImages):
         a, size = cfg.augment, cfg.data.image_size
         augment = (BatchedMultiCrop(a, size, compile=a.compile) if a.small_crops
                    else BatchedViewAugment(a, size, compile=a.compile))
-        return BatchedViewLoader(train.images, augment,
-                                 per_device, cfg.train.seed, device,
-                                 resident_max_bytes=cfg.data.resident_max_mb << 20,
-                                 rank=rank, world_size=world_size)
+        return device_views(train, augment, cfg, device, rank, world_size)
     dataset = TwoViewDataset(train.images, ViewAugment(cfg.augment, cfg.data.image_size),
                              cfg.train.seed)
     workers = cfg.data.num_workers
@@ -61,7 +51,30 @@ def make_loader(train: ImageSet, cfg: Config, device: torch.device, rank: int = 
     return DataLoader(dataset, batch_size=per_device, sampler=sampler, drop_last=True,
                       num_workers=workers, persistent_workers=workers > 0,
                       pin_memory=device.type == "cuda",
-                      worker_init_fn=_worker_init if workers else None)
+                      worker_init_fn=worker_init if workers else None)
+
+
+def device_views(train: ImageSet, augment, cfg: Config, device: torch.device, rank: int = 0,
+                 world_size: int = 1):
+    """The loader whose views ``augment`` finishes on ``device``, by where the images are:
+    decoded in memory or in the cache (:class:`BatchedViewLoader`: crops cut on the device),
+    files to stream (``data.pipeline`` stream: :class:`~simsiam.data.stream.StreamViewLoader`,
+    crops cut in the workers; dali: :class:`~simsiam.data.dali.DaliViewLoader`, decoded
+    and cut on the GPU). All yield ``(x1, ..., index)`` and have ``.sampler``."""
+    per_device = cfg.train.batch_size // world_size
+    if not isinstance(train.images, FileImages):
+        return BatchedViewLoader(train.images, augment, per_device, cfg.train.seed, device,
+                                 resident_max_bytes=cfg.data.resident_max_mb << 20,
+                                 rank=rank, world_size=world_size)
+    if cfg.data.pipeline == "dali":
+        from simsiam.data.dali import DaliViewLoader
+
+        return DaliViewLoader(train.images.sources, train.images.names, augment, per_device,
+                              cfg.train.seed, device, cfg.data.num_workers, rank, world_size)
+    return StreamViewLoader(train.images.sources, train.images.names, augment, per_device,
+                            cfg.train.seed, device, num_workers=cfg.data.num_workers,
+                            strict=cfg.data.strict, draft=cfg.data.jpeg_draft, rank=rank,
+                            world_size=world_size)
 
 
 def view_batches(train: ImageSet, cfg: Config, device: torch.device, rank: int = 0,
@@ -91,10 +104,7 @@ def caption_batches(train: ImageSet, cfg: Config, device: torch.device, rank: in
     tokens, counts = tokenize_captions(train.captions, cfg.model.clip.context_length)
     augment = SingleView(BatchedViewAugment(cfg.augment, cfg.data.image_size,
                                                compile=cfg.augment.compile))
-    loader = BatchedViewLoader(train.images, augment, cfg.train.batch_size // world_size,
-                               cfg.train.seed, device,
-                               resident_max_bytes=cfg.data.resident_max_mb << 20,
-                               rank=rank, world_size=world_size)
+    loader = device_views(train, augment, cfg, device, rank, world_size)
     return CaptionBatches(loader, tokens, counts, cfg.train.seed)
 
 

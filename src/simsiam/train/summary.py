@@ -101,6 +101,15 @@ def lr_rule(plan: BatchPlan, base_lr: float) -> str:
     return f"lr {plan.peak_lr:g} = base_lr {base_lr:g} x {plan.global_batch}/256"
 
 
+def _input_words(splits: DataSplits, side: int, d) -> str:
+    """Where the crops come from: the decoded cache's squares, or the whole files."""
+    if splits.pipeline == "cache":
+        return f"of images stored at {side} px (data.pipeline cache)"
+    draft = ", JPEG draft decoding" if d.jpeg_draft and splits.pipeline == "stream" else ""
+    return (f"of whole images decoded every epoch (data.pipeline {splits.pipeline}, "
+            f"{d.num_workers} workers{draft})")
+
+
 def startup_summary(splits: DataSplits, cfg: Config, plan: BatchPlan, device: str,
                     bf16: bool, resumed_step: int | None = None) -> str:
     """The start-up block (several lines, no trailing newline)."""
@@ -114,7 +123,7 @@ def startup_summary(splits: DataSplits, cfg: Config, plan: BatchPlan, device: st
     if resumed_step is not None:
         head += f", resumed at step {resumed_step}"
     lines = [head] + _data_lines(splits, cfg) + [
-        f"  views     {d.image_size} px crops of images stored at {side} px ({a.backend}), "
+        f"  views     {d.image_size} px crops {_input_words(splits, side, d)} ({a.backend}), "
         f"{_recipe_words(resolve_views(a, d.image_size, cfg.method), d.image_size)}, "
         f"normalised with {stats} mean "
         f"{tuple(round(x, 4) for x in mean)} std {tuple(round(x, 4) for x in std)}",
@@ -141,7 +150,8 @@ def setup_record(splits: DataSplits, plan: BatchPlan, ctx, bf16: bool,
             "device": str(ctx.device), "bf16": bf16, "images_found": splits.found,
             "images_skipped": splits.skipped, "images_held_out": splits.held_out,
             "images_capped": splits.capped, "train_images": len(splits.train),
-            "eval_images": test, "labelled": splits.train.labelled}
+            "eval_images": test, "labelled": splits.train.labelled,
+            "pipeline": splits.pipeline}
 
 
 def epoch_line(epoch: int, epochs: int, loss: float, seconds: float,

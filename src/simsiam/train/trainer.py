@@ -144,7 +144,8 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool,
     if resume:
         checkpointer.load()  # a checkpoint of a newer format is named before its config
         cfg = resume_config(cfg, out)
-    splits = ctx.main_first(lambda: load_data(cfg.data, cfg.train.seed, progress=progress))
+    pipeline = cfg.data.pipeline if cfg.augment.backend == "batched" else "cache"
+    splits = ctx.main_first(lambda: load_data(cfg.data, cfg.train.seed, progress, pipeline))
     run, state = _build(cfg, splits, resume, progress, signals, ctx, checkpointer)
     if ctx.is_main:
         print(startup_summary(splits, cfg, run.plan, str(ctx.device), run.bf16,
