@@ -103,7 +103,7 @@ def test_stream_and_cache_give_the_same_views_for_the_same_crop_parameters():
         x = torch.from_numpy(crops).permute(0, 3, 1, 2)
         from simsiam.augment.batched import resized_crop
         exact = resized_crop(images, p.top, p.left, p.height, p.width, 32)
-        assert (x.float() - exact).abs().max() <= 1.0  # PIL's uint8 rounding only
+        assert (x.float() - exact).abs().max() <= 1.0 + 1e-3  # PIL's uint8 rounding only
         stream_views = aug.finish(x.float() / 255.0, p)
         std = torch.tensor(aug.std).view(1, 3, 1, 1)
         diff = ((stream_views - cache_views) * std).abs()
