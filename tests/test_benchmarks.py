@@ -26,7 +26,7 @@ def test_every_benchmark_script_is_covered():
     names = {p.name for p in SCRIPTS}
     assert {"lightly_compare.py", "cpu_step.py", "pipeline_vs_pil.py", "bf16_conv_check.py",
             "_lightly_runner.py", "_ours_runner.py", "_memory.py",
-            "_lightly_venv.py"} <= names
+            "_lightly_venv.py", "stream_vs_torchvision.py"} <= names
 
 
 @pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: p.name)

@@ -201,15 +201,17 @@ def format_table(cfg: Config, res: BenchResult) -> str:
 def main_bench(cfg: Config, progress: bool = True, synthetic: int = 0, **kw) -> BenchResult:
     """Load the training images of ``cfg`` (or make ``synthetic`` random ones of the
     view size, for machines without the data), run :func:`run_bench`, print the table."""
-    captions = None
+    captions, pipeline = None, "cache"
     if synthetic:
         s = cfg.data.image_size
         images = np.random.default_rng(0).integers(0, 256, (synthetic, s, s, 3), dtype=np.uint8)
     else:
-        from simsiam.data import load_splits
+        from simsiam.data.dataset import load_data
 
-        train = load_splits(cfg.data, cfg.train.seed, progress=progress)[0]
-        images, captions = train.images, train.captions
+        splits = load_data(cfg.data, cfg.train.seed, progress,
+                           cfg.data.pipeline if cfg.augment.backend == "batched" else "cache")
+        images, captions, pipeline = splits.train.images, splits.train.captions, splits.pipeline
     res = run_bench(cfg, images, captions=captions, **kw)
-    print(format_table(cfg, res), flush=True)
+    workers = f", {cfg.data.num_workers} workers" if pipeline != "cache" else ""
+    print(format_table(cfg, res) + f"\ninput: data.pipeline {pipeline}{workers}", flush=True)
     return res

@@ -285,6 +285,18 @@ def pipeline_words(cfg: Config) -> str:
             "decoded every epoch in the workers; dali: on the GPU)")
 
 
+def cmd_shard(args: argparse.Namespace) -> int:
+    """Write an image folder into WebDataset shards (labels and splits kept)."""
+    from simsiam.data.shard_writer import write_shards
+
+    res = write_shards(args.folder, args.out, args.shard_size, args.strict,
+                       progress=not args.no_progress)
+    counts = ", ".join(f"{n:,} {split}" for split, n in res.samples.items())
+    print(f"shard: {sum(res.samples.values()):,} images ({counts}) in {len(res.shards)} "
+          f"shards under '{args.out}'; train with --data '{res.pattern}'")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="simsiam", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -310,6 +322,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="N random images of the view size instead of --data")
     p.set_defaults(func=cmd_bench)
     add_eval_parsers(sub)
+    p = sub.add_parser("shard", help="write an image folder into WebDataset shards (labels "
+                       "and the train/test split kept), for --data 'OUT/shard-{...}.tar'")
+    p.add_argument("folder", help="image folder (class subfolders; train/ and test/ kept)")
+    p.add_argument("out", help="folder for the shards (nothing in it is replaced)")
+    p.add_argument("--shard-size", type=cliflags.POSITIVE_INT, default=1000, metavar="N",
+                   help="samples per shard (default 1000)")
+    p.add_argument("--strict", action="store_true",
+                   help="stop on the first file whose header cannot be read")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_shard)
     p = sub.add_parser("report", help="PNG plots and a markdown summary of a run")
     p.add_argument("run", help="run directory")
     p.add_argument("--points", type=cliflags.COUNT, default=2000,

@@ -194,7 +194,11 @@ def load_data(cfg: DataConfig, seed: int = 0, progress: bool = True,
         splits = DataSplits(train, test, cfg.source, found, test_found,
                             capped=found - len(train), folder=False)
     elif is_caption_source(cfg.source):
-        splits = load_caption_data(cfg, seed, progress)
+        from simsiam.data.shard_images import image_shards, load_shard_images
+
+        index = image_shards(cfg, cache_dir, progress)
+        splits = (load_caption_data(cfg, seed, progress) if index is None
+                  else load_shard_images(index, cfg, seed, cache_dir, progress, pipeline))
     else:
         splits = _load_folder(cfg, seed, cache_dir, progress, pipeline)
     if cfg.labels == "none":
@@ -249,6 +253,16 @@ def _test_by_class_name(train_root: Path, test_root: Path,
     return [tp[i] for i in keep], np.asarray([index[tc[tl[i]]] for i in keep], dtype=np.int64)
 
 
+def holdout_by_class(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Bool ``(N,)``: a seeded ``round(fraction x n_c)`` of each class's samples held out."""
+    rng = np.random.default_rng(seed)
+    held = np.zeros(len(labels), dtype=bool)
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        held[rng.choice(idx, size=int(round(len(idx) * fraction)), replace=False)] = True
+    return held
+
+
 def resolve_pipeline(pipeline: str, paths: list[Path], cfg: DataConfig) -> str:
     """``data.pipeline`` for these training files: ``auto`` is ``cache`` when every image
     is one square size no larger than the cache's side (stored whole, e.g. CIFAR: crops
@@ -270,12 +284,7 @@ def _load_folder(cfg: DataConfig, seed: int, cache_dir: Path, progress: bool,
     if test_root is not None:
         test_files = _test_by_class_name(train_root, test_root, classes)
     elif cfg.holdout_fraction > 0:
-        rng = np.random.default_rng(seed)
-        held = np.zeros(len(paths), dtype=bool)
-        for c in np.unique(labels):
-            idx = np.flatnonzero(labels == c)
-            held[rng.choice(idx, size=int(round(len(idx) * cfg.holdout_fraction)),
-                            replace=False)] = True
+        held = holdout_by_class(labels, cfg.holdout_fraction, seed)
         test_files = _pick(paths, labels, np.flatnonzero(held))
         paths, labels = _pick(paths, labels, np.flatnonzero(~held))
         held_out = len(test_files[0])

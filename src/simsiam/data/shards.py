@@ -26,7 +26,7 @@ from simsiam.errors import DataError
 from simsiam.fileio import atomic_write
 
 SHARD_IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
-_INDEX_VERSION = 1
+_INDEX_VERSION = 2  # 2: byte offsets, samples without captions (labels from .cls/.json)
 
 
 def shard_paths(pattern: str) -> list[Path]:
@@ -52,18 +52,53 @@ def shard_paths(pattern: str) -> list[Path]:
 
 
 def _samples(shard: Path) -> Iterator[dict]:
-    """The samples of one shard, in order (webdataset groups the files by key)."""
-    from webdataset.tariterators import group_by_keys, tar_file_expander
+    """The samples of one shard, in order: the tar's files grouped by key with webdataset's
+    rule (``base_plus_ext``: ``dir/000123.jpg`` -> key ``dir/000123``, extension ``jpg``;
+    a new sample starts when the key changes). Each sample maps ``__key__`` and each
+    extension (lower case) to its bytes, and ``__where__`` each extension to ``(byte
+    offset of its data in the tar, size)``, for reading it again without the others."""
+    import tarfile
+
+    from webdataset.tariterators import base_plus_ext
 
     try:
-        with open(shard, "rb") as stream:
-            yield from group_by_keys(tar_file_expander([{"url": str(shard),
-                                                         "stream": stream}]))
-    except Exception as exc:  # tarfile, IO and grouping errors: the shard is damaged
-        text = str(exc.args[0]).split(" @ ")[0] if exc.args else ""  # webdataset adds " @ "
+        with tarfile.open(shard, mode="r:") as tar:
+            sample: dict | None = None
+            for member in tar:
+                if not member.isreg():
+                    continue
+                key, ext = base_plus_ext(member.name)
+                if key is None or ext is None or member.name.startswith("__"):
+                    continue
+                if sample is None or sample["__key__"] != key:
+                    if sample is not None:
+                        yield sample
+                    sample = {"__key__": key, "__where__": {}}
+                handle = tar.extractfile(member)
+                sample[ext.lower()] = handle.read() if handle is not None else b""
+                sample["__where__"][ext.lower()] = (member.offset_data, member.size)
+            if sample is not None:
+                yield sample
+    except (OSError, tarfile.TarError, EOFError) as exc:  # the shard is damaged or unreadable
         raise DataError(f"cannot read WebDataset shard '{shard}': {type(exc).__name__}: "
-                        f"{text}; check that it is a whole tar file (write or download it "
+                        f"{exc}; check that it is a whole tar file (write or download it "
                         "again)") from exc
+
+
+class ShardMember:
+    """The bytes of one file inside a tar shard, read by offset (a picklable image source
+    for the stream path: :class:`~simsiam.data.stream.FileImages`)."""
+
+    def __init__(self, shard: str, offset: int, size: int) -> None:
+        self.shard, self.offset, self.size = shard, offset, size
+
+    def __call__(self) -> bytes:
+        with open(self.shard, "rb") as f:
+            f.seek(self.offset)
+            data = f.read(self.size)
+        if len(data) != self.size:
+            raise OSError(f"'{self.shard}' ends before byte {self.offset + self.size}")
+        return data
 
 
 def _sample_caption(sample: dict) -> tuple[str | None, str | None]:
@@ -87,52 +122,124 @@ def _sample_caption(sample: dict) -> tuple[str | None, str | None]:
     return (text, None) if text else (None, "empty caption")
 
 
+def _sample_class(sample: dict) -> str | None:
+    """The class name of a sample: its ``.json``'s ``"class"`` (written by ``simsiam
+    shard``), else its ``.cls`` (webdataset's integer label, as text), else None."""
+    if "json" in sample:
+        try:
+            obj = json.loads(sample["json"])
+        except ValueError:
+            obj = None
+        if isinstance(obj, dict) and isinstance(obj.get("class"), (str, int)):
+            return str(obj["class"])
+    if "cls" in sample:
+        try:
+            return str(int(sample["cls"].decode("ascii").strip()))
+        except (UnicodeDecodeError, ValueError):
+            return None
+    return None
+
+
+def _sample_split(sample: dict) -> str:
+    """``"test"`` when a sample's .json says ``"split": "test"``, else ``"train"``."""
+    try:
+        obj = json.loads(sample.get("json", b"{}"))
+    except ValueError:
+        return "train"
+    return "test" if isinstance(obj, dict) and obj.get("split") == "test" else "train"
+
+
+@dataclass
+class ShardImage:
+    """Every sample of the shards that holds an image, whether or not it has a caption.
+
+    Attributes (one entry per such sample, in shard order):
+        names: ``shard.tar/key``.
+        members: ``(shard, ordinal in the shard, image extension)``.
+        where: ``(byte offset of the image's data in its tar, size)``.
+        sizes: header size ``(w, h)``, None when the header cannot be read.
+        classes: the class name (:func:`_sample_class`), None when the sample has none.
+        captions: the caption, or None; ``why``: the reason there is none.
+        splits: ``"test"`` for a sample whose .json says ``"split": "test"``, else ``"train"``.
+    """
+
+    names: list[str]
+    members: list[tuple[int, int, str]]
+    where: list[tuple[int, int]]
+    sizes: list[tuple[int, int] | None]
+    classes: list[str | None]
+    captions: list[str | None]
+    why: list[str | None]
+    splits: list[str]
+
+
 @dataclass
 class ShardIndex:
-    """The usable samples of ``shards``: ``rows`` with, per image, ``(shard, ordinal in
-    the shard, image extension)`` and the header size (None: unreadable)."""
+    """The samples of ``shards``: ``rows`` (caption data: the samples with an image and a
+    caption) with, per image, ``(shard, ordinal in the shard, image extension)`` and the
+    header size (None: unreadable); ``images``: every sample with an image (image data for
+    the methods that need no captions, :mod:`simsiam.data.shard_images`)."""
 
     shards: list[Path]
     rows: CaptionRows
     members: list[tuple[int, int, str]]
     sizes: list[tuple[int, int] | None]
+    images: ShardImage | None = None
+
+    @property
+    def has_captions(self) -> bool:
+        """Whether any sample has a caption (then the shards are caption data)."""
+        return bool(self.rows.paths)
 
     def decode(self, sel: np.ndarray, cfg: DataConfig, cache_dir: Path, split: str,
                progress: bool) -> tuple[ImageSet, int]:
         """The images of samples ``sel`` with their captions, decoded from the shards'
         bytes like folder images, and how many were skipped."""
-        members = [self.members[i] for i in sel]
-        names = [self.rows.paths[i] for i in sel]
-        side = (cfg.cache_side or square_side(self.sizes[i] for i in sel)
-                or round(cfg.image_size * 8 / 7))
-        h = hashlib.sha256(f"shards {cache_key(self.shards, side)}\n".encode())
-        h.update(json.dumps(members).encode())
-        dec = decode_bytes_to_cache(h.hexdigest()[:32], names,
-                                    _shard_blobs(self.shards, members), side, cache_dir,
-                                    desc=f"decode {split}", progress=progress,
-                                    strict=cfg.strict)
+        dec = decode_members(self.shards, [self.members[i] for i in sel],
+                             [self.rows.paths[i] for i in sel], [self.sizes[i] for i in sel],
+                             cfg, cache_dir, split, progress)
         return self.rows.image_set(sel, dec.images, dec.kept), len(dec.skipped)
 
 
+def decode_members(shards: list[Path], members: list[tuple[int, int, str]], names: list[str],
+                   sizes: list[tuple[int, int] | None], cfg: DataConfig, cache_dir: Path,
+                   split: str, progress: bool):
+    """The images ``members`` of ``shards`` decoded to the cache like folder images
+    (:func:`~simsiam.data.cache.decode_bytes_to_cache`: skipped or ``strict``)."""
+    side = cfg.cache_side or square_side(sizes) or round(cfg.image_size * 8 / 7)
+    h = hashlib.sha256(f"shards {cache_key(shards, side)}\n".encode())
+    h.update(json.dumps(members).encode())
+    return decode_bytes_to_cache(h.hexdigest()[:32], names, _shard_blobs(shards, members),
+                                 side, cache_dir, desc=f"decode {split}", progress=progress,
+                                 strict=cfg.strict)
+
+
+def _load_index(shards: list[Path], info: dict) -> ShardIndex:
+    sizes = [None if s is None else (int(s[0]), int(s[1])) for s in info["sizes"]]
+    im = info["images"]
+    return ShardIndex(
+        shards, CaptionRows(info["paths"], info["captions"],
+                            [(str(w), str(r)) for w, r in info["bad"]], int(info["rows"])),
+        [(int(s), int(o), str(e)) for s, o, e in info["members"]], sizes,
+        ShardImage(im["names"], [(int(s), int(o), str(e)) for s, o, e in im["members"]],
+                   [(int(a), int(b)) for a, b in im["where"]],
+                   [None if s is None else (int(s[0]), int(s[1])) for s in im["sizes"]],
+                   im["classes"], im["captions"], im["why"], im["splits"]))
+
+
 def index_shards(shards: list[Path], cache_dir: Path, progress: bool) -> ShardIndex:
-    """Read every sample's key, caption and image size once; cached by the shards' stats."""
+    """Read every sample's key, caption, class, image size and offset once; cached by the
+    shards' stats."""
     head = f"shard-index v{_INDEX_VERSION} {cache_key(shards, 0)}"
     key = hashlib.sha256(head.encode()).hexdigest()[:32]
     cached = cache_dir / "captions" / f"{key}.json"
     try:
-        info = json.loads(cached.read_text(encoding="utf-8"))
-        return ShardIndex(
-            shards, CaptionRows(info["paths"], info["captions"],
-                        [(str(w), str(r)) for w, r in info["bad"]], int(info["rows"])),
-            [(int(s), int(o), str(e)) for s, o, e in info["members"]],
-            [None if s is None else (int(s[0]), int(s[1])) for s in info["sizes"]])
+        return _load_index(shards, json.loads(cached.read_text(encoding="utf-8")))
     except (OSError, ValueError, KeyError, TypeError, IndexError):
         pass  # no entry, or a damaged one: index again
-    paths: list[str] = []
-    captions: list[list[str]] = []
-    bad: list[tuple[str, str]] = []
-    members: list[tuple[int, int, str]] = []
-    sizes: list[tuple[int, int] | None] = []
+    im = ShardImage([], [], [], [], [], [], [], [])
+    bad: list[tuple[str, str]] = []  # as caption data: no image, or no caption
+    keep: list[int] = []  # the samples of im with a caption
     rows = 0
     for si, shard in enumerate(tqdm(shards, desc="index shards", unit="shard",
                                     mininterval=1.0, disable=not progress)):
@@ -140,25 +247,32 @@ def index_shards(shards: list[Path], cache_dir: Path, progress: bool) -> ShardIn
             rows += 1
             where = f"'{shard}' key '{sample['__key__']}'"
             ext = next((e for e in SHARD_IMAGE_EXTENSIONS if e in sample), None)
-            caption, reason = _sample_caption(sample)
             if ext is None:
-                reason = "no image (no .jpg, .jpeg, .png or .webp)"
-            if reason is not None or caption is None:
-                bad.append((where, reason or "no caption"))
+                bad.append((where, "no image (no .jpg, .jpeg, .png or .webp)"))
                 continue
-            paths.append(f"{shard}/{sample['__key__']}")
-            captions.append([caption])
-            members.append((si, ordinal, ext))
-            sizes.append(header_size(sample[ext]))
-    index = ShardIndex(shards, CaptionRows(paths, captions, bad, rows), members, sizes)
-    text = json.dumps({"paths": paths, "captions": captions, "bad": bad, "rows": rows,
-                       "members": members, "sizes": sizes}, ensure_ascii=False)
+            caption, reason = _sample_caption(sample)
+            if caption is None:
+                bad.append((where, reason or "no caption"))
+            else:
+                keep.append(len(im.names))
+            im.names.append(f"{shard}/{sample['__key__']}")
+            im.members.append((si, ordinal, ext))
+            im.where.append(sample["__where__"][ext])
+            im.sizes.append(header_size(sample[ext]))
+            im.classes.append(_sample_class(sample))
+            im.captions.append(caption)
+            im.why.append(reason)
+            im.splits.append(_sample_split(sample))
+    info = {"paths": [im.names[i] for i in keep], "captions": [[im.captions[i]] for i in keep],
+            "bad": bad, "rows": rows, "members": [im.members[i] for i in keep],
+            "sizes": [im.sizes[i] for i in keep], "images": im.__dict__}
+    text = json.dumps(info, ensure_ascii=False)
     try:
         atomic_write(cached, lambda t: t.write_text(text, encoding="utf-8"))
     except OSError as exc:
         raise DataError(f"cannot write the shard index under '{cached.parent}': {exc}; set "
                         "data.cache_dir or SIMSIAM_CACHE_DIR to a writable folder") from exc
-    return index
+    return _load_index(shards, json.loads(text))
 
 
 def _shard_blobs(shards: list[Path], members: list[tuple[int, int, str]]) -> Iterator[bytes]:
