@@ -282,7 +282,7 @@ def pipeline_words(cfg: Config) -> str:
         paths = scan_image_folder(_split_roots(Path(d.source).expanduser())[0])[0]
         choice = f"auto -> {resolve_pipeline('auto', paths, d)} for '{d.source}'"
     return (f"data.pipeline {choice} (cache: decoded once to squares; stream: whole images "
-            "decoded every epoch in the workers; dali: on the GPU)")
+            "decoded every epoch in the workers)")
 
 
 def cmd_shard(args: argparse.Namespace) -> int:

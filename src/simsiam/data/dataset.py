@@ -88,7 +88,7 @@ class DataSplits:
         skipped: image files that could not be decoded (named in a DataWarning).
         folder: whether the source is a folder (not a torchvision dataset).
         pipeline: how the training images are read: ``cache`` (decoded once) or ``stream``
-            / ``dali`` (decoded from the files every epoch; ``train.images`` is lazy).
+            (decoded from the files every epoch; ``train.images`` is lazy).
     """
 
     train: ImageSet
@@ -169,7 +169,7 @@ def load_data(cfg: DataConfig, seed: int = 0, progress: bool = True,
     by :func:`~simsiam.data.captions.load_caption_data` (images with ``captions``).
 
     ``pipeline`` (pretraining passes ``data.pipeline``; evaluation keeps ``cache``): with
-    ``stream`` or ``dali`` (or ``auto`` resolved to stream, :func:`resolve_pipeline`) a
+    ``stream`` (or ``auto`` resolved to stream, :func:`resolve_pipeline`) a
     folder's training images are not decoded here: ``train.images`` is a lazy
     :class:`~simsiam.data.stream.FileImages` of the files whose header reads (the others
     skipped as above); held-out images are decoded to the cache as always.

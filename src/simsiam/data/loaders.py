@@ -59,18 +59,12 @@ def device_views(train: ImageSet, augment, cfg: Config, device: torch.device, ra
     """The loader whose views ``augment`` finishes on ``device``, by where the images are:
     decoded in memory or in the cache (:class:`BatchedViewLoader`: crops cut on the device),
     files to stream (``data.pipeline`` stream: :class:`~simsiam.data.stream.StreamViewLoader`,
-    crops cut in the workers; dali: :class:`~simsiam.data.dali.DaliViewLoader`, decoded
-    and cut on the GPU). All yield ``(x1, ..., index)`` and have ``.sampler``."""
+    crops cut in the workers). Both yield ``(x1, ..., index)`` and have ``.sampler``."""
     per_device = cfg.train.batch_size // world_size
     if not isinstance(train.images, FileImages):
         return BatchedViewLoader(train.images, augment, per_device, cfg.train.seed, device,
                                  resident_max_bytes=cfg.data.resident_max_mb << 20,
                                  rank=rank, world_size=world_size)
-    if cfg.data.pipeline == "dali":
-        from simsiam.data.dali import DaliViewLoader
-
-        return DaliViewLoader(train.images.sources, train.images.names, augment, per_device,
-                              cfg.train.seed, device, cfg.data.num_workers, rank, world_size)
     return StreamViewLoader(train.images.sources, train.images.names, augment, per_device,
                             cfg.train.seed, device, num_workers=cfg.data.num_workers,
                             strict=cfg.data.strict, draft=cfg.data.jpeg_draft, rank=rank,

@@ -5,7 +5,7 @@ Shards whose samples have no caption (e.g. written by ``simsiam shard``,
 its ``.json``'s ``"class"`` or its ``.cls`` (webdataset's integer label); a sample whose
 ``.json`` says ``"split": "test"`` is held out (a folder's ``test/``), otherwise a seeded
 ``data.holdout_fraction`` of each class is. The training images are decoded to the cache
-(``data.pipeline`` cache) or streamed (stream / dali: each image read by its byte offset
+(``data.pipeline`` cache) or streamed (stream: each image read by its byte offset
 in the tar, :class:`~simsiam.data.shards.ShardMember`, decoded every epoch by the stream
 path's workers). Shards with captions are caption data (:mod:`simsiam.data.captions`).
 """
