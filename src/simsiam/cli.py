@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from simsiam import cliflags
+from simsiam.compile_cache import use_compile_cache
 from simsiam.config import Config, load_config
 from simsiam.distributed.context import launched_as_main, launcher
 from simsiam.errors import (
@@ -366,6 +367,7 @@ _default_show_warning = warnings.showwarning
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.showwarning = _show_warning
+    use_compile_cache()  # torch.compile's graphs under the project's cache: warm next time
     # Under torchrun every process reports; the others say which they are.
     who = "simsiam" if launched_as_main() else f"simsiam [rank {os.environ.get('RANK')}]"
     try:
