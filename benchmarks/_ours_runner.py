@@ -35,6 +35,8 @@ def ours_config(spec: dict):
             "train.seed": spec.get("seed", SEED),
             "optim.base_lr": spec["lr"] * 256 / spec["batch"],
             "optim.momentum": MOMENTUM, "optim.weight_decay": WEIGHT_DECAY}
+    if spec.get("compile") is not None:  # None: the preset's train.compile
+        over["train.compile"] = spec["compile"]
     if spec["mode"] == "speed":
         over["data.test_per_class"] = 1  # only the training images matter here
     else:  # the trainer, with the same optimizer rule as the lightly loop
@@ -66,15 +68,21 @@ def speed(spec: dict, cfg, memory: TreeMemory) -> dict:
     opt = build_optimizer(model.param_groups(), cfg.optim, spec["lr"])
     batches = EndlessBatches(make_batches(model.batch_kind, train, cfg, device))
     bf16 = use_bf16(cfg.train.amp, device)
+    compiled = bool(cfg.train.compile)  # as the trainer does
+    step_model = torch.compile(model) if compiled else model
     model.train()
-    out = {"bf16": bf16, "images": len(train), "setup_s": time.perf_counter() - T_START}
+    out = {"bf16": bf16, "images": len(train), "setup_s": time.perf_counter() - T_START,
+           "compile": compiled}
     losses = []
+    t_first = time.perf_counter()
     for i in range(spec["warmup"] + spec["steps"]):
+        if i == 1:
+            out["first_step_s"] = time.perf_counter() - t_first  # the compile, when on
         if i == spec["warmup"]:
             memory.pause()
             t0 = time.perf_counter()
         batch = next(batches).to(device, fmt)
-        losses.append(train_step(model, opt, batch.inputs, bf16)[0])
+        losses.append(train_step(step_model, opt, batch.inputs, bf16)[0])
     dt = time.perf_counter() - t0
     memory.resume()
     return out | {"pairs_per_s": spec["batch"] * spec["steps"] / dt, "seconds": dt,

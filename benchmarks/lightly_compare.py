@@ -21,15 +21,16 @@ already imports them. lightly is used only as an installed library, from
 ``speed``: first one lightly run each with DataLoader ``num_workers`` 0, 1 and 2 (all
 three reported); the fastest is used for the alternating runs lightly, ours, lightly,
 ours, ... (``--runs`` of each), plus one (``--fp32-runs``) run of ours with
-``train.amp=fp32`` and ``train.channels_last=false``. Every run is a fresh subprocess with
-``torch.set_num_threads(--threads)``; it times ``--steps`` full training steps after
-``--warmup`` steps: next batch from the loader (loading + augmentation) + forward +
-backward + SGD step. It reports median/min/max pairs/s per setting, the ratio
-ours/lightly of the medians, and each subprocess's peak memory (largest over the runs of
-a row): ``RSS main`` its own ``ru_maxrss``; ``workers RSS`` the largest sum of its
-DataLoader workers' RSS; ``PSS all`` the largest sum of PSS over the process and its
-workers (shared pages split, so the footprint of the whole pipeline), sampled every
-0.25 s from ``/proc`` by :class:`TreeMemory` in both sides.
+``train.amp=fp32`` and ``train.channels_last=false`` and one (``--compile-runs``) with
+``train.compile=true`` (its compile, in the warm-up steps, is printed, not timed). Every
+run is a fresh subprocess with ``torch.set_num_threads(--threads)``; it times ``--steps``
+full training steps after ``--warmup`` steps: next batch from the loader (loading +
+augmentation) + forward + backward + SGD step. It reports median/min/max pairs/s per
+setting, the ratio ours/lightly of the medians, and each subprocess's peak memory (largest
+over the runs of a row): ``RSS main`` its own ``ru_maxrss``; ``workers RSS`` the largest
+sum of its DataLoader workers' RSS; ``PSS all`` the largest sum of PSS over the process
+and its workers (shared pages split, so the footprint of the whole pipeline), sampled
+every 0.25 s from ``/proc`` by :class:`TreeMemory` in both sides.
 
 ``knn``: both train ``--epochs`` epochs on the first ``--per-class`` images of each class
 (the same files), with the same optimizer rule, then both backbones are scored by the
@@ -184,7 +185,7 @@ def speed(args: argparse.Namespace) -> None:
     print(f"  fastest: num_workers={best}; lightly {info['lightly']}, torch {info['torch']}",
           flush=True)
 
-    light, ours, ours32 = [], [], []
+    light, ours, ours32, ours_c = [], [], [], []
     for i in range(args.runs):
         light.append(_lightly(lspec | {"workers": best}))
         print(f"  run {i + 1}/{args.runs}: lightly {light[-1]['pairs_per_s']:.1f}", end="",
@@ -194,6 +195,10 @@ def speed(args: argparse.Namespace) -> None:
         if i < args.fp32_runs:
             ours32.append(_ours(ospec | {"amp": "fp32", "channels_last": False}))
             print(f", ours fp32 {ours32[-1]['pairs_per_s']:.1f}", end="", flush=True)
+        if i < args.compile_runs:
+            ours_c.append(_ours(ospec | {"compile": True}))
+            print(f", ours compiled {ours_c[-1]['pairs_per_s']:.1f} (compile "
+                  f"{ours_c[-1]['first_step_s']:.0f} s)", end="", flush=True)
         print(" pairs/s", flush=True)
 
     proj = ("published SimSiamProjectionHead (3 layers)" if args.lightly_proj == 3 else
@@ -208,6 +213,8 @@ def speed(args: argparse.Namespace) -> None:
                        f"{' channels_last' if o['channels_last'] else ''} {o['backend']}", ours))
     if ours32:
         print(_row("ours", f"fp32 contiguous {ours32[0]['backend']}", ours32))
+    if ours_c:
+        print(_row("ours", "as above + train.compile", ours_c))
     med_l = statistics.median(r["pairs_per_s"] for r in light)
     med_o = statistics.median(r["pairs_per_s"] for r in ours)
     print(f"\nratio ours/lightly (medians): {med_o / med_l:.2f}x", end="")
@@ -299,6 +306,8 @@ def main(argv: list[str] | None = None) -> None:
             s.add_argument("--warmup", type=int, default=3)
             s.add_argument("--fp32-runs", type=int, default=1,
                            help="runs of ours with amp=fp32, channels_last=false")
+            s.add_argument("--compile-runs", type=int, default=1,
+                           help="runs of ours with train.compile=true (compile not timed)")
             s.add_argument("--per-class", type=int, default=1000,
                            help="images per class in the training set (demo preset: 1000)")
         else:

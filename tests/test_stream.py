@@ -226,3 +226,41 @@ def test_file_images_decode_like_the_cache(tmp_path):
     assert np.array_equal(lazy[2:5], np.stack([read_rgb(p, 36) for p in paths[2:5]]))
     sub = lazy.take([7, 1])
     assert isinstance(sub, FileImages) and np.array_equal(sub[0], read_rgb(paths[7], 36))
+
+
+def test_pipeline_settings_are_checked_and_named(tmp_path):
+    from simsiam.config import load_config
+    from simsiam.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="data.pipeline.*DALI path is not in this version"):
+        load_config("demo-cpu", {"data.pipeline": "dali"})
+    with pytest.raises(ConfigError, match="augment.backend=batched"):
+        load_config("demo-cpu", {"data.pipeline": "stream", "augment.backend": "per_image"})
+
+
+def test_describe_says_what_auto_resolves_to(tmp_path, capsys):
+    from simsiam.cli import main
+
+    source = _folder(tmp_path, bad=False)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"method: simsiam\ndata:\n  source: {source}\n  image_size: 32\n"
+                   "model:\n  backbone: resnet18\n")
+    assert main(["describe", "--config", str(cfg)]) == 0
+    assert f"data.pipeline auto -> stream for '{source}'" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_run_streams_photos_and_records_the_pipeline(tmp_path):
+    from simsiam.config import load_config
+    from simsiam.train import pretrain, read_metrics
+
+    source = _folder(tmp_path, n=16, bad=False)
+    cfg = load_config("demo-cpu", {"data.source": str(source), "data.per_class": None,
+                                   "data.holdout_fraction": 0.25, "data.num_workers": 1,
+                                   "train.batch_size": 4, "train.epochs": 1,
+                                   "train.out": str(tmp_path / "run"), "eval.knn_every": 0,
+                                   "eval.knn_at_start": False})
+    res = pretrain(cfg, progress=False)
+    setup = [r for r in read_metrics(tmp_path / "run") if r["kind"] == "setup"][0]
+    assert setup["pipeline"] == "stream" and setup["train_images"] == 12
+    assert res.steps == 3 and np.isfinite(res.epoch_loss[1])
