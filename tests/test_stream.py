@@ -232,8 +232,8 @@ def test_pipeline_settings_are_checked_and_named(tmp_path):
     from simsiam.config import load_config
     from simsiam.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="data.pipeline.*DALI path is not in this version"):
-        load_config("demo-cpu", {"data.pipeline": "dali"})
+    with pytest.raises(ConfigError, match="data.pipeline.*'auto', 'cache', 'stream', 'dali'"):
+        load_config("demo-cpu", {"data.pipeline": "gpu"})
     with pytest.raises(ConfigError, match="augment.backend=batched"):
         load_config("demo-cpu", {"data.pipeline": "stream", "augment.backend": "per_image"})
 

@@ -25,7 +25,7 @@ import torch
 
 from simsiam.config import Config
 from simsiam.data.dataset import ImageSet
-from simsiam.data.loaders import make_batches
+from simsiam.data.loaders import input_pipeline, make_batches
 from simsiam.distributed.context import resolve_device
 from simsiam.methods import build_method
 from simsiam.train.optim import build_optimizer
@@ -209,7 +209,7 @@ def main_bench(cfg: Config, progress: bool = True, synthetic: int = 0, **kw) -> 
         from simsiam.data.dataset import load_data
 
         splits = load_data(cfg.data, cfg.train.seed, progress,
-                           cfg.data.pipeline if cfg.augment.backend == "batched" else "cache")
+                           input_pipeline(cfg, resolve_device(cfg.train.device)))
         images, captions, pipeline = splits.train.images, splits.train.captions, splits.pipeline
     res = run_bench(cfg, images, captions=captions, **kw)
     workers = f", {cfg.data.num_workers} workers" if pipeline != "cache" else ""

@@ -43,6 +43,8 @@ class DataConfig:
     # Pretraining input (simsiam.data.stream): "cache" decodes every image once to a square
     # (whole images when all are one square size, else centre squares of cache_side);
     # "stream" decodes each file every epoch in the workers, crops from the whole image;
+    # "dali": as stream, decoded and cut by NVIDIA DALI on the GPU (pip extra [dali]; the
+    # stream path runs instead, with a notice, without DALI or a GPU);
     # "auto": cache when every image is one square no larger than cache_side, else stream.
     pipeline: str = "auto"
     jpeg_draft: bool = True  # stream: decode a JPEG at 1/2, 1/4, 1/8 size when every crop allows

@@ -37,7 +37,7 @@ NORMALIZE = ("auto", "cifar10", "imagenet")
 SCHEDULES = ("epoch", "step")
 AMP = ("auto", "bf16", "fp32")
 AUG_BACKENDS = ("batched", "per_image")
-PIPELINES = ("auto", "cache", "stream")
+PIPELINES = ("auto", "cache", "stream", "dali")
 COLLAPSE_MEASURES = ("auto", "std", "rank")
 
 
@@ -82,9 +82,7 @@ def check_data(d: DataConfig, where: str) -> None:
     require(d.resident_max_mb >= 0, where, "data.resident_max_mb", d.resident_max_mb,
             "use 0 or more")
     require(d.pipeline in PIPELINES, where, "data.pipeline", d.pipeline,
-            f"choose one of {PIPELINES}" + (" (the NVIDIA DALI path is not in this version: "
-                                            "stream is its CPU-decoding equivalent)"
-                                            if d.pipeline == "dali" else ""))
+            f"choose one of {PIPELINES}")
     require(d.labels in ("auto", "none"), where, "data.labels", d.labels,
             "use auto (class subfolders are labels; one class is unlabelled) or none")
 

@@ -9,6 +9,9 @@ of a method's kind of batch (:mod:`simsiam.data.batches`).
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
+
 import torch
 from torch.utils.data import DataLoader
 
@@ -20,7 +23,7 @@ from simsiam.data.batches import CaptionBatches, ViewBatches
 from simsiam.data.dataset import EpochShuffleSampler, ImageSet, TwoViewDataset
 from simsiam.data.device_loader import BatchedViewLoader
 from simsiam.data.stream import FileImages, StreamViewLoader, worker_init
-from simsiam.errors import ConfigError, DataError
+from simsiam.errors import ConfigError, DataError, DataWarning
 
 
 def make_loader(train: ImageSet, cfg: Config, device: torch.device, rank: int = 0,
@@ -54,17 +57,43 @@ def make_loader(train: ImageSet, cfg: Config, device: torch.device, rank: int = 
                       worker_init_fn=worker_init if workers else None)
 
 
+def input_pipeline(cfg: Config, device: torch.device) -> str:
+    """The ``data.pipeline`` a run on ``device`` uses: ``cache`` for the per-image backend;
+    ``dali`` only with DALI installed and a GPU, else ``stream`` with a notice naming why."""
+    from simsiam.data.dali import dali_or_why
+
+    if cfg.augment.backend != "batched":
+        return "cache"
+    if cfg.data.pipeline == "dali":
+        why = dali_or_why(device)
+        if why is not None:
+            warnings.warn(DataWarning(f"data.pipeline dali: {why}; the stream path (the same "
+                                      "crops, decoded by PIL in the workers) runs instead"),
+                          stacklevel=2)
+            return "stream"
+    return cfg.data.pipeline
+
+
 def device_views(train: ImageSet, augment, cfg: Config, device: torch.device, rank: int = 0,
                  world_size: int = 1):
     """The loader whose views ``augment`` finishes on ``device``, by where the images are:
     decoded in memory or in the cache (:class:`BatchedViewLoader`: crops cut on the device),
     files to stream (``data.pipeline`` stream: :class:`~simsiam.data.stream.StreamViewLoader`,
-    crops cut in the workers). Both yield ``(x1, ..., index)`` and have ``.sampler``."""
+    crops cut in the workers; dali with DALI and a GPU, image files:
+    :class:`~simsiam.data.dali.DaliViewLoader`). All yield ``(x1, ..., index)`` and have
+    ``.sampler``."""
     per_device = cfg.train.batch_size // world_size
     if not isinstance(train.images, FileImages):
         return BatchedViewLoader(train.images, augment, per_device, cfg.train.seed, device,
                                  resident_max_bytes=cfg.data.resident_max_mb << 20,
                                  rank=rank, world_size=world_size)
+    if cfg.data.pipeline == "dali" and input_pipeline(cfg, device) == "dali" and all(
+            isinstance(s, (str, Path)) for s in train.images.sources):
+        from simsiam.data.dali import DaliViewLoader
+
+        return DaliViewLoader(train.images.sources, train.images.names, augment, per_device,
+                              cfg.train.seed, device, max(1, cfg.data.num_workers), rank,
+                              world_size, strict=cfg.data.strict)
     return StreamViewLoader(train.images.sources, train.images.names, augment, per_device,
                             cfg.train.seed, device, num_workers=cfg.data.num_workers,
                             strict=cfg.data.strict, draft=cfg.data.jpeg_draft, rank=rank,

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from simsiam.config import Config, config_to_dict, config_to_yaml
 from simsiam.data.dataset import DataSplits, load_data
-from simsiam.data.loaders import make_batches
+from simsiam.data.loaders import input_pipeline, make_batches
 from simsiam.distributed import (
     BatchPlan,
     DistContext,
@@ -144,7 +144,7 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool,
     if resume:
         checkpointer.load()  # a checkpoint of a newer format is named before its config
         cfg = resume_config(cfg, out)
-    pipeline = cfg.data.pipeline if cfg.augment.backend == "batched" else "cache"
+    pipeline = input_pipeline(cfg, ctx.device)
     splits = ctx.main_first(lambda: load_data(cfg.data, cfg.train.seed, progress, pipeline))
     run, state = _build(cfg, splits, resume, progress, signals, ctx, checkpointer)
     if ctx.is_main:
