@@ -128,3 +128,24 @@ def test_a_damaged_shard_member_is_handled_as_a_bad_image_file(tmp_path):
         warnings.simplefilter("ignore")
         cached = load_data(cfg, pipeline="cache", progress=False)
     assert cached.pipeline == "cache" and len(cached.train) == 10
+
+
+def test_shard_refuses_what_pretraining_refuses_and_names_its_own_arguments(tmp_path):
+    folder = _folder(tmp_path / "pets")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(DataError, match="OUT '.*afile' is a file, not a folder"):
+        write_shards(folder, tmp_path / "afile", 5, progress=False)
+    with pytest.raises(DataError, match="FOLDER '.*nope' is not a folder"):
+        write_shards(tmp_path / "nope", tmp_path / "o", 5, progress=False)
+    (folder / "test" / "ship").rename(folder / "test" / "boat")  # names differ: refused
+    with pytest.raises(DataError, match="class folders of .* differ"):
+        write_shards(folder, tmp_path / "o", 5, progress=False)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_pattern_of_test_samples_only_says_so(tmp_path):
+    folder = _folder(tmp_path / "pets")
+    res = write_shards(folder, tmp_path / "out", 5, progress=False)
+    last = str(res.shards[-1])  # the 3 held-out samples
+    with pytest.raises(DataError, match='all 3 samples are marked "split": "test"'):
+        load_data(_cfg(last, cache_dir=str(tmp_path / "c")), progress=False)

@@ -264,3 +264,16 @@ def test_a_run_streams_photos_and_records_the_pipeline(tmp_path):
     setup = [r for r in read_metrics(tmp_path / "run") if r["kind"] == "setup"][0]
     assert setup["pipeline"] == "stream" and setup["train_images"] == 12
     assert res.steps == 3 and np.isfinite(res.epoch_loss[1])
+
+
+def test_streamed_squares_are_read_for_the_monitor_as_the_cache_reads_them(tmp_path):
+    root = tmp_path / "sq" / "all"
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for i in range(10):
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(root / f"{i}.png")
+    cfg = DataConfig(source=str(tmp_path / "sq"), image_size=32, holdout_fraction=0.2)
+    splits = load_data(cfg, pipeline="stream", progress=False)
+    assert splits.pipeline == "stream"
+    assert splits.train.images.shape[1:] == splits.test.images.shape[1:] == (40, 40, 3)
+    assert np.array_equal(splits.train.images[0], np.asarray(Image.open(splits.train.paths[0])))

@@ -201,7 +201,7 @@ def format_table(cfg: Config, res: BenchResult) -> str:
 def main_bench(cfg: Config, progress: bool = True, synthetic: int = 0, **kw) -> BenchResult:
     """Load the training images of ``cfg`` (or make ``synthetic`` random ones of the
     view size, for machines without the data), run :func:`run_bench`, print the table."""
-    captions, pipeline = None, "cache"
+    captions, pipeline = None, "cache (synthetic images in memory)"
     if synthetic:
         s = cfg.data.image_size
         images = np.random.default_rng(0).integers(0, 256, (synthetic, s, s, 3), dtype=np.uint8)

@@ -75,7 +75,9 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
                    "only) or one subfolder per class (labels feed the kNN monitor and probe "
                    "only, never training); with train/ and test/ (or val/) those are the "
                    "splits, else a seeded 10%% (data.holdout_fraction) is held out for the "
-                   "monitor. Or cifar10 / cifar100 (torchvision's download)")
+                   "monitor. Or cifar10 / cifar100 (torchvision's download), a caption table "
+                   "(.csv/.tsv/.jsonl), or WebDataset shards ('shards/shard-{000000..000012}"
+                   ".tar': a brace pattern, not a glob; simsiam shard writes them)")
     p.add_argument("--out", help="run directory (default from the config)")
     p.add_argument("--epochs", type=cliflags.EPOCHS)
     p.add_argument("--batch-size", type=cliflags.BATCH)
@@ -283,7 +285,9 @@ def pipeline_words(cfg: Config) -> str:
         paths = scan_image_folder(_split_roots(Path(d.source).expanduser())[0])[0]
         choice = f"auto -> {resolve_pipeline('auto', paths, d)} for '{d.source}'"
     return (f"data.pipeline {choice} (cache: decoded once to squares; stream: whole images "
-            "decoded every epoch in the workers)")
+            "decoded every epoch in the workers; dali: as stream, decoded on the GPU by "
+            "NVIDIA DALI, else stream; auto: cache when every image is one square no larger "
+            "than the cache side, else stream)")
 
 
 def cmd_shard(args: argparse.Namespace) -> int:

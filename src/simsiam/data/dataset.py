@@ -185,6 +185,13 @@ def load_data(cfg: DataConfig, seed: int = 0, progress: bool = True,
                         "cifar10, or a caption table / WebDataset shards (CLIP), or set "
                         "data.source in the config")
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
+    kind = ("torchvision's " + cfg.source if cfg.source in TORCHVISION_SOURCES else
+            "caption data" if is_caption_source(cfg.source)
+            and not cfg.source.strip().lower().endswith(".tar") else None)
+    if pipeline in ("stream", "dali") and kind is not None:
+        warnings.warn(DataWarning(f"data.pipeline {pipeline}: {kind} is read through the "
+                                  "decoded cache (the stream path reads image folders and "
+                                  "image shards)"), stacklevel=2)
     if cfg.source in TORCHVISION_SOURCES:
         train = _from_torchvision(cfg.source, True, cache_dir)
         test: ImageSet | None = _from_torchvision(cfg.source, False, cache_dir)
@@ -319,7 +326,8 @@ def _files(paths: list[Path], labels: np.ndarray, classes: list[str],
 
     names = [str(p) for p in paths]
     kept = check_headers(paths, names, cfg.strict, "stream train")
-    side = cfg.cache_side or round(cfg.image_size * 8 / 7)
+    # the cache's side, so the monitor reads training and held-out images alike
+    side = cfg.cache_side or uniform_square_side(paths) or round(cfg.image_size * 8 / 7)
     images = FileImages([paths[i] for i in kept], [names[i] for i in kept], side)
     return (ImageSet(images, labels[kept], classes, [names[i] for i in kept]),
             len(paths) - len(kept))

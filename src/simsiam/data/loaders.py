@@ -87,8 +87,14 @@ def device_views(train: ImageSet, augment, cfg: Config, device: torch.device, ra
         return BatchedViewLoader(train.images, augment, per_device, cfg.train.seed, device,
                                  resident_max_bytes=cfg.data.resident_max_mb << 20,
                                  rank=rank, world_size=world_size)
-    if cfg.data.pipeline == "dali" and input_pipeline(cfg, device) == "dali" and all(
-            isinstance(s, (str, Path)) for s in train.images.sources):
+    from simsiam.data.dali import dali_or_why
+
+    files = all(isinstance(s, (str, Path)) for s in train.images.sources)
+    if cfg.data.pipeline == "dali" and dali_or_why(device) is None and not files:
+        warnings.warn(DataWarning("data.pipeline dali reads image files: WebDataset shards "
+                                  "are streamed by the stream path (the same crops)"),
+                      stacklevel=2)
+    if cfg.data.pipeline == "dali" and dali_or_why(device) is None and files:
         from simsiam.data.dali import DaliViewLoader
 
         return DaliViewLoader(train.images.sources, train.images.names, augment, per_device,

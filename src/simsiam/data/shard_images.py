@@ -72,6 +72,10 @@ def load_shard_images(index: ShardIndex, cfg: DataConfig, seed: int, cache_dir: 
     found = len(train_idx)
     train_idx = train_idx[first_per_class(labels[train_idx], cfg.per_class)]
     test_idx = test_idx[first_per_class(labels[test_idx], cfg.test_per_class)]
+    if not len(train_idx) and test.all():
+        raise DataError(f"'{cfg.source}': all {len(test):,} samples are marked \"split\": "
+                        "\"test\" (held out): add the shards with the training samples to "
+                        "the pattern")
     if not len(train_idx):
         raise DataError(f"'{cfg.source}' leaves no training image: data.holdout_fraction = "
                         f"{cfg.holdout_fraction} holds out all of them; lower it")
@@ -118,5 +122,7 @@ def _streamed(index: ShardIndex, sel: np.ndarray, labels: np.ndarray, classes: l
     sel = np.asarray([i for i in sel if im.sizes[i] is not None], dtype=np.int64)
     sources = [ShardMember(str(index.shards[im.members[i][0]]), *im.where[i]) for i in sel]
     names = [im.names[i] for i in sel]
-    side = cfg.cache_side or round(cfg.image_size * 8 / 7)
+    # the cache's side, so the monitor reads training and held-out images alike
+    side = (cfg.cache_side or square_side(im.sizes[i] for i in sel)
+            or round(cfg.image_size * 8 / 7))
     return ImageSet(FileImages(sources, names, side), labels[sel], classes, names), len(bad)

@@ -18,16 +18,17 @@ import io
 import json
 import tarfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 from tqdm import tqdm
 
-from simsiam.data.cache import _skip_warning, _strict_error, header_size
-from simsiam.data.dataset import _split_roots
+from simsiam.data.cache import header_size
+from simsiam.data.dataset import _split_roots, _test_by_class_name
 from simsiam.data.folder import scan_image_folder
-from simsiam.errors import DataError
+from simsiam.errors import DataError, DataWarning
 from simsiam.fileio import atomic_write
 
 KEPT_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
@@ -77,27 +78,38 @@ def write_shards(folder: str | Path, out: str | Path, shard_size: int, strict: b
     """
     if shard_size < 1:
         raise DataError(f"--shard-size {shard_size}: use 1 or more samples per shard")
-    base = Path(folder).expanduser()
+    base, out = Path(folder).expanduser(), Path(out).expanduser()
+    if not base.is_dir():
+        raise DataError(f"simsiam shard: FOLDER '{base}' is not a folder: give a folder of "
+                        "images (flat, or one subfolder per class; train/ and test/ kept)")
+    if out.exists() and not out.is_dir():
+        raise DataError(f"simsiam shard: OUT '{out}' is a file, not a folder: give a folder "
+                        "for the shards (it is created if missing)")
     train_root, test_root = _split_roots(base)
-    parts = [("train", train_root)] + ([("test", test_root)] if test_root else [])
-    samples: list[tuple[str, Path, int, str, Path]] = []
-    classes = None
+    paths, labels, classes = scan_image_folder(train_root)
+    parts = [("train", paths, labels)]
+    if test_root is not None:  # classes matched by folder name, as pretraining reads them
+        parts.append(("test", *_test_by_class_name(train_root, test_root, classes)))
+    samples: list[tuple[str, Path, int, str]] = []
     skipped: list[tuple[str, str]] = []
-    for split, root in parts:
-        paths, labels, names = scan_image_folder(root)
-        classes = classes or names
-        for p, label in zip(paths, labels, strict=True):
+    for split, files, labs in parts:
+        for p, label in zip(files, labs, strict=True):
             if header_size(p) is None:
                 skipped.append((str(p), "cannot read the image header"))
+                if strict:
+                    raise DataError(f"cannot read image '{p}' (not an image, empty or "
+                                    "damaged): --strict stops on the first such file; "
+                                    "remove or replace it, or drop --strict to leave such "
+                                    "files out with a warning")
                 continue
-            name = names[label]
-            samples.append((split, p, classes.index(name) if name in classes else label, name,
-                            root))
-    if skipped and strict:
-        raise _strict_error(skipped, len(samples) + len(skipped))
-    _skip_warning(skipped, len(samples) + len(skipped), "shard", stacklevel=3)
-    out = Path(out).expanduser()
-    groups = [[s for s in samples if s[0] == split] for split, _ in parts]
+            samples.append((split, p, int(label), classes[label]))
+    if skipped:
+        lines = "\n  ".join(f"{p}: {r}" for p, r in skipped)
+        warnings.warn(DataWarning(f"shard: left out {len(skipped)} of "
+                                  f"{len(samples) + len(skipped)} image files whose header "
+                                  f"cannot be read (--strict stops instead):\n  {lines}"),
+                      stacklevel=2)
+    groups = [[s for s in samples if s[0] == part[0]] for part in parts]
     chunks = [g[i:i + shard_size] for g in groups for i in range(0, len(g), shard_size)]
     targets = [out / f"shard-{i:06d}.tar" for i in range(len(chunks))]
     existing = [t for t in targets if t.exists()]
@@ -110,7 +122,7 @@ def write_shards(folder: str | Path, out: str | Path, shard_size: int, strict: b
                mininterval=1.0)
     for target, chunk in zip(targets, chunks, strict=True):
         entries = []
-        for split, path, label, name, _ in chunk:
+        for split, path, label, name in chunk:
             data, ext = _encoded(path)
             meta = {"class": name, "split": split, "path": str(path.relative_to(base))}
             entries.append((f"{key:08d}", ext, data, str(label).encode(),
@@ -119,8 +131,7 @@ def write_shards(folder: str | Path, out: str | Path, shard_size: int, strict: b
         atomic_write(target, lambda tmp, entries=entries: _write_tar(tmp, entries))
         bar.update(len(chunk))
     bar.close()
-    return ShardResult(targets, {split: len(g) for (split, _), g in zip(parts, groups,
-                                                                        strict=True)},
+    return ShardResult(targets, {part[0]: len(g) for part, g in zip(parts, groups, strict=True)},
                        len(skipped))
 
 

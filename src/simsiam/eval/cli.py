@@ -198,7 +198,8 @@ def _add_eval_flags(p: argparse.ArgumentParser) -> None:
                    "backbone.safetensors), RUN/backbone_init.safetensors (the random init), "
                    "RUN/checkpoints/last.pt, a torchvision or an official SimSiam checkpoint")
     p.add_argument("--data", required=True, help="image folder (with train/ and test/, or "
-                   "split by the run's seed), or cifar10 / cifar100")
+                   "split by the run's seed), cifar10 / cifar100, or labelled WebDataset "
+                   "shards ('out/shard-{000000..000012}.tar', from simsiam shard)")
     p.add_argument("--per-class", type=cliflags.PER_CLASS,
                    help="at most N training images per class")
     p.add_argument("--test-per-class", type=cliflags.TEST_PER_CLASS,

@@ -104,9 +104,11 @@ def lr_rule(plan: BatchPlan, base_lr: float) -> str:
 def _input_words(splits: DataSplits, side: int, d) -> str:
     """Where the crops come from: the decoded cache's squares, or the whole files."""
     if splits.pipeline == "cache":
-        return f"of images stored at {side} px (data.pipeline cache)"
+        chosen = "auto -> cache" if d.pipeline == "auto" else "cache"
+        return f"of images stored at {side} px (data.pipeline {chosen})"
     draft = ", JPEG draft decoding" if d.jpeg_draft and splits.pipeline == "stream" else ""
-    return (f"of whole images decoded every epoch (data.pipeline {splits.pipeline}, "
+    chosen = f"auto -> {splits.pipeline}" if d.pipeline == "auto" else splits.pipeline
+    return (f"of whole images decoded every epoch (data.pipeline {chosen}, "
             f"{d.num_workers} workers{draft})")
 
 
