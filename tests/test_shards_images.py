@@ -149,3 +149,55 @@ def test_a_pattern_of_test_samples_only_says_so(tmp_path):
     last = str(res.shards[-1])  # the 3 held-out samples
     with pytest.raises(DataError, match='all 3 samples are marked "split": "test"'):
         load_data(_cfg(last, cache_dir=str(tmp_path / "c")), progress=False)
+
+
+def test_sequential_runs_deal_whole_batches_and_resume_in_the_dataloaders_order():
+    from simsiam.data.shard_stream import delivered, schedule, worker_batches
+
+    assert worker_batches(7, 2) == [4, 3] and worker_batches(3, 4) == [1, 1, 1, 0]
+    assert schedule([2, 1]) == [(0, 0), (1, 0), (0, 1)]
+    assert delivered([4, 3], 5) == [3, 2]
+    assert delivered([4, 1], 4) == [3, 1]  # worker 1 ran out: worker 0 goes on alone
+    assert delivered([2, 2], 0) == [0, 0]
+
+
+def _sequential(train, rank: int, workers: int, buffer: int = 4):
+    from simsiam.data.shard_stream import ShardStreamLoader, shard_runs_of
+
+    aug = BatchedViewAugment(AugmentConfig(recipe="simsiam"), 16)
+    return ShardStreamLoader(shard_runs_of(train.images.sources), train.images.names, aug, 2,
+                             0, torch.device("cpu"), num_workers=workers, rank=rank,
+                             world_size=2, buffer=buffer)
+
+
+def test_sequential_shard_reading_over_two_ranks_of_two_workers_sees_each_image_once(tmp_path):
+    folder = _folder(tmp_path / "pets")
+    res = write_shards(folder, tmp_path / "out", 5, progress=False)
+    train = load_data(_cfg(res.pattern, cache_dir=str(tmp_path / "c")), pipeline="stream",
+                      progress=False).train
+    orders = []
+    for epoch in (0, 1):
+        seen = []
+        for rank in (0, 1):  # global batch 4: 3 steps per rank, worker runs of 2 + 1 batches
+            loader = _sequential(train, rank, workers=2)
+            loader.sampler.set_epoch(epoch)
+            batches = list(loader)
+            assert len(batches) == len(loader) == 3
+            assert all(b[0].shape == (2, 3, 16, 16) for b in batches)
+            seen += [i for b in batches for i in b[-1].tolist()]
+        assert sorted(seen) == list(range(12)), (epoch, seen)
+        orders.append(seen)
+    assert orders[0] != orders[1]  # a new shard order and shuffle each epoch
+    colour = np.asarray(train.images[:]).reshape(12, -1, 3).mean(axis=1).argmax(axis=1)
+    assert np.array_equal(colour, train.labels)
+    # resumed after one step of epoch 1 on rank 0: the same remaining batches
+    whole = list(_with_epoch(_sequential(train, 0, workers=2), 1, 0))
+    rest = list(_with_epoch(_sequential(train, 0, workers=2), 1, 4))
+    assert len(rest) == 2
+    for a, b in zip(rest, whole[1:], strict=True):
+        assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def _with_epoch(loader, epoch: int, start: int):
+    loader.sampler.set_epoch(epoch, start)
+    return loader

@@ -48,6 +48,12 @@ class DataConfig:
     # "auto": cache when every image is one square no larger than cache_side, else stream.
     pipeline: str = "auto"
     jpeg_draft: bool = True  # stream: decode a JPEG at 1/2, 1/4, 1/8 size when every crop allows
+    # Streamed WebDataset shards: "offset" reads each sample by its byte offset in the
+    # sampler's shuffled order (as a folder); "sequential": each worker of each process
+    # reads a contiguous run of samples shard after shard through a shuffle buffer of
+    # shuffle_buffer samples (simsiam.data.shard_stream: for shared file systems)
+    shard_order: str = "offset"
+    shuffle_buffer: int = 1000
     # "auto": class subfolder names are labels (for the kNN monitor and probes only; one
     # class, e.g. a flat folder, is unlabelled); "none": ignore them (label-free signals only)
     labels: str = "auto"

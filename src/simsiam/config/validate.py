@@ -83,6 +83,10 @@ def check_data(d: DataConfig, where: str) -> None:
             "use 0 or more")
     require(d.pipeline in PIPELINES, where, "data.pipeline", d.pipeline,
             f"choose one of {PIPELINES}")
+    require(d.shard_order in ("offset", "sequential"), where, "data.shard_order",
+            d.shard_order, "use offset or sequential")
+    require(d.shuffle_buffer >= 1, where, "data.shuffle_buffer", d.shuffle_buffer,
+            "use 1 (file order) or more samples")
     require(d.labels in ("auto", "none"), where, "data.labels", d.labels,
             "use auto (class subfolders are labels; one class is unlabelled) or none")
 

@@ -100,6 +100,13 @@ def device_views(train: ImageSet, augment, cfg: Config, device: torch.device, ra
         return DaliViewLoader(train.images.sources, train.images.names, augment, per_device,
                               cfg.train.seed, device, max(1, cfg.data.num_workers), rank,
                               world_size, strict=cfg.data.strict)
+    if cfg.data.shard_order == "sequential" and not files:
+        from simsiam.data.shard_stream import ShardStreamLoader, shard_runs_of
+
+        return ShardStreamLoader(shard_runs_of(train.images.sources), train.images.names,
+                                 augment, per_device, cfg.train.seed, device,
+                                 cfg.data.num_workers, cfg.data.strict, cfg.data.jpeg_draft,
+                                 rank, world_size, cfg.data.shuffle_buffer)
     return StreamViewLoader(train.images.sources, train.images.names, augment, per_device,
                             cfg.train.seed, device, num_workers=cfg.data.num_workers,
                             strict=cfg.data.strict, draft=cfg.data.jpeg_draft, rank=rank,

@@ -238,10 +238,14 @@ class StreamViewLoader:
                       f"replaced in its batch by the next image; pass --strict to stop "
                       f"instead):\n  {lines}", DataWarning, stacklevel=3)
 
+    def _batches(self, first: int) -> Iterator:
+        """``(crops, index, bad)`` of each batch of the epoch from step ``first``."""
+        return iter(self.loader)
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         epoch, start = self.sampler.epoch, self.sampler.start
         first = start // (self.batch_size * self.sampler.world_size)
-        for b, (crops, index, bad) in enumerate(self.loader):
+        for b, (crops, index, bad) in enumerate(self._batches(first)):
             self._report(bad)
             crops = [c.to(self.device, non_blocking=True) for c in crops]
             g = torch.Generator(self.device).manual_seed(

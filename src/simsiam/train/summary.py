@@ -107,6 +107,8 @@ def _input_words(splits: DataSplits, side: int, d) -> str:
         chosen = "auto -> cache" if d.pipeline == "auto" else "cache"
         return f"of images stored at {side} px (data.pipeline {chosen})"
     draft = ", JPEG draft decoding" if d.jpeg_draft and splits.pipeline == "stream" else ""
+    if d.shard_order == "sequential" and d.source.strip().lower().endswith(".tar"):
+        draft += f", shards read sequentially (shuffle buffer {d.shuffle_buffer})"
     chosen = f"auto -> {splits.pipeline}" if d.pipeline == "auto" else splits.pipeline
     return (f"of whole images decoded every epoch (data.pipeline {chosen}, "
             f"{d.num_workers} workers{draft})")
