@@ -275,14 +275,14 @@ def pipeline_words(cfg: Config) -> str:
     """``describe``'s input line: ``data.pipeline`` and, for a folder, what it resolves to."""
     from pathlib import Path
 
-    from simsiam.data.dataset import _split_roots, resolve_pipeline
-    from simsiam.data.folder import scan_image_folder
+    from simsiam.data.dataset import resolve_pipeline
+    from simsiam.data.folder import scan_image_folder, split_roots
 
     d, choice = cfg.data, cfg.data.pipeline
     if cfg.augment.backend != "batched":
         return f"data.pipeline {choice}: cache (augment.backend {cfg.augment.backend})"
     if choice == "auto" and d.source and Path(d.source).expanduser().is_dir():
-        paths = scan_image_folder(_split_roots(Path(d.source).expanduser())[0])[0]
+        paths = scan_image_folder(split_roots(Path(d.source).expanduser())[0])[0]
         choice = f"auto -> {resolve_pipeline('auto', paths, d)} for '{d.source}'"
     return (f"data.pipeline {choice} (cache: decoded once to squares; stream: whole images "
             "decoded every epoch in the workers; dali: as stream, decoded on the GPU by "

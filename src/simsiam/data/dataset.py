@@ -19,7 +19,13 @@ from torch.utils.data import Dataset, Sampler
 
 from simsiam.config import DataConfig
 from simsiam.data.cache import decode_to_cache, default_cache_dir, uniform_square_side
-from simsiam.data.folder import first_per_class, scan_image_folder
+from simsiam.data.folder import (
+    first_per_class,
+    holdout_by_class,
+    labelled_test_files,
+    scan_image_folder,
+    split_roots,
+)
 from simsiam.errors import DataError, DataWarning
 
 TORCHVISION_SOURCES = ("cifar10", "cifar100")
@@ -138,15 +144,6 @@ def _from_torchvision(name: str, train: bool, cache_dir: Path) -> ImageSet:
                     [f"{name}/{split}/{i}" for i in range(len(labels))])
 
 
-def _split_roots(root: Path) -> tuple[Path, Path | None]:
-    if (root / "train").is_dir():
-        for name in ("test", "val"):
-            if (root / name).is_dir():
-                return root / "train", root / name
-        return root / "train", None
-    return root, None
-
-
 def load_splits(cfg: DataConfig, seed: int = 0,
                 progress: bool = True) -> tuple[ImageSet, ImageSet | None]:
     """``(train, test)`` of :func:`load_data` (same arguments, same errors)."""
@@ -215,61 +212,6 @@ def load_data(cfg: DataConfig, seed: int = 0, progress: bool = True,
     return splits
 
 
-def _class_folders(root: Path) -> list[str]:
-    """The class folder names under ``root`` (non-hidden subfolders, sorted), empty or not."""
-    return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-
-
-def _test_by_class_name(train_root: Path, test_root: Path,
-                        classes: list[str]) -> tuple[list[Path], np.ndarray]:
-    """The test split's files, labelled by class folder NAME with the training split's
-    label numbers (``classes``: the training classes that hold images).
-
-    A class folder with no images in one split is named in a :class:`DataWarning` and
-    evaluation goes ahead on the classes that have images in both: held-out images of a
-    class with no training image are left out (no kNN or probe can predict it), and a
-    training class with no held-out image is simply not measured. Labels never shift.
-
-    Raises:
-        DataError: the two splits' class folder names differ (a folder in one is missing
-            from the other: named).
-    """
-    tp, tl, tc = scan_image_folder(test_root)
-    train_names, test_names = _class_folders(train_root), _class_folders(test_root)
-    if train_names != test_names:
-        only_train = sorted(set(train_names) - set(test_names))
-        only_test = sorted(set(test_names) - set(train_names))
-        raise DataError(f"class folders of '{test_root}' and '{train_root}' differ: only in "
-                        f"{train_root.name}/: {only_train[:5]}, only in {test_root.name}/: "
-                        f"{only_test[:5]}; use the same class folder names in both")
-    index = {name: i for i, name in enumerate(classes)}
-    no_train = [c for c in tc if c not in index]
-    no_test = [c for c in classes if c not in set(tc)]
-    if no_train:
-        dropped = int(sum((tl == tc.index(c)).sum() for c in no_train))
-        warnings.warn(DataWarning(
-            f"class folder(s) {no_train} of '{train_root}' hold no images: their {dropped} "
-            f"held-out images in '{test_root}' are left out of evaluation (no training image "
-            "to match them); the other classes are evaluated as usual"), stacklevel=4)
-    if no_test:
-        warnings.warn(DataWarning(
-            f"class folder(s) {no_test} of '{test_root}' hold no images: evaluation goes "
-            f"ahead on the other {len(classes) - len(no_test)} classes (training never reads "
-            "labels)"), stacklevel=4)
-    keep = [i for i, label in enumerate(tl) if tc[label] in index]
-    return [tp[i] for i in keep], np.asarray([index[tc[tl[i]]] for i in keep], dtype=np.int64)
-
-
-def holdout_by_class(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Bool ``(N,)``: a seeded ``round(fraction x n_c)`` of each class's samples held out."""
-    rng = np.random.default_rng(seed)
-    held = np.zeros(len(labels), dtype=bool)
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        held[rng.choice(idx, size=int(round(len(idx) * fraction)), replace=False)] = True
-    return held
-
-
 def resolve_pipeline(pipeline: str, paths: list[Path], cfg: DataConfig) -> str:
     """``data.pipeline`` for these training files: ``auto`` is ``cache`` when every image
     is one square size no larger than the cache's side (stored whole, e.g. CIFAR: crops
@@ -284,12 +226,12 @@ def resolve_pipeline(pipeline: str, paths: list[Path], cfg: DataConfig) -> str:
 def _load_folder(cfg: DataConfig, seed: int, cache_dir: Path, progress: bool,
                  pipeline: str = "cache") -> DataSplits:
     """Folders: choose the files first (split, cap), then decode only those."""
-    train_root, test_root = _split_roots(Path(cfg.source).expanduser())
+    train_root, test_root = split_roots(Path(cfg.source).expanduser())
     paths, labels, classes = scan_image_folder(train_root)
     found, held_out = len(paths), 0
     test_files: tuple[list[Path], np.ndarray] | None = None
     if test_root is not None:
-        test_files = _test_by_class_name(train_root, test_root, classes)
+        test_files = labelled_test_files(train_root, test_root, classes)
     elif cfg.holdout_fraction > 0:
         held = holdout_by_class(labels, cfg.holdout_fraction, seed)
         test_files = _pick(paths, labels, np.flatnonzero(held))

@@ -12,11 +12,12 @@ evaluation (kNN monitor); pretraining never reads them.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from simsiam.errors import DataError
+from simsiam.errors import DataError, DataWarning
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
@@ -62,7 +63,7 @@ def scan_image_folder(root: str | Path) -> tuple[list[Path], np.ndarray, list[st
                         "images (flat, or one subfolder per class) or 'cifar10'")
     if not root.is_dir():
         raise DataError(f"data path '{root}' is a file, not a folder of images")
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    classes = class_folders(root)
     paths: list[Path] = []
     labels: list[int] = []
     if classes:
@@ -101,3 +102,69 @@ def first_per_class(labels: np.ndarray, limit: int | None) -> np.ndarray:
     for c in np.unique(labels):
         keep[np.flatnonzero(labels == c)[:limit]] = True
     return np.flatnonzero(keep).astype(np.int64)
+
+
+def split_roots(root: Path) -> tuple[Path, Path | None]:
+    """``(train root, test root or None)``: ``root/train`` with ``root/test`` (or ``val``)
+    when ``root`` has a ``train/`` subfolder, else ``(root, None)``."""
+    if (root / "train").is_dir():
+        for name in ("test", "val"):
+            if (root / name).is_dir():
+                return root / "train", root / name
+        return root / "train", None
+    return root, None
+
+
+def class_folders(root: Path) -> list[str]:
+    """The class folder names under ``root`` (non-hidden subfolders, sorted), empty or not."""
+    return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def labelled_test_files(train_root: Path, test_root: Path,
+                         classes: list[str]) -> tuple[list[Path], np.ndarray]:
+    """The test split's files, labelled by class folder NAME with the training split's
+    label numbers (``classes``: the training classes that hold images).
+
+    A class folder with no images in one split is named in a :class:`DataWarning` and
+    evaluation goes ahead on the classes that have images in both: held-out images of a
+    class with no training image are left out (no kNN or probe can predict it), and a
+    training class with no held-out image is simply not measured. Labels never shift.
+
+    Raises:
+        DataError: the two splits' class folder names differ (a folder in one is missing
+            from the other: named).
+    """
+    tp, tl, tc = scan_image_folder(test_root)
+    train_names, test_names = class_folders(train_root), class_folders(test_root)
+    if train_names != test_names:
+        only_train = sorted(set(train_names) - set(test_names))
+        only_test = sorted(set(test_names) - set(train_names))
+        raise DataError(f"class folders of '{test_root}' and '{train_root}' differ: only in "
+                        f"{train_root.name}/: {only_train[:5]}, only in {test_root.name}/: "
+                        f"{only_test[:5]}; use the same class folder names in both")
+    index = {name: i for i, name in enumerate(classes)}
+    no_train = [c for c in tc if c not in index]
+    no_test = [c for c in classes if c not in set(tc)]
+    if no_train:
+        dropped = int(sum((tl == tc.index(c)).sum() for c in no_train))
+        warnings.warn(DataWarning(
+            f"class folder(s) {no_train} of '{train_root}' hold no images: their {dropped} "
+            f"held-out images in '{test_root}' are left out of evaluation (no training image "
+            "to match them); the other classes are evaluated as usual"), stacklevel=4)
+    if no_test:
+        warnings.warn(DataWarning(
+            f"class folder(s) {no_test} of '{test_root}' hold no images: evaluation goes "
+            f"ahead on the other {len(classes) - len(no_test)} classes (training never reads "
+            "labels)"), stacklevel=4)
+    keep = [i for i, label in enumerate(tl) if tc[label] in index]
+    return [tp[i] for i in keep], np.asarray([index[tc[tl[i]]] for i in keep], dtype=np.int64)
+
+
+def holdout_by_class(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Bool ``(N,)``: a seeded ``round(fraction x n_c)`` of each class's samples held out."""
+    rng = np.random.default_rng(seed)
+    held = np.zeros(len(labels), dtype=bool)
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        held[rng.choice(idx, size=int(round(len(idx) * fraction)), replace=False)] = True
+    return held

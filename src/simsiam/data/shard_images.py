@@ -19,8 +19,8 @@ import numpy as np
 
 from simsiam.config import DataConfig
 from simsiam.data.cache import _skip_warning, _strict_error, square_side
-from simsiam.data.dataset import DataSplits, ImageSet, holdout_by_class
-from simsiam.data.folder import first_per_class
+from simsiam.data.dataset import DataSplits, ImageSet
+from simsiam.data.folder import first_per_class, holdout_by_class
 from simsiam.data.shards import ShardIndex, ShardMember, decode_members, index_shards, shard_paths
 from simsiam.errors import DataError, DataWarning
 

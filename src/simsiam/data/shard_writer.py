@@ -26,8 +26,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from simsiam.data.cache import header_size
-from simsiam.data.dataset import _split_roots, _test_by_class_name
-from simsiam.data.folder import scan_image_folder
+from simsiam.data.folder import labelled_test_files, scan_image_folder, split_roots
 from simsiam.errors import DataError, DataWarning
 from simsiam.fileio import atomic_write
 
@@ -85,11 +84,11 @@ def write_shards(folder: str | Path, out: str | Path, shard_size: int, strict: b
     if out.exists() and not out.is_dir():
         raise DataError(f"simsiam shard: OUT '{out}' is a file, not a folder: give a folder "
                         "for the shards (it is created if missing)")
-    train_root, test_root = _split_roots(base)
+    train_root, test_root = split_roots(base)
     paths, labels, classes = scan_image_folder(train_root)
     parts = [("train", paths, labels)]
     if test_root is not None:  # classes matched by folder name, as pretraining reads them
-        parts.append(("test", *_test_by_class_name(train_root, test_root, classes)))
+        parts.append(("test", *labelled_test_files(train_root, test_root, classes)))
     samples: list[tuple[str, Path, int, str]] = []
     skipped: list[tuple[str, str]] = []
     for split, files, labs in parts:
