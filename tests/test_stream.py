@@ -119,7 +119,18 @@ def test_draft_scale_keeps_every_crop_at_least_the_view_size():
     assert draft_scale([(0, 0, 2000, 2000)], [224]) == 8
 
 
-def test_draft_decoding_gives_nearly_the_full_decode(tmp_path):
+def test_draft_decoding_gives_nearly_the_full_decode(tmp_path, monkeypatch):
+    from PIL import JpegImagePlugin
+
+    drafted = []  # the decoded sizes: the test must see a reduced decode happen
+    real = JpegImagePlugin.JpegImageFile.draft
+
+    def spy(self, mode, size, *args, **kw):
+        out = real(self, mode, size, *args, **kw)
+        drafted.append(self.size)
+        return out
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
     rng = np.random.default_rng(3)
     small = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
     big = Image.fromarray(small).resize((1600, 1200), Image.BICUBIC)
@@ -127,7 +138,9 @@ def test_draft_decoding_gives_nearly_the_full_decode(tmp_path):
     big.save(path, quality=95)
     spec = CropSpec((0.5, 1.0), (3 / 4, 4 / 3), 64)
     a = stream_crops(path, [spec], torch.Generator().manual_seed(0), draft=True)[0]
+    assert drafted and max(drafted[0]) < 1600  # decoded at 1/2, 1/4 or 1/8 size
     b = stream_crops(path, [spec], torch.Generator().manual_seed(0), draft=False)[0]
+    assert len(drafted) == 1  # draft=False decodes at full size
     assert np.abs(a.astype(int) - b.astype(int)).mean() < 3.0
 
 

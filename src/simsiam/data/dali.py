@@ -19,7 +19,6 @@ the damaged file (:class:`~simsiam.data.stream.StreamViews`).
 from __future__ import annotations
 
 import importlib.util
-import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -28,8 +27,15 @@ import torch
 
 from simsiam.data.dataset import EpochShuffleSampler, view_seed
 from simsiam.data.device_loader import batch_seed
-from simsiam.data.stream import ImageSource, StreamViews, _open, _oriented_size, draw_boxes
-from simsiam.errors import ConfigError, DataError, DataWarning
+from simsiam.data.stream import (
+    BadFiles,
+    ImageSource,
+    StreamViews,
+    _open,
+    _oriented_size,
+    draw_boxes,
+)
+from simsiam.errors import ConfigError
 
 
 def dali_available() -> bool:
@@ -107,7 +113,8 @@ class DaliViewLoader:
             raise ConfigError("data.pipeline dali reads image files; WebDataset shards are "
                               "streamed by data.pipeline stream")
         self.sources, self.names, self.augment = list(sources), list(names), augment
-        self.batch_size, self.seed, self.device, self.strict = batch_size, seed, device, strict
+        self.batch_size, self.seed, self.device = batch_size, seed, device
+        self.bad = BadFiles(strict)
         self.specs = augment.crop_specs()
         self.sampler = EpochShuffleSampler(len(sources), seed, batch_size * world_size, rank,
                                            world_size)
@@ -145,16 +152,7 @@ class DaliViewLoader:
     def _pil_batch(self, epoch: int, idx: list[int]) -> tuple[list[torch.Tensor], list[int]]:
         """The batch by the stream path's decoder: damaged files replaced and named."""
         items = [self.fallback[(epoch, i)] for i in idx]
-        bad = [b for it in items for b in it[2]]
-        if bad:
-            path, reason = bad[0]
-            if self.strict:
-                raise DataError(f"cannot decode image '{path}': {reason}. --strict "
-                                "(data.strict) stops on the first file that cannot be decoded")
-            lines = "\n  ".join(f"{p}: {r}" for p, r in bad)
-            warnings.warn(f"skipped {len(bad)} image file(s) that cannot be decoded (each "
-                          f"replaced in its batch by the next image):\n  {lines}",
-                          DataWarning, stacklevel=3)
+        self.bad.report([b for it in items for b in it[2]])
         crops = [torch.stack([it[0][v] for it in items]).to(self.device)
                  for v in range(len(self.specs))]
         return crops, [it[1] for it in items]

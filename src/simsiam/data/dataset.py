@@ -18,7 +18,12 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from simsiam.config import DataConfig
-from simsiam.data.cache import decode_to_cache, default_cache_dir, uniform_square_side
+from simsiam.data.cache import (
+    decode_to_cache,
+    default_cache_dir,
+    square_side,
+    uniform_square_side,
+)
 from simsiam.data.folder import (
     first_per_class,
     holdout_by_class,
@@ -182,13 +187,6 @@ def load_data(cfg: DataConfig, seed: int = 0, progress: bool = True,
                         "cifar10, or a caption table / WebDataset shards (CLIP), or set "
                         "data.source in the config")
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
-    kind = ("torchvision's " + cfg.source if cfg.source in TORCHVISION_SOURCES else
-            "caption data" if is_caption_source(cfg.source)
-            and not cfg.source.strip().lower().endswith(".tar") else None)
-    if pipeline in ("stream", "dali") and kind is not None:
-        warnings.warn(DataWarning(f"data.pipeline {pipeline}: {kind} is read through the "
-                                  "decoded cache (the stream path reads image folders and "
-                                  "image shards)"), stacklevel=2)
     if cfg.source in TORCHVISION_SOURCES:
         train = _from_torchvision(cfg.source, True, cache_dir)
         test: ImageSet | None = _from_torchvision(cfg.source, False, cache_dir)
@@ -205,6 +203,11 @@ def load_data(cfg: DataConfig, seed: int = 0, progress: bool = True,
                   else load_shard_images(index, cfg, seed, cache_dir, progress, pipeline))
     else:
         splits = _load_folder(cfg, seed, cache_dir, progress, pipeline)
+    if pipeline in ("stream", "dali") and splits.pipeline == "cache":
+        warnings.warn(DataWarning(f"data.pipeline {pipeline}: '{cfg.source}' is read through "
+                                  "the decoded cache (the stream path reads image folders and "
+                                  "image shards; caption data and torchvision's datasets are "
+                                  "decoded once)"), stacklevel=2)
     if cfg.labels == "none":
         splits.train = splits.train.without_labels()
         if splits.test is not None:
@@ -267,9 +270,9 @@ def _files(paths: list[Path], labels: np.ndarray, classes: list[str],
     from simsiam.data.stream import FileImages, check_headers
 
     names = [str(p) for p in paths]
-    kept = check_headers(paths, names, cfg.strict, "stream train")
+    kept, sizes = check_headers(paths, names, cfg.strict, "stream train")
     # the cache's side, so the monitor reads training and held-out images alike
-    side = cfg.cache_side or uniform_square_side(paths) or round(cfg.image_size * 8 / 7)
+    side = cfg.cache_side or square_side(sizes) or round(cfg.image_size * 8 / 7)
     images = FileImages([paths[i] for i in kept], [names[i] for i in kept], side)
     return (ImageSet(images, labels[kept], classes, [names[i] for i in kept]),
             len(paths) - len(kept))

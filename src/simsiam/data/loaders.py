@@ -90,11 +90,12 @@ def device_views(train: ImageSet, augment, cfg: Config, device: torch.device, ra
     from simsiam.data.dali import dali_or_why
 
     files = all(isinstance(s, (str, Path)) for s in train.images.sources)
-    if cfg.data.pipeline == "dali" and dali_or_why(device) is None and not files:
+    dali = cfg.data.pipeline == "dali" and dali_or_why(device) is None
+    if dali and not files:
         warnings.warn(DataWarning("data.pipeline dali reads image files: WebDataset shards "
                                   "are streamed by the stream path (the same crops)"),
                       stacklevel=2)
-    if cfg.data.pipeline == "dali" and dali_or_why(device) is None and files:
+    elif dali:
         from simsiam.data.dali import DaliViewLoader
 
         return DaliViewLoader(train.images.sources, train.images.names, augment, per_device,

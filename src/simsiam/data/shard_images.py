@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from simsiam.config import DataConfig
-from simsiam.data.cache import _skip_warning, _strict_error, square_side
+from simsiam.data.cache import square_side
 from simsiam.data.dataset import DataSplits, ImageSet
 from simsiam.data.folder import first_per_class, holdout_by_class
 from simsiam.data.shards import ShardIndex, ShardMember, decode_members, index_shards, shard_paths
@@ -111,18 +111,16 @@ def _streamed(index: ShardIndex, sel: np.ndarray, labels: np.ndarray, classes: l
               cfg: DataConfig) -> tuple[ImageSet, int]:
     """The training samples to stream (their header read when indexed; the unreadable
     ones skipped, or ``strict``: the first raises)."""
-    from simsiam.data.stream import FileImages
+    from simsiam.data.stream import FileImages, usable
 
     im = index.images
-    bad = [(im.names[i], "cannot read the image header (not an image, empty or damaged)")
-           for i in sel if im.sizes[i] is None]
-    if bad and cfg.strict:
-        raise _strict_error(bad, len(sel))
-    _skip_warning(bad, len(sel), "stream train", stacklevel=5)
-    sel = np.asarray([i for i in sel if im.sizes[i] is not None], dtype=np.int64)
+    found = len(sel)
+    sel = sel[usable([im.sizes[i] for i in sel], [im.names[i] for i in sel], cfg.strict,
+                     "stream train")]
     sources = [ShardMember(str(index.shards[im.members[i][0]]), *im.where[i]) for i in sel]
     names = [im.names[i] for i in sel]
     # the cache's side, so the monitor reads training and held-out images alike
     side = (cfg.cache_side or square_side(im.sizes[i] for i in sel)
             or round(cfg.image_size * 8 / 7))
-    return ImageSet(FileImages(sources, names, side), labels[sel], classes, names), len(bad)
+    return (ImageSet(FileImages(sources, names, side), labels[sel], classes, names),
+            found - len(sel))

@@ -27,7 +27,13 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from simsiam.data.dataset import view_seed
 from simsiam.data.shards import ShardMember
-from simsiam.data.stream import StreamViewLoader, collate_crops, stream_crops, worker_init
+from simsiam.data.stream import (
+    BadFiles,
+    StreamViewLoader,
+    collate_crops,
+    crops_or_reason,
+    worker_init,
+)
 
 _SHARD_ORDER_STREAM = 0x5A4D_0D3E  # view_seed stream of the epoch's shard order
 
@@ -122,18 +128,6 @@ class ShardRuns(IterableDataset):
         while buf:
             yield buf.pop(int(rng.integers(len(buf))))
 
-    def _crops(self, index: int, member: ShardMember):
-        g = torch.Generator().manual_seed(view_seed(self.seed, self.epoch, index))
-        try:
-            crops = stream_crops(member, self.specs, g, self.draft)
-        except MemoryError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - damaged: named by the loader
-            from simsiam.data.cache import _reason
-
-            return None, (self.names[index], _reason(exc))
-        return [torch.from_numpy(c).permute(2, 0, 1) for c in crops], None
-
     def __iter__(self):
         info = get_worker_info()
         worker = info.id if info is not None else 0
@@ -147,7 +141,9 @@ class ShardRuns(IterableDataset):
             if done < self.skip[worker]:  # resumed: batches delivered before, not decoded
                 batch.append(None)
             else:
-                crops, why = self._crops(index, member)
+                g = torch.Generator().manual_seed(view_seed(self.seed, self.epoch, index))
+                crops, why = crops_or_reason(member, self.names[index], self.specs, g,
+                                             self.draft)
                 if why is not None:
                     bad.append(why)
                     continue  # the batch is filled by the next sample of the run
@@ -172,7 +168,7 @@ class ShardStreamLoader(StreamViewLoader):
                  draft: bool = True, rank: int = 0, world_size: int = 1,
                  buffer: int = 1000) -> None:
         self.augment, self.batch_size, self.seed, self.device = augment, batch_size, seed, device
-        self.strict, self.reported = strict, set()
+        self.bad = BadFiles(strict)
         self.rank = rank if world_size > 1 else None
         self.world_size = world_size
         self.dataset = ShardRuns(shard_samples, names, augment.crop_specs(), seed, batch_size,

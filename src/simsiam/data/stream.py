@@ -127,6 +127,48 @@ def stream_crops(src: ImageSource, specs: Sequence[CropSpec], g: torch.Generator
     return out
 
 
+def crops_or_reason(src: ImageSource, name: str, specs: Sequence[CropSpec],
+                    g: torch.Generator, draft: bool = True
+                    ) -> tuple[list[torch.Tensor] | None, tuple[str, str] | None]:
+    """:func:`stream_crops` as ``(3, s, s)`` uint8 tensors and None, or for a damaged
+    image None and ``(name, the reason it cannot be decoded)``."""
+    try:
+        crops = stream_crops(src, specs, g, draft)
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged file: skipped, named by the loader
+        return None, (name, _reason(exc))
+    return [torch.from_numpy(c).permute(2, 0, 1) for c in crops], None
+
+
+class BadFiles:
+    """What a streaming loader does with the damaged files its workers met: each named once
+    in a :class:`~simsiam.errors.DataWarning`, or with ``strict`` a DataError on the first."""
+
+    def __init__(self, strict: bool) -> None:
+        self.strict, self.reported = strict, set()
+
+    def report(self, bad: list[tuple[str, str]]) -> None:
+        """Warn about (or stop on) the ``(path, reason)`` pairs not reported before.
+
+        Raises:
+            DataError: ``strict`` and ``bad`` names a file.
+        """
+        new = [b for b in bad if b[0] not in self.reported]
+        if not new:
+            return
+        if self.strict:
+            path, reason = new[0]
+            raise DataError(f"cannot decode image '{path}': {reason}. --strict (data.strict) "
+                            "stops on the first file that cannot be decoded; remove or "
+                            "replace it, or drop --strict to skip such files with a warning")
+        self.reported.update(p for p, _ in new)
+        lines = "\n  ".join(f"{p}: {r}" for p, r in new)
+        warnings.warn(f"skipped {len(new)} image file(s) that cannot be decoded (each "
+                      f"replaced in its batch by the next image; pass --strict to stop "
+                      f"instead):\n  {lines}", DataWarning, stacklevel=4)
+
+
 class StreamViews(Dataset):
     """Item ``(epoch, i)`` -> ``(crops, i', bad)``: the uint8 crops of image ``i`` (a list of
     ``(3, size, size)`` tensors, one per spec), the index they came from, and ``(path,
@@ -154,14 +196,11 @@ class StreamViews(Dataset):
         for tries in range(min(len(self.sources), 64)):
             i = (index + tries) % len(self.sources)
             g = torch.Generator().manual_seed(view_seed(self.seed, epoch, i))
-            try:
-                crops = stream_crops(self.sources[i], self.specs, g, self.draft)
-            except MemoryError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - a damaged file: skipped, named later
-                bad.append((self.names[i], _reason(exc)))
-                continue
-            return [torch.from_numpy(c).permute(2, 0, 1) for c in crops], i, bad
+            crops, why = crops_or_reason(self.sources[i], self.names[i], self.specs, g,
+                                         self.draft)
+            if crops is not None:
+                return crops, i, bad
+            bad.append(why)
         raise DataError(f"none of {len(bad)} images from '{self.names[index]}' on could be "
                         f"decoded (first: {bad[0][1]}); check the data source")
 
@@ -207,7 +246,7 @@ class StreamViewLoader:
                  strict: bool = False, draft: bool = True, rank: int = 0,
                  world_size: int = 1) -> None:
         self.augment, self.batch_size, self.seed, self.device = augment, batch_size, seed, device
-        self.strict, self.reported = strict, set()
+        self.bad = BadFiles(strict)
         self.sampler = EpochShuffleSampler(len(sources), seed, batch_size * world_size, rank,
                                            world_size)
         self.rank = rank if world_size > 1 else None
@@ -223,21 +262,6 @@ class StreamViewLoader:
     def __len__(self) -> int:
         return len(self.sampler) // self.batch_size
 
-    def _report(self, bad: list[tuple[str, str]]) -> None:
-        new = [b for b in bad if b[0] not in self.reported]
-        if not new:
-            return
-        if self.strict:
-            path, reason = new[0]
-            raise DataError(f"cannot decode image '{path}': {reason}. --strict (data.strict) "
-                            "stops on the first file that cannot be decoded; remove or "
-                            "replace it, or drop --strict to skip such files with a warning")
-        self.reported.update(p for p, _ in new)
-        lines = "\n  ".join(f"{p}: {r}" for p, r in new)
-        warnings.warn(f"skipped {len(new)} image file(s) that cannot be decoded (each "
-                      f"replaced in its batch by the next image; pass --strict to stop "
-                      f"instead):\n  {lines}", DataWarning, stacklevel=3)
-
     def _batches(self, first: int) -> Iterator:
         """``(crops, index, bad)`` of each batch of the epoch from step ``first``."""
         return iter(self.loader)
@@ -246,7 +270,7 @@ class StreamViewLoader:
         epoch, start = self.sampler.epoch, self.sampler.start
         first = start // (self.batch_size * self.sampler.world_size)
         for b, (crops, index, bad) in enumerate(self._batches(first)):
-            self._report(bad)
+            self.bad.report(bad)
             crops = [c.to(self.device, non_blocking=True) for c in crops]
             g = torch.Generator(self.device).manual_seed(
                 batch_seed(self.seed, epoch, first + b, self.rank))
@@ -311,25 +335,33 @@ class FileImages:
 
 
 def check_headers(sources: Sequence[ImageSource], names: Sequence[str], strict: bool,
-                  desc: str = "stream", threads: int = 8) -> np.ndarray:
-    """The indices of the images whose header reads (format and size), before any training
-    step: the others (empty files, not images, unknown formats) are skipped with one
+                  desc: str = "stream", threads: int = 8
+                  ) -> tuple[np.ndarray, list[tuple[int, int] | None]]:
+    """Read every image's header (format and size) before any training step:
+    :func:`usable` of the sizes, and the sizes ``(w, h)`` (None: unreadable)."""
+    with ThreadPoolExecutor(threads) as pool:
+        sizes = list(pool.map(lambda src: header_size(src() if callable(src) else src),
+                              sources))
+    return usable(sizes, names, strict, desc), sizes
+
+
+def usable(sizes: Sequence[tuple[int, int] | None], names: Sequence[str], strict: bool,
+           desc: str = "stream") -> np.ndarray:
+    """The indices of the images whose header reads (``sizes[i]`` not None): the others
+    (empty files, not images, unknown formats) are skipped with one
     :class:`~simsiam.errors.DataWarning` naming each, as the cache does. A file whose
     header reads but whose pixels are damaged is found later, by the stream.
 
     Raises:
         DataError: ``strict`` and a header cannot be read (names the first); or none can.
     """
-    with ThreadPoolExecutor(threads) as pool:
-        sizes = list(pool.map(lambda src: header_size(src() if callable(src) else src),
-                              sources))
     skipped = [(names[i], "cannot read the image header (not an image, empty or damaged)")
                for i, size in enumerate(sizes) if size is None]
     if skipped and strict:
-        raise _strict_error(skipped, len(sources))
+        raise _strict_error(skipped, len(sizes))
     kept = np.asarray([i for i, size in enumerate(sizes) if size is not None], dtype=np.int64)
     if not len(kept):
-        raise DataError(f"none of the {len(sources)} image files could be read (first: "
+        raise DataError(f"none of the {len(sizes)} image files could be read (first: "
                         f"'{skipped[0][0]}'); check the data source")
-    _skip_warning(skipped, len(sources), desc, stacklevel=4)
+    _skip_warning(skipped, len(sizes), desc, stacklevel=4)
     return kept
