@@ -2,7 +2,8 @@
 
     mkdir -p /tmp/flickr-cls && ln -sfn "$PWD/../shared/data/flickr8k-1k/images" \
         /tmp/flickr-cls/photos
-    python benchmarks/stream_vs_torchvision.py --data /tmp/flickr-cls [--size 224] [--workers 2]
+    python benchmarks/stream_vs_torchvision.py --data /tmp/flickr-cls [--size 224] [--workers 2] \
+        [--threads 1]
 
 Both pipelines make the two SimSiam ImageNet views (RandomResizedCrop(224, scale=(0.2, 1)),
 ColorJitter(0.4, 0.4, 0.4, 0.1) p 0.8, grayscale p 0.2, Gaussian blur sigma 0.1-2 p 0.5,
@@ -13,7 +14,9 @@ flip, normalisation) of every photo of a class folder, and nothing consumes them
   with ``--workers`` processes;
 - ``simsiam stream``: :class:`simsiam.data.StreamViewLoader` with the same workers (decode,
   crop boxes from the whole image, crop + resize to uint8), the rest of the recipe batched
-  in the main process (here the CPU), eager and with ``augment.compile``.
+  in the main process (here the CPU): by default (``augment.compile`` auto) as compiled
+  kernels over cache-sized chunks (``simsiam.augment.fused``), and with the eager kernels
+  (``augment.compile: false``).
 
 Rounds alternate the pipelines; each round times ``--batches`` batches after two untimed
 ones (worker start-up excluded). Reports pairs/s (median over rounds) and the per-stage
@@ -37,6 +40,7 @@ from torchvision import datasets
 from torchvision import transforms as T
 
 from simsiam.augment import IMAGENET_MEAN, IMAGENET_STD, BatchedViewAugment
+from simsiam.compile_cache import use_compile_cache
 from simsiam.config import AugmentConfig, DataConfig
 from simsiam.data import StreamViewLoader, draw_boxes, load_data, stream_crops
 
@@ -89,7 +93,8 @@ def _rate(loader, batches: int, batch: int) -> float:
 def _stages(paths: list, size: int, n: int = 48) -> dict[str, float]:
     """Milliseconds per pair of each stage, on this process's one thread."""
     files = [Path(p) for p in paths[:n]]
-    aug = BatchedViewAugment(AugmentConfig(recipe="simsiam"), size)
+    aug = BatchedViewAugment(AugmentConfig(recipe="simsiam"), size, compile=False)
+    fused = BatchedViewAugment(AugmentConfig(recipe="simsiam"), size, compile=None)  # auto
     specs = aug.crop_specs()
     g = torch.Generator().manual_seed(0)
     out: dict[str, float] = {}
@@ -107,10 +112,12 @@ def _stages(paths: list, size: int, n: int = 48) -> dict[str, float]:
     out["2 crops (worker)"] = out["decode + 2 crops (worker)"] - out["decode"]
     draw_boxes(400, 300, specs, g)
     x = [torch.stack([torch.from_numpy(c[v]).permute(2, 0, 1) for c in crops]) for v in (0, 1)]
-    aug.views_from_crops(x, g)
-    t = time.perf_counter()
-    aug.views_from_crops(x, g)
-    out["device ops, 2 views (main)"] = (time.perf_counter() - t) / n
+    for name, a in (("device ops, 2 views, eager", aug),
+                    ("device ops, 2 views, compiled", fused)):
+        a.views_from_crops(x, g)
+        t = time.perf_counter()
+        a.views_from_crops(x, g)
+        out[name] = (time.perf_counter() - t) / n
     tv = TwoCrops(official_transform(size))
     t = time.perf_counter()
     for f in files:
@@ -129,8 +136,13 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--batches", type=int, default=6)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads of this (the main) process, where the stream path's "
+                         "device operations run; the workers take one each")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     root = Path(args.data)
+    use_compile_cache()  # as the CLI: a second run starts with the kernels compiled
 
     tv_set = datasets.ImageFolder(str(root), transform=TwoCrops(official_transform(args.size)))
     tv = DataLoader(tv_set, batch_size=args.batch, shuffle=True, drop_last=True,
@@ -140,18 +152,18 @@ def main() -> None:
                        pipeline="stream", progress=False)
     files = splits.train.images
     ours = {}
-    for compile_ in (False, True):
+    for name, compile_ in (("stream", None), ("stream eager", False)):  # None: the default
         aug = BatchedViewAugment(AugmentConfig(recipe="simsiam"), args.size, compile=compile_)
-        ours[compile_] = StreamViewLoader(files.sources, files.names, aug, args.batch, 0,
-                                          torch.device("cpu"), num_workers=args.workers)
-        ours[compile_].sampler.set_epoch(0)
-        _rate(ours[compile_], 1, args.batch)  # compile (not timed)
-    rates: dict[str, list[float]] = {"torchvision": [], "stream": [], "stream compile": []}
+        ours[name] = StreamViewLoader(files.sources, files.names, aug, args.batch, 0,
+                                      torch.device("cpu"), num_workers=args.workers)
+        ours[name].sampler.set_epoch(0)
+        _rate(ours[name], 1, args.batch)  # compile (not timed)
+    rates: dict[str, list[float]] = {"torchvision": [], "stream": [], "stream eager": []}
     for r in range(args.rounds):
         rates["torchvision"].append(_rate(tv, args.batches, args.batch))
-        for compile_, name in ((False, "stream"), (True, "stream compile")):
-            ours[compile_].sampler.set_epoch(r + 1)
-            rates[name].append(_rate(ours[compile_], args.batches, args.batch))
+        for name, loader in ours.items():
+            loader.sampler.set_epoch(r + 1)
+            rates[name].append(_rate(loader, args.batches, args.batch))
     base = statistics.median(rates["torchvision"])
     print(f"{len(tv_set)} photos in '{root}', {args.size} px, batch {args.batch}, "
           f"{args.workers} workers, torch threads {torch.get_num_threads()}")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from simsiam.augment.fused import ChunkedFinish
 from simsiam.augment.kernels import (
     GRAY_WEIGHTS,
     JITTER_OPS,
@@ -41,6 +42,8 @@ from simsiam.augment.views import (
     view_probability,
 )
 from simsiam.config import AugmentConfig
+
+AUTO_COMPILE_SIDE = 128  # augment.compile auto: compiled CPU kernels from this view side up
 
 __all__ = ["BatchViewParams", "BatchedSimSiamAugment", "BatchedViewAugment", "CropSpec",
            "GRAY_WEIGHTS", "JITTER_OPS", "SingleView", "adjust_brightness", "adjust_contrast",
@@ -92,15 +95,27 @@ class BatchedViewAugment:
     image_size)`` with independent random parameters per sample.
     """
 
-    def __init__(self, cfg: AugmentConfig, image_size: int, compile: bool = False) -> None:
+    def __init__(self, cfg: AugmentConfig, image_size: int,
+                 compile: bool | None = False) -> None:
         self.cfg = resolve_views(cfg, image_size)
         self.size = image_size
         self.blur_probs, self.solarize_probs = view_probabilities(self.cfg)
         self.mean, self.std = normalization(cfg.normalize, image_size)
-        # compile: each jitter operation becomes one fused kernel (torch.compile, dynamic
-        # batch size); hue, about ten passes over the batch in eager mode, gets ~5x faster.
+        # compile (None: auto, see compiles_on): on the CPU the whole finish runs as
+        # compiled kernels over cache-sized chunks (simsiam.augment.fused); on CUDA each
+        # jitter operation becomes one fused kernel (dynamic batch size).
+        self.compile = compile
         self.ops = tuple(torch.compile(op, dynamic=True) for op in JITTER_OPS) if compile \
             else JITTER_OPS
+        self._chunked: ChunkedFinish | None = None
+
+    def compiles_on(self, device: torch.device | str) -> bool:
+        """Whether :meth:`finish` runs compiled kernels on ``device``: ``compile`` True,
+        or None (auto) on a CPU with views of at least ``AUTO_COMPILE_SIDE`` pixels (where
+        the compiled chunks pay for their one-off compile; see BENCHMARKS.md)."""
+        if self.compile is None:
+            return torch.device(device).type == "cpu" and self.size >= AUTO_COMPILE_SIDE
+        return bool(self.compile)
 
     @property
     def blur_prob(self) -> float:
@@ -139,16 +154,27 @@ class BatchedViewAugment:
         """Everything after the crop: jitter, grayscale, blur, solarize, flip, normalisation.
 
         Args:
-            x: float ``(B, 3, S, S)`` in [0, 1], the cropped and resized views (modified in
-                place on the CPU).
+            x: the cropped and resized views ``(B, 3, S, S)``: uint8, or float in [0, 1]
+                (modified in place on the CPU).
             p: the views' parameters; the crop box fields are not read.
 
         Returns:
             normalised float32 ``(B, 3, S, S)``. On the CPU each operation runs on the
-            samples that take it only; on CUDA on the whole batch with ``torch.where``
-            (no host sync). Same values either way.
+            samples that take it only, or (:meth:`compiles_on`) all of them as compiled
+            kernels over cache-sized chunks (:class:`~simsiam.augment.fused.ChunkedFinish`);
+            on CUDA on the whole batch with ``torch.where`` (no host sync). Same values
+            each way, to float32 rounding.
         """
-        x = self._jitter(x, p)
+        cpu = x.device.type == "cpu"
+        if cpu and self.compiles_on(x.device):
+            if self._chunked is None:
+                self._chunked = ChunkedFinish(self.mean, self.std, self.cfg.blur_sigma[1])
+            out = self._chunked(x, p)
+            if out is not None:
+                return out
+        if x.dtype == torch.uint8:
+            x = x.float().div_(255.0)
+        x = self._jitter(x, p, JITTER_OPS if cpu else self.ops)
         x = apply_selected(x, p.grayscale, grayscale3)
         if max(self.blur_probs) > 0:
             x = apply_selected(x, p.blur, gaussian_blur, p.sigma, self.cfg.blur_sigma[1])
@@ -168,7 +194,7 @@ class BatchedViewAugment:
         whichever path cut its crops.
         """
         p = self.sample(g, crops.shape[0], self.size, self.size, crops.device, view)
-        return self.finish(crops.float().div_(255.0), p)
+        return self.finish(crops, p)
 
     def crop_specs(self) -> list[CropSpec]:
         """The crop of each view (:meth:`views`): area range, aspect range, output side."""
@@ -180,13 +206,13 @@ class BatchedViewAugment:
         """:meth:`views` of crops cut elsewhere, one uint8 tensor per :meth:`crop_specs`."""
         return [self.finish_crops(c, g, i) for i, c in enumerate(crops)]
 
-    def _jitter(self, x: torch.Tensor, p: BatchViewParams) -> torch.Tensor:
+    def _jitter(self, x: torch.Tensor, p: BatchViewParams, ops) -> torch.Tensor:
         # Round r applies operation order[:, r] to each jittered sample. On the CPU only
         # the samples that need an operation compute it; on CUDA every operation runs on
         # the whole batch and torch.where selects (no host sync for the subset sizes).
         subset = x.device.type == "cpu"
         for r in range(4):
-            for k, op in enumerate(self.ops):
+            for k, op in enumerate(ops):
                 sel = p.jitter & (p.order[:, r] == k)
                 if subset:
                     idx = sel.nonzero().squeeze(1)

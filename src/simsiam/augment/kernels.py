@@ -179,6 +179,22 @@ def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
 JITTER_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
 
 
+def blur_kernels(sigma: torch.Tensor, max_sigma: float | None, side: int) -> torch.Tensor:
+    """Each sample's 1-d Gaussian, float32 ``(B, 2 R + 1)`` for sigmas ``(B,)`` (pixels).
+
+    Sample ``b`` has torchvision's kernel of side ``2 * ceil(3 sigma_b) + 1`` (zero beyond
+    it); all share the width of the largest, ``R = min(ceil(3 max_sigma), side - 1)``
+    (``max_sigma`` None: read from ``sigma``), so one reflect padding serves the batch.
+    """
+    radius_each = torch.ceil(3.0 * sigma.double())  # (B,)
+    top = max_sigma if max_sigma is not None else float(sigma.max())
+    radius = min(math.ceil(3.0 * top), side - 1)
+    u = torch.arange(-radius, radius + 1, device=sigma.device, dtype=torch.float64)
+    k = torch.exp(-0.5 * (u.view(1, -1) / sigma.double().view(-1, 1)) ** 2)
+    k = k * (u.abs().view(1, -1) <= radius_each.view(-1, 1))
+    return (k / k.sum(dim=1, keepdim=True)).float()
+
+
 def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor,
                   max_sigma: float | None = None) -> torch.Tensor:
     """Blur each image with its own sigma (``(B,)``, pixels); kernel side
@@ -189,13 +205,8 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor,
     width is known without reading ``sigma`` back from the device; None reads it.
     """
     bsz, c, hgt, wid = x.shape
-    radius_each = torch.ceil(3.0 * sigma.double())  # (B,)
-    top = max_sigma if max_sigma is not None else float(sigma.max())
-    radius = min(math.ceil(3.0 * top), hgt - 1, wid - 1)
-    u = torch.arange(-radius, radius + 1, device=x.device, dtype=torch.float64)
-    k = torch.exp(-0.5 * (u.view(1, -1) / sigma.double().view(-1, 1)) ** 2)
-    k = k * (u.abs().view(1, -1) <= radius_each.view(-1, 1))
-    k = (k / k.sum(dim=1, keepdim=True)).float()  # (B, K)
+    k = blur_kernels(sigma, max_sigma, min(hgt, wid))  # (B, K)
+    radius = (k.shape[1] - 1) // 2
     kc = k.repeat_interleave(c, dim=0)  # (B*C, K)
     y = F.pad(x.reshape(1, bsz * c, hgt, wid), (radius, radius, radius, radius), mode="reflect")
     y = F.conv2d(y, kc.view(bsz * c, 1, -1, 1), groups=bsz * c)

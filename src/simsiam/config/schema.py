@@ -94,7 +94,10 @@ class AugmentConfig:
     # "batched": whole batches on the training device (simsiam.augment.batched, the fast
     # path); "per_image": torchvision's kernels one image at a time in DataLoader workers.
     backend: str = "batched"
-    compile: bool = False  # batched: torch.compile the colour-jitter kernels (one-off cost)
+    # batched: compiled view kernels (torch.compile, a one-off cost kept in the compile
+    # cache): on the CPU the whole post-crop recipe over cache-sized chunks, on CUDA each
+    # colour-jitter operation. null (auto): on for CPU views of 128 px and more.
+    compile: bool | None = None
     # Multi-crop (SwAV, SIMSIAM.md section 6): extra small views per image, batched only.
     small_crops: int = 0  # SwAV on ImageNet: 6 (with 2 large crops of crop_scale [0.14, 1])
     small_size: int | None = None  # side of the small crops; None: image_size x 96/224
