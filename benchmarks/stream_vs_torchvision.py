@@ -18,10 +18,12 @@ flip, normalisation) of every photo of a class folder, and nothing consumes them
   kernels over cache-sized chunks (``simsiam.augment.fused``), and with the eager kernels
   (``augment.compile: false``).
 
-Rounds alternate the pipelines; each round times ``--batches`` batches after two untimed
-ones (worker start-up excluded). Reports pairs/s (median over rounds) and the per-stage
-costs measured in this process on one thread: read the file, decode, the two crops, the
-batched device operations, and torchvision's per-pair transforms.
+Rounds alternate the pipelines; each round starts a fresh loader, times ``--batches``
+batches after two untimed ones (worker start-up excluded) and stops its workers (so the
+batches they had queued ahead are not made during the next pipeline's round). Reports
+pairs/s (median over rounds) and the per-stage costs measured in this process on one
+thread: read the file, decode, the two crops, the batched device operations (eager and
+compiled), and torchvision's per-pair transforms.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import gc
 import random
 import statistics
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -80,14 +83,21 @@ def _one_thread(_: int) -> None:
     torch.set_num_threads(1)
 
 
-def _rate(loader, batches: int, batch: int) -> float:
+def _rate(make_loader, batches: int, batch: int) -> float:
+    """Pairs/s of a fresh loader over ``batches`` batches after two untimed ones (worker
+    start-up); its workers are stopped before returning, so that the work they had queued
+    ahead does not run during the next pipeline's round."""
+    loader = make_loader()
     it = iter(loader)
     for _ in range(2):
         next(it)  # workers started and warm
     t0 = time.perf_counter()
     for _ in range(batches):
         next(it)
-    return batches * batch / (time.perf_counter() - t0)
+    rate = batches * batch / (time.perf_counter() - t0)
+    del it, loader
+    gc.collect()
+    return rate
 
 
 def _stages(paths: list, size: int, n: int = 48) -> dict[str, float]:
@@ -134,7 +144,9 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--batches", type=int, default=6)
+    ap.add_argument("--batches", type=int, default=13,
+                    help="timed batches per round (13 x 64 + 2 untimed: one epoch of 1,000 "
+                         "photos; short rounds time the workers filling their queues)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads of this (the main) process, where the stream path's "
@@ -145,25 +157,31 @@ def main() -> None:
     use_compile_cache()  # as the CLI: a second run starts with the kernels compiled
 
     tv_set = datasets.ImageFolder(str(root), transform=TwoCrops(official_transform(args.size)))
-    tv = DataLoader(tv_set, batch_size=args.batch, shuffle=True, drop_last=True,
-                    num_workers=args.workers, persistent_workers=args.workers > 0,
-                    worker_init_fn=_one_thread if args.workers else None)
     splits = load_data(DataConfig(source=str(root), image_size=args.size, holdout_fraction=0.0),
                        pipeline="stream", progress=False)
     files = splits.train.images
-    ours = {}
-    for name, compile_ in (("stream", None), ("stream eager", False)):  # None: the default
-        aug = BatchedViewAugment(AugmentConfig(recipe="simsiam"), args.size, compile=compile_)
-        ours[name] = StreamViewLoader(files.sources, files.names, aug, args.batch, 0,
-                                      torch.device("cpu"), num_workers=args.workers)
-        ours[name].sampler.set_epoch(0)
-        _rate(ours[name], 1, args.batch)  # compile (not timed)
+    augs = {name: BatchedViewAugment(AugmentConfig(recipe="simsiam"), args.size,
+                                     compile=compile_)
+            for name, compile_ in (("stream", None), ("stream eager", False))}  # None: default
+
+    def torchvision_loader() -> DataLoader:
+        return DataLoader(tv_set, batch_size=args.batch, shuffle=True, drop_last=True,
+                          num_workers=args.workers,
+                          worker_init_fn=_one_thread if args.workers else None)
+
+    def stream_loader(name: str, epoch: int) -> StreamViewLoader:
+        loader = StreamViewLoader(files.sources, files.names, augs[name], args.batch, 0,
+                                  torch.device("cpu"), num_workers=args.workers)
+        loader.sampler.set_epoch(epoch)
+        return loader
+
+    _rate(partial(stream_loader, "stream", 0), 1, args.batch)  # compile (not timed)
     rates: dict[str, list[float]] = {"torchvision": [], "stream": [], "stream eager": []}
     for r in range(args.rounds):
-        rates["torchvision"].append(_rate(tv, args.batches, args.batch))
-        for name, loader in ours.items():
-            loader.sampler.set_epoch(r + 1)
-            rates[name].append(_rate(loader, args.batches, args.batch))
+        rates["torchvision"].append(_rate(torchvision_loader, args.batches, args.batch))
+        for name in augs:
+            rates[name].append(_rate(partial(stream_loader, name, r + 1), args.batches,
+                                     args.batch))
     base = statistics.median(rates["torchvision"])
     print(f"{len(tv_set)} photos in '{root}', {args.size} px, batch {args.batch}, "
           f"{args.workers} workers, torch threads {torch.get_num_threads()}")
@@ -171,8 +189,6 @@ def main() -> None:
         med = statistics.median(vals)
         print(f"  {name:<16} {med:7.1f} pairs/s (rounds: "
               f"{', '.join(f'{v:.1f}' for v in vals)})  {med / base:.2f}x")
-    del tv, ours  # stop the persistent workers (an abandoned iterator keeps them waiting)
-    gc.collect()
     print("per-stage cost, ms per pair on one thread:")
     torch.set_num_threads(1)
     for name, ms in _stages(splits.train.paths, args.size).items():
