@@ -80,3 +80,44 @@ def test_backbone_keys_are_torchvision_keys():
     ours = set(build_backbone("resnet50").state_dict())
     plain = set(torchvision_resnet("resnet50").state_dict())
     assert plain - ours == {"fc.weight", "fc.bias"} and ours <= plain
+
+
+@pytest.mark.parametrize("stride,side", [(1, 1), (2, 1), (2, 2), (1, 2), (2, 3)])
+def test_small_map_convs_equal_the_convolution_with_its_gradients(stride, side):
+    from simsiam.models.backbones import SmallMapConv2d
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(16, 8, 3, stride, 1, bias=True)
+    small = SmallMapConv2d(16, 8, 3, stride, 1, bias=True)
+    small.load_state_dict(conv.state_dict())
+    x = torch.randn(5, 16, side, side, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_(True)
+    want, got = conv(x), small(x2)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    (want ** 2).sum().backward()
+    (got ** 2).sum().backward()
+    torch.testing.assert_close(small.weight.grad, conv.weight.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(small.bias.grad, conv.bias.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(x2.grad, x.grad, rtol=1e-4, atol=1e-5)
+    if want.shape[-1] == 1:  # the matrix product ran: the taps that never see x get 0
+        seen = torch.zeros(3, 3, dtype=torch.bool)
+        seen[1:1 + side, 1:1 + side] = True
+        assert small.weight.grad[:, :, ~seen].abs().max() == 0
+
+
+def test_the_backbone_uses_small_map_convs_with_torchvision_parameters():
+    from torchvision import models as tvm
+
+    from simsiam.models.backbones import SmallMapConv2d
+
+    net = build_backbone("resnet18", "imagenet", zero_init_residual=False)
+    # every 3x3 conv of the four stages; the 7x7 stem and 1x1 downsamples stay
+    assert sum(isinstance(m, SmallMapConv2d) for m in net.modules()) == 16
+    assert count_parameters(net) == 11_176_512
+    ref = tvm.resnet18(weights=None)
+    ref.fc = nn.Identity()
+    ref.load_state_dict(net.state_dict())  # same keys and shapes
+    torch.manual_seed(1)
+    x = torch.randn(4, 3, 32, 32)  # layer4 sees 2x2 then 1x1 maps
+    torch.testing.assert_close(net.train()(x), ref.train()(x), rtol=1e-4, atol=1e-5)

@@ -24,12 +24,16 @@ kernels run instead.
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import torch
 
 from simsiam.augment.kernels import GRAY_WEIGHTS, blur_kernels
 from simsiam.augment.views import SOLARIZE_THRESHOLD
 from simsiam.errors import DataWarning
+
+if TYPE_CHECKING:
+    from simsiam.augment.batched import BatchViewParams
 
 CHUNK_BYTES = 1 << 20  # float32 bytes of views per chunk: well inside a core's L2 cache
 NO_JITTER = 4  # the jitter code of a round that leaves the sample unchanged
@@ -128,7 +132,7 @@ class ChunkedFinish:
                        torch.compile(solarize_normalize, dynamic=False))
         self.failed: str | None = None
 
-    def __call__(self, x: torch.Tensor, p) -> torch.Tensor | None:
+    def __call__(self, x: torch.Tensor, p: BatchViewParams) -> torch.Tensor | None:
         if self.failed is not None:
             return None
         try:
@@ -141,7 +145,7 @@ class ChunkedFinish:
                           DataWarning, stacklevel=2)
             return None
 
-    def _run(self, x: torch.Tensor, p) -> torch.Tensor:
+    def _run(self, x: torch.Tensor, p: BatchViewParams) -> torch.Tensor:
         stage1, stage2, stage3 = self.stages
         n, _, side, _ = x.shape
         chunk = max(1, min(n, CHUNK_BYTES // (3 * side * side * 4)))

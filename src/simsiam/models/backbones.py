@@ -21,6 +21,7 @@ import re
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision import models as tvm
 
@@ -152,6 +153,46 @@ def torchvision_resnet(name: str, stem: str = "imagenet", num_classes: int = 100
     return net
 
 
+class SmallMapConv2d(nn.Conv2d):
+    """A 3x3 convolution with padding 1 that computes a 1x1 output as a matrix product.
+
+    When the output is one pixel (a 1x1 input at stride 1, a 1x1 or 2x2 input at stride 2:
+    ResNet's layer4 at 32 px with the ImageNet stem), only the ``H x W`` taps that overlap
+    the input, ``weight[:, :, 1:1 + H, 1:1 + W]``, see it, so the output is
+    ``x.reshape(N, C*H*W) @ taps.reshape(O, C*H*W).T``: the same value (to float rounding)
+    and the same gradients (the other taps get exactly 0, as a convolution gives them).
+    PyTorch's CPU (oneDNN) convolution backward on such maps costs about 8x its forward
+    (BENCHMARKS.md), and in bf16 gives the unused taps garbage at stride 2 on 1x1 inputs;
+    the matrix product has neither problem. Larger maps run the convolution. Same
+    parameters and ``state_dict`` as ``nn.Conv2d``.
+
+    Input ``(N, C, H, W)``; output ``(N, O, H', W')`` as ``nn.Conv2d``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        s = self.stride[0]
+        if (h + 2 - 3) // s + 1 == 1 and (w + 2 - 3) // s + 1 == 1 and h <= 2 and w <= 2:
+            taps = self.weight[:, :, 1:1 + h, 1:1 + w].reshape(self.out_channels, c * h * w)
+            return F.linear(x.reshape(n, c * h * w), taps, self.bias).view(n, -1, 1, 1)
+        return super().forward(x)
+
+
+def use_small_map_convs(net: nn.Module) -> nn.Module:
+    """Replace every plain 3x3, padding-1 ``nn.Conv2d`` of ``net`` by a
+    :class:`SmallMapConv2d` holding the same parameter objects; returns ``net``."""
+    for parent in list(net.modules()):
+        for child_name, m in list(parent.named_children()):
+            if (type(m) is nn.Conv2d and m.kernel_size == (3, 3) and m.padding == (1, 1)
+                    and m.dilation == (1, 1) and m.groups == 1 and m.padding_mode == "zeros"
+                    and m.stride[0] == m.stride[1]):
+                new = SmallMapConv2d(m.in_channels, m.out_channels, 3, m.stride, 1,
+                                     bias=m.bias is not None, device="meta")
+                new.weight, new.bias = m.weight, m.bias
+                setattr(parent, child_name, new)
+    return net
+
+
 def build_backbone(name: str = "resnet50", stem: str = "imagenet",
                    zero_init_residual: bool = True) -> nn.Module:
     """A torchvision ResNet whose ``fc`` is ``nn.Identity``, or a timm model without its
@@ -173,7 +214,7 @@ def build_backbone(name: str = "resnet50", stem: str = "imagenet",
         return _build_timm(timm_name(name))
     net = torchvision_resnet(name, stem, zero_init_residual=zero_init_residual)
     net.fc = nn.Identity()
-    return net
+    return use_small_map_convs(net)
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
