@@ -10,7 +10,7 @@ import torch
 import simsiam.augment.fused as fused
 from simsiam.augment.batched import AUTO_COMPILE_SIDE, BatchedViewAugment
 from simsiam.config import AugmentConfig, load_config
-from simsiam.errors import DataWarning
+from simsiam.errors import ConfigNotice, DataWarning
 
 SIDE, N = 40, 11
 CFG = AugmentConfig(recipe="byol")  # blur on both views, solarize on the second
@@ -45,10 +45,13 @@ def test_chunked_kernels_equal_the_eager_ones(monkeypatch):
     compiled = BatchedViewAugment(CFG, SIDE, compile=True)
     p, x = _params(eager), _crops()
     want = eager.finish(x.clone(), p)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", DataWarning)  # a failed compile would warn
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
         got = compiled.finish(x.clone(), p)
         got_float = compiled.finish(x.float() / 255.0, p)  # the cache path's input
+    assert not [w for w in seen if issubclass(w.category, DataWarning)]  # no failed compile
+    notes = [str(w.message) for w in seen if issubclass(w.category, ConfigNotice)]
+    assert len(notes) == 1 and f"for {SIDE} px views" in notes[0]  # said once
     assert compiled._chunked is not None and compiled._chunked.failed is None
     assert got.shape == (N, 3, SIDE, SIDE) and got.dtype == torch.float32
     assert (got - want).abs().max() < 2e-5
@@ -69,6 +72,7 @@ def test_a_failed_compile_warns_once_and_the_eager_kernels_run(monkeypatch):
     compiled._chunked = fused.ChunkedFinish(eager.mean, eager.std, 2.0)
     compiled._chunked.stages = (broken, broken, broken)
     with pytest.warns(DataWarning, match="cc is not found.*eager kernels run instead"):
+        warnings.simplefilter("ignore", ConfigNotice)  # the 'compiling ...' notice before
         first = compiled.finish(x.clone(), p)
     with warnings.catch_warnings():
         warnings.simplefilter("error", DataWarning)

@@ -30,7 +30,7 @@ import torch
 
 from simsiam.augment.kernels import GRAY_WEIGHTS, blur_kernels
 from simsiam.augment.views import SOLARIZE_THRESHOLD
-from simsiam.errors import DataWarning
+from simsiam.errors import ConfigNotice, DataWarning
 
 if TYPE_CHECKING:
     from simsiam.augment.batched import BatchViewParams
@@ -131,6 +131,7 @@ class ChunkedFinish:
                        torch.compile(blur, dynamic=False),
                        torch.compile(solarize_normalize, dynamic=False))
         self.failed: str | None = None
+        self.sides: set[int] = set()  # view sides compiled for (each says so once)
 
     def __call__(self, x: torch.Tensor, p: BatchViewParams) -> torch.Tensor | None:
         if self.failed is not None:
@@ -148,6 +149,12 @@ class ChunkedFinish:
     def _run(self, x: torch.Tensor, p: BatchViewParams) -> torch.Tensor:
         stage1, stage2, stage3 = self.stages
         n, _, side, _ = x.shape
+        if side not in self.sides:  # the first batch of this view size compiles
+            self.sides.add(side)
+            warnings.warn(f"augment.compile: compiling the CPU view kernels for {side} px views "
+                          "(30-60 s the first time on this machine, seconds once PyTorch has "
+                          "cached them; augment.compile=false skips it)", ConfigNotice,
+                          stacklevel=4)
         chunk = max(1, min(n, CHUNK_BYTES // (3 * side * side * 4)))
         code = torch.where(p.jitter.view(-1, 1), p.order, NO_JITTER)
         factor = p.factors.gather(1, p.order)
