@@ -113,6 +113,7 @@ def test_the_rank_guard_sees_collapse_with_the_default_head(images):
         step = _first_alarm(trace, "rank")
         assert step is not None and step <= GUARD_STEPS, trace[-5:]
         assert _first_alarm(trace, "std") is None  # the paper's metric misses it here
-        assert min(s for _, s, _ in trace) > 0.3
+        # with BN on z the metric cannot fall below about 2/sqrt(B) (module docstring)
+        assert min(s for _, s, _ in trace) > 2 / BATCH ** 0.5
     assert _first_alarm(healthy, "rank") is None
     assert min(r for _, _, r in healthy) > 0.25, healthy[-5:]

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+__all__ = ["use_compile_cache"]
+
 
 def use_compile_cache() -> Path:
     """Set ``TORCHINDUCTOR_CACHE_DIR`` to ``<cache dir>/torch-compile`` unless it is set;
