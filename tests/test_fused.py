@@ -106,3 +106,19 @@ def test_blur_kernels_match_torchvision():
         want = gaussian_blur(x, [side, side], [s, s])
         got = fused.blur(x, k[i:i + 1])
         assert (got - want).abs().max() < 1e-5
+
+
+def test_the_run_and_bench_say_which_kernels_run_and_bad_values_are_explained():
+    from simsiam.errors import ConfigError
+    from simsiam.train.summary import run_view_kernels
+
+    photos = load_config("demo-cpu", {"data.image_size": 128, "augment.normalize": "imagenet"})
+    assert run_view_kernels(photos, "cpu") == "compiled"
+    assert run_view_kernels(photos, "cuda") == "eager"
+    assert run_view_kernels(load_config("demo-cpu"), "cpu") == "eager"  # 32 px
+    off = load_config("demo-cpu", {"data.image_size": 128, "augment.compile": False})
+    assert run_view_kernels(off, "cpu") == "eager"
+    per_image = load_config("demo-cpu", {"augment.backend": "per_image"})
+    assert run_view_kernels(per_image, "cpu") is None
+    with pytest.raises(ConfigError, match=r"'augment.compile'.*true, false or null \(null"):
+        load_config("demo-cpu", {"augment.compile": "maybe"})

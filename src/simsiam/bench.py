@@ -31,6 +31,7 @@ from simsiam.methods import build_method
 from simsiam.train.optim import build_optimizer
 from simsiam.train.resources import peak_memory_mib
 from simsiam.train.step import bf16_for_run, train_step
+from simsiam.train.summary import run_view_kernels
 
 __all__ = ["BenchResult", "EndlessBatches", "PEAK_BF16", "TIMING_LR", "TimedSteps",
            "format_table", "main_bench", "peak_flops", "run_bench"]
@@ -185,7 +186,9 @@ def format_table(cfg: Config, res: BenchResult) -> str:
     m = cfg.model
     head = (f"simsiam bench: {m.backbone} ({m.stem} stem), {cfg.data.image_size} px, batch "
             f"{cfg.train.batch_size}, augment {cfg.augment.backend}, amp {cfg.train.amp}, "
-            f"channels_last {cfg.train.channels_last}, compile {cfg.train.compile}, device "
+            f"channels_last {cfg.train.channels_last}, compile {cfg.train.compile}, view "
+            f"kernels {run_view_kernels(cfg, 'cpu' if res.device_name == 'cpu' else 'cuda')}, "
+            f"device "
             f"{res.device_name}, {torch.get_num_threads()} threads")
     rows = [("data pipeline alone", res.data), ("model step alone", res.model),
             ("full training step", res.full)]

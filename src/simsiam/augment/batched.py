@@ -45,10 +45,23 @@ from simsiam.config import AugmentConfig
 
 AUTO_COMPILE_SIDE = 128  # augment.compile auto: compiled CPU kernels from this view side up
 
-__all__ = ["BatchViewParams", "BatchedSimSiamAugment", "BatchedViewAugment", "CropSpec",
-           "GRAY_WEIGHTS", "JITTER_OPS", "SingleView", "adjust_brightness", "adjust_contrast",
-           "adjust_hue", "adjust_saturation", "gaussian_blur", "resample_weights",
-           "resized_crop", "rgb_to_grayscale", "sample_crops", "solarize"]
+
+def view_kernels(compile: bool | None, image_size: int, device: torch.device | str) -> str:
+    """How the batched recipe's operations after the crop run on ``device``: "compiled"
+    (``compile`` True, or None on a CPU with views of at least ``AUTO_COMPILE_SIDE`` px)
+    or "eager". The rule of :meth:`BatchedViewAugment.compiles_on`."""
+    if compile is None:
+        on = torch.device(device).type == "cpu" and image_size >= AUTO_COMPILE_SIDE
+    else:
+        on = bool(compile)
+    return "compiled" if on else "eager"
+
+
+__all__ = ["AUTO_COMPILE_SIDE", "BatchViewParams", "BatchedSimSiamAugment",
+           "BatchedViewAugment", "CropSpec", "GRAY_WEIGHTS", "JITTER_OPS", "SingleView",
+           "adjust_brightness", "adjust_contrast", "adjust_hue", "adjust_saturation",
+           "gaussian_blur", "resample_weights", "resized_crop", "rgb_to_grayscale",
+           "sample_crops", "solarize", "view_kernels"]
 
 
 @dataclass
@@ -113,9 +126,7 @@ class BatchedViewAugment:
         """Whether :meth:`finish` runs compiled kernels on ``device``: ``compile`` True,
         or None (auto) on a CPU with views of at least ``AUTO_COMPILE_SIDE`` pixels (where
         the compiled chunks pay for their one-off compile; see BENCHMARKS.md)."""
-        if self.compile is None:
-            return torch.device(device).type == "cpu" and self.size >= AUTO_COMPILE_SIDE
-        return bool(self.compile)
+        return view_kernels(self.compile, self.size, device) == "compiled"
 
     @property
     def blur_prob(self) -> float:

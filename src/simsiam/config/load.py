@@ -47,6 +47,11 @@ def resolve_config_path(path: str | Path) -> Path:
                       f"presets {preset_names()}")
 
 
+# keys whose type alone does not say what to give
+VALUE_HINTS = {"augment.compile": "true, false or null (null, the default: compiled kernels "
+                                  "on a CPU for views of 128 px and more)"}
+
+
 def _wrap(exc: OmegaConfBaseException, where: str, method: str = "simsiam") -> ConfigError:
     key = getattr(exc, "full_key", None) or "?"
     msg = str(exc).splitlines()[0]
@@ -63,8 +68,9 @@ def _wrap(exc: OmegaConfBaseException, where: str, method: str = "simsiam") -> C
         return ConfigError(f"{where}: unknown config key '{key}': {said} Check "
                            "the spelling against the presets in configs/ (every key is in "
                            "src/simsiam/config/schema.py and the methods' Settings)")
-    return ConfigError(f"{where}: bad value for '{key}': {msg}. Give a value of the key's "
-                       "type (see configs/ or src/simsiam/config/schema.py)")
+    hint = VALUE_HINTS.get(key, "a value of the key's type (see configs/ or "
+                           "src/simsiam/config/schema.py)")
+    return ConfigError(f"{where}: bad value for '{key}': {msg}. Give {hint}")
 
 
 def _read_file(path: str | Path) -> tuple[DictConfig, str]:

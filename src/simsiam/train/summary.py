@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from simsiam.augment.batched import view_kernels
 from simsiam.augment.multicrop import small_crop_size
 from simsiam.augment.recipes import resolve_views
 from simsiam.augment.views import normalization
@@ -114,6 +115,20 @@ def _input_words(splits: DataSplits, side: int, d) -> str:
             f"{d.num_workers} workers{draft})")
 
 
+def run_view_kernels(cfg: Config, device: str) -> str | None:
+    """"compiled" or "eager": how the batched views' operations after the crop run on
+    ``device`` (:func:`~simsiam.augment.batched.view_kernels`); None for ``per_image``."""
+    if cfg.augment.backend != "batched":
+        return None
+    return view_kernels(cfg.augment.compile, cfg.data.image_size, device)
+
+
+def _kernel_words(cfg: Config, device: str) -> str:
+    """``batched, compiled kernels`` / ``batched, eager kernels`` / ``per_image``."""
+    kernels = run_view_kernels(cfg, device)
+    return cfg.augment.backend if kernels is None else f"batched, {kernels} kernels"
+
+
 def startup_summary(splits: DataSplits, cfg: Config, plan: BatchPlan, device: str,
                     bf16: bool, resumed_step: int | None = None) -> str:
     """The start-up block (several lines, no trailing newline)."""
@@ -127,7 +142,8 @@ def startup_summary(splits: DataSplits, cfg: Config, plan: BatchPlan, device: st
     if resumed_step is not None:
         head += f", resumed at step {resumed_step}"
     lines = [head] + _data_lines(splits, cfg) + [
-        f"  views     {d.image_size} px crops {_input_words(splits, side, d)} ({a.backend}), "
+        f"  views     {d.image_size} px crops {_input_words(splits, side, d)} "
+        f"({_kernel_words(cfg, device)}), "
         f"{_recipe_words(resolve_views(a, d.image_size, cfg.method), d.image_size)}, "
         f"normalised with {stats} mean "
         f"{tuple(round(x, 4) for x in mean)} std {tuple(round(x, 4) for x in std)}",
@@ -142,10 +158,11 @@ def startup_summary(splits: DataSplits, cfg: Config, plan: BatchPlan, device: st
 
 
 def setup_record(splits: DataSplits, plan: BatchPlan, ctx, bf16: bool,
-                 step: int) -> dict[str, Any]:
+                 step: int, kernels: str | None = None) -> dict[str, Any]:
     """The ``setup`` record of ``metrics.jsonl``: the batch plan, processes, device and
-    precision, and the data counts of the start-up block (``ctx``: the run's
-    :class:`~simsiam.distributed.DistContext`)."""
+    precision, the data counts of the start-up block and how the views' kernels ran
+    (``kernels``: :func:`run_view_kernels`; ``ctx``: the
+    run's :class:`~simsiam.distributed.DistContext`)."""
     test = len(splits.test) if splits.test is not None else 0
     return {"kind": "setup", "step": step, "world_size": ctx.world_size,
             "global_batch": plan.global_batch, "per_device_batch": plan.per_device,
@@ -155,7 +172,7 @@ def setup_record(splits: DataSplits, plan: BatchPlan, ctx, bf16: bool,
             "images_skipped": splits.skipped, "images_held_out": splits.held_out,
             "images_capped": splits.capped, "train_images": len(splits.train),
             "eval_images": test, "labelled": splits.train.labelled,
-            "pipeline": splits.pipeline}
+            "pipeline": splits.pipeline, "view_kernels": kernels}
 
 
 def epoch_line(epoch: int, epochs: int, loss: float, seconds: float,
