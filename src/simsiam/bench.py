@@ -187,8 +187,7 @@ def format_table(cfg: Config, res: BenchResult) -> str:
     head = (f"simsiam bench: {m.backbone} ({m.stem} stem), {cfg.data.image_size} px, batch "
             f"{cfg.train.batch_size}, augment {cfg.augment.backend}, amp {cfg.train.amp}, "
             f"channels_last {cfg.train.channels_last}, compile {cfg.train.compile}, view "
-            f"kernels {run_view_kernels(cfg, 'cpu' if res.device_name == 'cpu' else 'cuda')}, "
-            f"device "
+            f"kernels {run_view_kernels(cfg, str(resolve_device(cfg.train.device)))}, device "
             f"{res.device_name}, {torch.get_num_threads()} threads")
     rows = [("data pipeline alone", res.data), ("model step alone", res.model),
             ("full training step", res.full)]

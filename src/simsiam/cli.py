@@ -7,7 +7,6 @@ Each subcommand is a thin call into the library. Settings come from a YAML prese
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import warnings
@@ -373,8 +372,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.showwarning = _show_warning
     use_compile_cache()  # torch.compile's graphs under the project's cache: warm next time
-    # inductor's "No CUDA runtime is found, using CUDA_HOME=..." on every CPU compile
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     # Under torchrun every process reports; the others say which they are.
     who = "simsiam" if launched_as_main() else f"simsiam [rank {os.environ.get('RANK')}]"
     try:

@@ -9,6 +9,7 @@ cache directory (``$SIMSIAM_CACHE_DIR`` or ``~/.cache/simsiam``, see
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -17,7 +18,9 @@ __all__ = ["use_compile_cache"]
 
 def use_compile_cache() -> Path:
     """Set ``TORCHINDUCTOR_CACHE_DIR`` to ``<cache dir>/torch-compile`` unless it is set;
-    returns the folder in use. Call before the first ``torch.compile`` runs."""
+    returns the folder in use. Call before the first ``torch.compile`` runs. Also quiets
+    inductor's "No CUDA runtime is found, using CUDA_HOME=..." line on every CPU compile."""
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     if not os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
         from simsiam.data.cache import default_cache_dir
 

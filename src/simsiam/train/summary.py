@@ -158,11 +158,11 @@ def startup_summary(splits: DataSplits, cfg: Config, plan: BatchPlan, device: st
 
 
 def setup_record(splits: DataSplits, plan: BatchPlan, ctx, bf16: bool,
-                 step: int, kernels: str | None = None) -> dict[str, Any]:
+                 step: int, cfg: Config) -> dict[str, Any]:
     """The ``setup`` record of ``metrics.jsonl``: the batch plan, processes, device and
     precision, the data counts of the start-up block and how the views' kernels ran
-    (``kernels``: :func:`run_view_kernels`; ``ctx``: the
-    run's :class:`~simsiam.distributed.DistContext`)."""
+    (:func:`run_view_kernels`; ``ctx``: the run's
+    :class:`~simsiam.distributed.DistContext`)."""
     test = len(splits.test) if splits.test is not None else 0
     return {"kind": "setup", "step": step, "world_size": ctx.world_size,
             "global_batch": plan.global_batch, "per_device_batch": plan.per_device,
@@ -172,7 +172,8 @@ def setup_record(splits: DataSplits, plan: BatchPlan, ctx, bf16: bool,
             "images_skipped": splits.skipped, "images_held_out": splits.held_out,
             "images_capped": splits.capped, "train_images": len(splits.train),
             "eval_images": test, "labelled": splits.train.labelled,
-            "pipeline": splits.pipeline, "view_kernels": kernels}
+            "pipeline": splits.pipeline,
+            "view_kernels": run_view_kernels(cfg, str(ctx.device))}
 
 
 def epoch_line(epoch: int, epochs: int, loss: float, seconds: float,

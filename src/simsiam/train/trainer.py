@@ -59,7 +59,7 @@ from simsiam.train.run_dir import check_run_dir, clear_run_dir, resume_config, t
 from simsiam.train.schedule import LrSchedule
 from simsiam.train.state import EpochSums, RunResult, RunState
 from simsiam.train.step import bf16_for_run, train_step
-from simsiam.train.summary import epoch_line, run_view_kernels, setup_record, startup_summary
+from simsiam.train.summary import epoch_line, setup_record, startup_summary
 
 
 class StopRequest(Exception):
@@ -217,8 +217,7 @@ def _build(cfg: Config, splits: DataSplits, resume: bool, progress: bool,
               if ctx.is_main else NullLogger())
     bf16 = bf16_for_run(cfg, device)
     rank_healthy = rank_reference(min(plan.per_device, cfg.eval.rank_rows), model.dim)
-    logger.log(setup_record(splits, plan, ctx, bf16, state.step,
-                            run_view_kernels(cfg, str(ctx.device))))
+    logger.log(setup_record(splits, plan, ctx, bf16, state.step, cfg))
     run = Run(
         cfg=cfg, ctx=ctx, plan=plan, model=model,
         step_model=torch.compile(step_model) if cfg.train.compile else step_model,
