@@ -22,7 +22,7 @@ from simsiam.distributed import DistContext
 from simsiam.distributed.plan import batch_plan, peak_lr
 from simsiam.errors import CheckpointError, ConfigError, ConfigNotice
 from simsiam.eval.loading import load_backbone_for_eval
-from simsiam.methods import METHODS, SimSiam, build_method
+from simsiam.methods import METHODS, SimSiam
 from simsiam.models.backbones import (
     _timm_feature_dim,
     backbone_state_dict,
@@ -34,6 +34,7 @@ from simsiam.models.backbones import (
 from simsiam.train.checkpoint import Checkpointer, load_backbone_file, save_checkpoint
 from simsiam.train.optim import build_optimizer
 from simsiam.train.summary import lr_rule
+from simsiam.weights import build_initial_method as build_method
 
 CPU = torch.device("cpu")
 SMALL_HEADS = {"model.simsiam.proj_layers": 2, "model.simsiam.dim": 64,

@@ -24,14 +24,15 @@ import numpy as np
 import torch
 
 from simsiam.config import Config
-from simsiam.data.dataset import ImageSet
 from simsiam.data.loaders import input_pipeline, make_batches
+from simsiam.data.types import ImageSet
 from simsiam.distributed.context import resolve_device
-from simsiam.methods import build_method
-from simsiam.train.optim import build_optimizer
+from simsiam.methods import batch_options
+from simsiam.optim.factory import build_optimizer
 from simsiam.train.resources import peak_memory_mib
 from simsiam.train.step import bf16_for_run, train_step
 from simsiam.train.summary import run_view_kernels
+from simsiam.weights import build_initial_method
 
 __all__ = ["BenchResult", "EndlessBatches", "PEAK_BF16", "TIMING_LR", "TimedSteps",
            "format_table", "main_bench", "peak_flops", "run_bench"]
@@ -138,7 +139,7 @@ def run_bench(cfg: Config, train_images, warmup: int = 3, windows: int = 5,
     made-up caption per image, "a photo of thing <i>.").
 
     The model and optimizer are built as the trainer builds them (the method's parameter
-    groups, :func:`~simsiam.train.optim.build_optimizer`), at the lr ``TIMING_LR``.
+    groups, :func:`~simsiam.optim.factory.build_optimizer`), at the lr ``TIMING_LR``.
 
     Raises:
         ConfigError: the device asked for is not available.
@@ -147,7 +148,7 @@ def run_bench(cfg: Config, train_images, warmup: int = 3, windows: int = 5,
     bs = cfg.train.batch_size
     fmt = torch.channels_last if cfg.train.channels_last else torch.preserve_format
     torch.manual_seed(cfg.train.seed)
-    model = build_method(cfg.method, cfg.model, cfg.data.image_size).to(device).to(
+    model = build_initial_method(cfg.method, cfg.model, cfg.data.image_size).to(device).to(
         memory_format=fmt)
     if captions is None and model.batch_kind == "captions":
         captions = [[f"a photo of thing {i}."] for i in range(len(train_images))]
@@ -156,7 +157,8 @@ def run_bench(cfg: Config, train_images, warmup: int = 3, windows: int = 5,
     # a small fixed lr: the model step repeats one batch, which a large lr could drive to
     # non-finite values (and those can run at another speed on a CPU)
     opt = build_optimizer(model.param_groups(), cfg.optim, TIMING_LR)
-    batches = EndlessBatches(make_batches(model.batch_kind, data, cfg, device))
+    batches = EndlessBatches(make_batches(model.batch_kind, data, cfg, device,
+                                          **batch_options(cfg.method, cfg.model)))
     fixed = next(batches).to(device, fmt)
     steps = TimedSteps(batches, torch.compile(model) if cfg.train.compile else model, opt,
                        fixed, device, fmt, bf16_for_run(cfg, device))

@@ -148,3 +148,11 @@ def atomic_write(path: str | Path, write) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def default_cache_dir() -> Path:
+    """``$SIMSIAM_CACHE_DIR``, else ``$XDG_CACHE_HOME/simsiam``, else ``~/.cache/simsiam``."""
+    if os.environ.get("SIMSIAM_CACHE_DIR"):
+        return Path(os.environ["SIMSIAM_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "simsiam"

@@ -1,22 +1,36 @@
 """View recipes (augmentations) for the methods: per image (:mod:`.views`) and on whole
-batches on the training device (:mod:`.batched`, :mod:`.multicrop`)."""
+batches on the training device (:mod:`.batched`, :mod:`.multicrop`); the ``augment.*``
+config section (:mod:`.config`), the recipes' values (:mod:`.recipes`) and the
+normalisation statistics (:mod:`.stats`), those three torch-free.
 
-from simsiam.augment.batched import BatchedSimSiamAugment, BatchedViewAugment
-from simsiam.augment.multicrop import BatchedMultiCrop, small_crop_size
-from simsiam.augment.recipes import RECIPES, recipe_values, resolve_views
-from simsiam.augment.views import (
-    CIFAR10_MEAN,
-    CIFAR10_STD,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    SimSiamAugment,
-    ViewAugment,
-    ViewParams,
-    eval_transform,
-    normalization,
-)
+Public names are imported on first use (PEP 562), so that the config schema can import
+:mod:`.config` without torch.
+"""
 
-__all__ = ["BatchedMultiCrop", "BatchedSimSiamAugment", "BatchedViewAugment", "CIFAR10_MEAN",
-           "CIFAR10_STD", "IMAGENET_MEAN", "IMAGENET_STD", "RECIPES", "SimSiamAugment",
-           "ViewAugment", "ViewParams", "eval_transform", "normalization", "recipe_values",
-           "resolve_views", "small_crop_size"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "AugmentConfig": "config",
+    "BatchedSimSiamAugment": "batched", "BatchedViewAugment": "batched",
+    "BatchedMultiCrop": "multicrop", "small_crop_size": "multicrop",
+    "RECIPES": "recipes", "recipe_values": "recipes", "resolve_views": "recipes",
+    "CIFAR10_MEAN": "stats", "CIFAR10_STD": "stats", "IMAGENET_MEAN": "stats",
+    "IMAGENET_STD": "stats", "normalization": "stats", "resolved_normalize": "stats",
+    "SimSiamAugment": "views", "ViewAugment": "views", "ViewParams": "views",
+    "eval_transform": "views",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'simsiam.augment' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"simsiam.augment.{_EXPORTS[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from simsiam.augment.config import AugmentConfig
 from simsiam.augment.fused import ChunkedFinish
 from simsiam.augment.kernels import (
     GRAY_WEIGHTS,
@@ -41,7 +42,6 @@ from simsiam.augment.views import (
     view_probabilities,
     view_probability,
 )
-from simsiam.config import AugmentConfig
 
 AUTO_COMPILE_SIDE = 128  # augment.compile auto: compiled CPU kernels from this view side up
 

@@ -20,7 +20,7 @@ from dataclasses import replace
 import torch
 
 from simsiam.augment.batched import BatchedViewAugment, CropSpec
-from simsiam.config import AugmentConfig
+from simsiam.augment.config import AugmentConfig
 
 
 def small_crop_size(image_size: int, small_size: int | None) -> int:

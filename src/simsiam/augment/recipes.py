@@ -38,8 +38,10 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
+from simsiam.errors import ConfigError
+
 if TYPE_CHECKING:
-    from simsiam.config import AugmentConfig
+    from simsiam.augment.config import AugmentConfig
 
 CIFAR_SIZE = 32  # views of at most this side use the authors' CIFAR recipes
 
@@ -92,6 +94,9 @@ def _clip(size: int) -> ViewRecipe:
 RECIPES = {"simsiam": _simsiam, "mocov2": _simsiam, "simclr": _simclr, "byol": _byol,
            "swav": _swav, "clip": _clip}
 RECIPE_KEYS = tuple(f.name for f in fields(ViewRecipe))
+# the views of an augmenter built on a config whose recipe is "auto" and was never resolved
+# for a method (a run's config always is: load_config resolves it once, from the card)
+DEFAULT_RECIPE = "simsiam"
 
 
 def recipe_values(name: str, image_size: int) -> ViewRecipe:
@@ -103,23 +108,33 @@ def recipe_values(name: str, image_size: int) -> ViewRecipe:
     return RECIPES[name](image_size)
 
 
-def recipe_name(aug: AugmentConfig, method: str | None = None) -> str:
-    """The recipe a config uses: ``augment.recipe``, or for ``auto`` the method's own
-    (SimSiam's when the method has none or is not known)."""
+def recipe_name(aug: AugmentConfig, own: str | None = None) -> str:
+    """The recipe a config uses: ``augment.recipe``, or for ``auto`` ``own`` (the run's
+    method's recipe, its card's ``view_recipe``, resolved once when the config is loaded);
+    with no ``own`` (an augmenter built on its own config), :data:`DEFAULT_RECIPE`.
+
+    Raises:
+        ConfigError: ``own`` is not a recipe (the message lists :data:`RECIPES`).
+    """
     if aug.recipe != "auto":
         return aug.recipe
-    return method if method in RECIPES else "simsiam"
+    if own is None:
+        return DEFAULT_RECIPE
+    if own not in RECIPES:
+        raise ConfigError(f"view recipe {own!r} is unknown: choose one of {tuple(RECIPES)}")
+    return own
 
 
-def resolve_views(aug: AugmentConfig, image_size: int, method: str | None = None,
+def resolve_views(aug: AugmentConfig, image_size: int, own: str | None = None,
                   ) -> AugmentConfig:
-    """``aug`` with every null recipe value filled from its recipe (see the module
-    docstring), and ``recipe`` set to the recipe's name: a copy, ``aug`` unchanged.
+    """``aug`` with every null recipe value filled from its recipe (:func:`recipe_name`;
+    ``own``: the recipe ``auto`` stands for, see the module docstring), and ``recipe`` set
+    to the recipe's name: a copy, ``aug`` unchanged. A resolved ``aug`` comes back equal.
 
     The second view's blur and solarize follow a view-1 value given in ``aug`` when their
     own key is null (``--set augment.blur_prob=0`` switches blur off on both views).
     """
-    name = recipe_name(aug, method)
+    name = recipe_name(aug, own)
     r = recipe_values(name, image_size)
     given: dict[str, Any] = {k: getattr(aug, k) for k in RECIPE_KEYS}
     for one, two in (("blur_prob", "view2_blur_prob"), ("solarize_prob", "view2_solarize_prob")):

@@ -21,24 +21,24 @@ from dataclasses import dataclass
 import torch
 from torchvision.transforms.v2 import functional as TF
 
+from simsiam.augment.config import AugmentConfig
 from simsiam.augment.recipes import resolve_views
-from simsiam.config import AugmentConfig
+from simsiam.augment.stats import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    normalization,
+    resolved_normalize,
+)
 
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# the statistics (simsiam.augment.stats) are re-exported here, where they were first
+__all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "IMAGENET_MEAN", "IMAGENET_STD", "SOLARIZE_THRESHOLD",
+           "SimSiamAugment", "ViewAugment", "ViewParams", "blur_probability", "eval_transform",
+           "normalization", "resolved_normalize", "sample_crop", "view_probabilities",
+           "view_probability"]
+
 SOLARIZE_THRESHOLD = 0.5  # BYOL: values >= 0.5 become 1 - value
-
-
-def normalization(name: str, image_size: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) per RGB channel for ``name`` in auto|cifar10|imagenet.
-
-    ``auto`` gives the CIFAR-10 statistics for views of 32 px or less, else ImageNet's.
-    """
-    if name == "cifar10" or (name == "auto" and image_size <= 32):
-        return CIFAR10_MEAN, CIFAR10_STD
-    return IMAGENET_MEAN, IMAGENET_STD
 
 
 def blur_probability(cfg: AugmentConfig, image_size: int, view: int = 0) -> float:

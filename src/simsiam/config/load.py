@@ -10,6 +10,7 @@ and an "auto" normalisation to the file's (:func:`resolve_image_init`).
 
 from __future__ import annotations
 
+import difflib
 import warnings
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,17 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+from simsiam.augment.recipes import RECIPE_KEYS, recipe_values
+from simsiam.augment.stats import resolved_normalize
 from simsiam.config import legacy
 from simsiam.config.schema import Config
-from simsiam.config.validate import validate
-from simsiam.errors import CheckpointError, ConfigError, ConfigNotice
-from simsiam.methods import METHODS
+from simsiam.errors import ConfigError, ConfigNotice
+from simsiam.methods.settings import CARDS
+
+__all__ = ["PRESET_DIR", "VALUE_HINTS", "auto_warmup_epochs", "config_differences",
+           "config_keys", "config_to_dict", "config_to_yaml", "fit_warmup", "load_config",
+           "nearest_keys", "preset_names", "read_config", "resolve_config_path",
+           "resolved_normalize"]
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -52,6 +59,39 @@ VALUE_HINTS = {"augment.compile": "true, false or null (null, the default: compi
                                   "on a CPU for views of 128 px and more)"}
 
 
+def config_keys() -> list[str]:
+    """Every key of :class:`Config` in dotted form (``optim.base_lr``, ``model.swav.dim``),
+    the sections themselves included (``optim``)."""
+    flat = _flat(OmegaConf.to_container(OmegaConf.structured(Config)))  # type: ignore[arg-type]
+    return sorted({k.rsplit(".", n)[0] for k in flat for n in range(k.count(".") + 1)})
+
+
+def nearest_keys(key: str, keys: list[str] | None = None) -> list[str]:
+    """Up to three keys of ``keys`` (default: :func:`config_keys`) spelt nearest ``key``:
+    a key of the same section (``optim.base_rate`` -> ``optim.base_lr``), else one of that
+    name in another section (``epoch`` -> ``train.epochs``), else by the whole dotted name
+    (``optim.lr`` -> ``optim.base_lr``); never a section that holds ``key``."""
+    keys = config_keys() if keys is None else keys
+    section, _, leaf = key.rpartition(".")
+    keys = [k for k in keys if not key.startswith(f"{k}.")]
+    siblings = {k.rpartition(".")[2]: k for k in keys if k.rpartition(".")[0] == section}
+    near = difflib.get_close_matches(leaf, list(siblings), n=2, cutoff=0.6)
+    if near:
+        return [siblings[n] for n in near]
+    leaves: dict[str, list[str]] = {}
+    for k in keys:
+        leaves.setdefault(k.rpartition(".")[2], []).append(k)
+    near = difflib.get_close_matches(leaf, list(leaves), n=2, cutoff=0.8)
+    found = [k for n in near for k in leaves[n]][:3]
+    return found or difflib.get_close_matches(key, keys, n=2, cutoff=0.75)
+
+
+# where a user finds every key: commands and files a pip install has (never a source path)
+KEYS_HELP = ("`simsiam describe` prints a method's settings, and every key with its "
+             "default is in the shipped presets (`simsiam pretrain --config NAME`, "
+             f"NAME one of {preset_names()})")
+
+
 def _wrap(exc: OmegaConfBaseException, where: str, method: str = "simsiam") -> ConfigError:
     key = getattr(exc, "full_key", None) or "?"
     msg = str(exc).splitlines()[0]
@@ -63,13 +103,13 @@ def _wrap(exc: OmegaConfBaseException, where: str, method: str = "simsiam") -> C
         if key in legacy.LEGACY_KEYS:
             return ConfigError(f"{where}: config key '{key}' is not a setting of method "
                                f"{method!r} (its settings are model.{method}.*)")
-        said = msg.rstrip(".")
-        said += "" if said.endswith("?") else "."
-        return ConfigError(f"{where}: unknown config key '{key}': {said} Check "
-                           "the spelling against the presets in configs/ (every key is in "
-                           "src/simsiam/config/schema.py and the methods' Settings)")
-    hint = VALUE_HINTS.get(key, "a value of the key's type (see configs/ or "
-                           "src/simsiam/config/schema.py)")
+        said = msg.split(" Did you mean")[0].rstrip(".")
+        near = nearest_keys(key)
+        guess = f" Did you mean {' or '.join(repr(k) for k in near)}?" if near else ""
+        return ConfigError(f"{where}: unknown config key '{key}': {said}.{guess} Check the "
+                           f"spelling: {KEYS_HELP}")
+    hint = VALUE_HINTS.get(key, "a value of the key's type (the shipped presets show each "
+                           "key's default: `simsiam pretrain --config NAME`)")
     return ConfigError(f"{where}: bad value for '{key}': {msg}. Give {hint}")
 
 
@@ -95,7 +135,7 @@ def _read_file(path: str | Path) -> tuple[DictConfig, str]:
                  "model.<method>.* to use them)"] if ignored else []
         warnings.warn(ConfigNotice(
             f"{path}: a simsiam 0.1 config (each method has its own section now): "
-            + "; ".join(said)), stacklevel=3)
+            + "; ".join(said)), stacklevel=4)
         loaded = OmegaConf.create(plain)
     return loaded, str(path)
 
@@ -127,6 +167,27 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             or :func:`~simsiam.config.validate.validate` rejects a value. The message names
             the file and key.
     """
+    cfg, where = read_config(path, overrides)
+    # The run's resolution needs the registries (torch, the backbones, the data sources):
+    # imported here, after the schema check, so that a bad key or type is answered at once.
+    from simsiam.config.resolve import resolve_run
+
+    resolve_run(cfg, where)
+    return cfg
+
+
+def read_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                ) -> tuple[Config, str]:
+    """The first half of :func:`load_config`, torch-free: the YAML file, a switched
+    method's published settings and the overrides merged over the schema's defaults (an
+    unknown key or a value of the wrong type refused, naming the file or override, the key
+    and the nearest keys), the warm-up fitted to the run; nothing resolved or range-checked
+    yet. Returns the config and the name of its source for messages ("defaults", the file).
+
+    Raises:
+        ConfigError: the file is missing or not YAML, a key is unknown, a value has the
+            wrong type.
+    """
     overrides = overrides or {}
     schema = OmegaConf.structured(Config)
     where = "defaults"
@@ -138,11 +199,11 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             raise _wrap(exc, where, str(loaded.get("method") or "simsiam")) from exc
     method = overrides.get("method")
     warmup_from = "from the file"
-    if method in METHODS and method != schema.get("method"):
-        cls = METHODS[method]
+    if method in CARDS and method != schema.get("method"):
+        card = CARDS[method]
         _release_recipe(schema)
-        published = dict(cls.published)
-        own_optim = cls.published_optim(int(overrides.get("data.image_size",
+        published = dict(card.published)
+        own_optim = card.published_optim(int(overrides.get("data.image_size",
                                                           schema.data.image_size)))
         if overrides.get("optim.method_optimizer", schema.optim.method_optimizer):
             published |= own_optim
@@ -152,7 +213,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
                 f"{where}: {method}'s published optimizer settings ({said}) are not applied: "
                 "this file holds its optimizer for every method (optim.method_optimizer: "
                 "false, a short CPU preset); --set optim.method_optimizer=true applies them"),
-                stacklevel=2)
+                stacklevel=3)
         for key, value in published.items():
             OmegaConf.update(schema, key, value, merge=True, force_add=False)
         if "optim.warmup_epochs" in published:
@@ -165,27 +226,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             raise _wrap(exc, f"override {key}={value!r}", effective) from exc
     cfg: Config = OmegaConf.to_object(schema)  # type: ignore[assignment]
     fit_warmup(cfg, where, explicit="optim.warmup_epochs" in overrides, source=warmup_from)
-    resolve_image_init(cfg, where)
-    _caption_table_for(cfg, where)
-    _resolve_views(cfg, where)
-    validate(cfg, where)
-    return cfg
-
-
-def _resolve_views(cfg: Config, where: str) -> None:
-    """Fill the null ``augment.*`` values from the view recipe (``augment.recipe``; auto:
-    the method's own, :func:`simsiam.augment.recipes.resolve_views`), so a run's
-    config.yaml records every value it trained with.
-
-    Raises:
-        ConfigError: an unknown ``augment.recipe``.
-    """
-    from simsiam.augment.recipes import RECIPES, resolve_views
-
-    if cfg.augment.recipe != "auto" and cfg.augment.recipe not in RECIPES:
-        raise ConfigError(f"{where}: augment.recipe = {cfg.augment.recipe!r} is unknown: "
-                          f"choose auto (the method's own) or one of {tuple(RECIPES)}")
-    cfg.augment = resolve_views(cfg.augment, cfg.data.image_size, cfg.method)
+    return cfg, where
 
 
 def _release_recipe(schema: DictConfig) -> None:
@@ -193,12 +234,11 @@ def _release_recipe(schema: DictConfig) -> None:
     recipe (a run's config.yaml records them all, with ``augment.recipe`` naming it) go
     back to null, so the new method's recipe fills them; values the file sets apart from
     that recipe, and a recipe the file chose for another method, stay."""
-    from simsiam.augment.recipes import RECIPE_KEYS, RECIPES, recipe_values
-
     aug, old = schema.augment, str(schema.get("method"))
-    if aug.recipe not in ("auto", old) or old not in RECIPES:
+    card = CARDS.get(old)
+    if card is None or aug.recipe not in ("auto", card.view_recipe):
         return
-    own = recipe_values(old, int(schema.data.image_size))
+    own = recipe_values(card.view_recipe, int(schema.data.image_size))
     for key in RECIPE_KEYS:
         value = getattr(own, key)
         given = aug.get(key)
@@ -206,93 +246,6 @@ def _release_recipe(schema: DictConfig) -> None:
                 (list(value) if key == "crop_scale" else value):
             aug[key] = None
     aug.recipe = "auto"
-
-
-def _caption_table_for(cfg: Config, where: str) -> None:
-    """A method that learns from captions, given a folder holding one caption table
-    (``captions.csv``/``.tsv``/``.jsonl``, e.g. ``../shared/data/flickr8k-1k``), reads that
-    table (with a :class:`~simsiam.errors.ConfigNotice`).
-
-    Raises:
-        ConfigError: any other source that is not a caption table or shards (an image
-            folder, ``cifar10``): refused before any image is decoded.
-    """
-    cls = METHODS.get(cfg.method)  # an unknown method is named by validate()
-    if cls is None or cls.batch_kind != "captions" or not cfg.data.source:
-        return
-    from simsiam.data.captions import caption_table_in, is_caption_source
-
-    folder = Path(cfg.data.source).expanduser()
-    table = caption_table_in(folder) if folder.is_dir() else None
-    if table is not None:
-        warnings.warn(ConfigNotice(f"{where}: data.source = '{cfg.data.source}' is a folder; "
-                                   f"{cfg.method} reads its caption table '{table}'"),
-                      stacklevel=3)
-        cfg.data.source = str(table)
-    elif not is_caption_source(cfg.data.source):
-        raise ConfigError(f"{where}: method {cfg.method!r} learns from captions, and "
-                          f"data.source = '{cfg.data.source}' has none: pass --data a caption "
-                          "table (CSV, TSV or JSONL with an image and a caption column, or a "
-                          "folder holding captions.csv) or WebDataset shards "
-                          "('shards/{00000..00099}.tar' with {key}.jpg and {key}.txt)")
-
-
-def resolved_normalize(normalize: str, image_size: int) -> str:
-    """``augment.normalize`` with "auto" resolved as the views do
-    (:func:`simsiam.augment.views.normalization`): "cifar10" for ``image_size`` <= 32 px,
-    else "imagenet"; "cifar10" and "imagenet" as they are."""
-    from simsiam.augment.views import CIFAR10_MEAN, normalization
-
-    return "cifar10" if normalization(normalize, image_size)[0] == CIFAR10_MEAN else "imagenet"
-
-
-def resolve_image_init(cfg: Config, where: str) -> None:
-    """Fit ``cfg`` to ``model.image_init`` (LiT: the backbone starts from an exported
-    ``backbone.safetensors``, a training checkpoint, or a run directory standing for
-    one; see :func:`simsiam.eval.loading.resolve_run_checkpoint`): the path becomes the
-    absolute path of the file; the file's arch and stem (its metadata ``arch``/``stem``,
-    else read off its keys by :func:`simsiam.eval.loading.infer_arch`) replace
-    ``model.backbone``/``model.stem``; an ``augment.normalize`` of "auto" becomes the
-    file's normalisation (its ``normalize``, "auto" resolved at the file's
-    ``image_size``, see :func:`resolved_normalize`). A :class:`~simsiam.errors.ConfigNotice`
-    names every value that changed. Nothing happens without ``model.image_init``.
-
-    Raises:
-        ConfigError: the path does not exist, or the file cannot be read as a backbone
-            (naming model.image_init and the path).
-    """
-    m = cfg.model
-    if m.image_init is None:
-        return
-    from simsiam.eval.loading import backbone_file_info
-
-    given = Path(m.image_init).expanduser()
-    if not given.exists():
-        raise ConfigError(f"{where}: model.image_init = '{m.image_init}' does not exist "
-                          f"('{given.resolve()}'): give an exported backbone.safetensors, a "
-                          "checkpoint or a run directory")
-    try:
-        path, info = backbone_file_info(given)
-    except CheckpointError as exc:
-        raise ConfigError(f"{where}: model.image_init = '{m.image_init}' cannot be read as a "
-                          f"backbone: {exc}") from exc
-    m.image_init = str(path.resolve())
-    changed = []
-    if (m.backbone, m.stem) != (info["arch"], info["stem"]):
-        changed.append(f"model.backbone/model.stem {m.backbone}/{m.stem} -> "
-                       f"{info['arch']}/{info['stem']}")
-        m.backbone, m.stem = info["arch"], info["stem"]
-    if cfg.augment.normalize == "auto":
-        normalize = resolved_normalize(info["normalize"], info["image_size"])
-        if normalize != resolved_normalize("auto", cfg.data.image_size):
-            changed.append(f"augment.normalize auto -> {normalize} (the file was trained on "
-                           f"{info['image_size']} px views)")
-        cfg.augment.normalize = normalize
-    if changed:
-        warnings.warn(ConfigNotice(
-            f"{where}: model.image_init = '{m.image_init}' holds a {info['arch']} "
-            f"({info['stem']} stem) backbone, so the run uses the file's settings: "
-            + "; ".join(changed)), stacklevel=3)
 
 
 def auto_warmup_epochs(batch_size: int) -> int:
@@ -315,7 +268,7 @@ def fit_warmup(cfg: Config, where: str, explicit: bool, source: str = "from the 
     warnings.warn(ConfigNotice(
         f"{where}: optim.warmup_epochs = {o.warmup_epochs:g} ({source}) does not fit "
         f"train.epochs = {epochs}: the warm-up is shortened to {fitted:g} epochs (half the "
-        "run); to choose another, give --set optim.warmup_epochs=N"), stacklevel=3)
+        "run); to choose another, give --set optim.warmup_epochs=N"), stacklevel=4)
     o.warmup_epochs = fitted
 
 
@@ -334,7 +287,7 @@ def config_differences(a: Config, b: Config) -> list[str]:
     """Every key whose value differs between ``a`` and ``b``, as ``"key: run has X, given
     Y"``, leaving out the sections of methods that neither runs (they change nothing)."""
     x, y = _flat(config_to_dict(a)), _flat(config_to_dict(b))
-    unused = tuple(f"model.{m}." for m in METHODS if m not in (a.method, b.method))
+    unused = tuple(f"model.{m}." for m in CARDS if m not in (a.method, b.method))
     return [f"{k}: run has {x.get(k)!r}, given {y.get(k)!r}" for k in dict.fromkeys([*x, *y])
             if x.get(k) != y.get(k) and not k.startswith(unused)]
 

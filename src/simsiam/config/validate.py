@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+from simsiam.augment.recipes import RECIPES
 from simsiam.config.schema import (
     AugmentConfig,
     Config,
@@ -19,9 +20,9 @@ from simsiam.config.schema import (
     OptimConfig,
     TrainConfig,
 )
-from simsiam.distributed.plan import LR_SCALINGS
 from simsiam.errors import require
-from simsiam.methods import METHODS, Method, RunShape
+from simsiam.methods.base import Method, RunShape
+from simsiam.methods.registry import METHODS
 from simsiam.models.backbones import (
     BACKBONES,
     STEMS,
@@ -30,7 +31,8 @@ from simsiam.models.backbones import (
     timm_model_known,
     timm_name,
 )
-from simsiam.train.optim import OPTIMIZERS
+from simsiam.optim.factory import OPTIMIZERS
+from simsiam.optim.plan import LR_SCALINGS
 
 DEVICES = ("auto", "cpu", "cuda")
 NORMALIZE = ("auto", "cifar10", "imagenet")
@@ -98,8 +100,6 @@ def _interval(v: list[float], upper: float | None) -> bool:
 def check_augment(a: AugmentConfig, where: str) -> None:
     """``augment.*``: the view recipe's ranges, probabilities and backend (null values are
     the recipe's, filled when the config is loaded)."""
-    from simsiam.augment.recipes import RECIPES
-
     require(a.recipe == "auto" or a.recipe in RECIPES, where, "augment.recipe", a.recipe,
             f"choose auto (the method's own) or one of {tuple(RECIPES)}")
     require(a.crop_scale is None or _interval(a.crop_scale, 1.0), where, "augment.crop_scale",

@@ -1,33 +1,36 @@
 """Data: image folders, torchvision datasets and caption data (tables, WebDataset shards),
 decoded once into a uint8 cache or streamed from the files every epoch; the training
-loaders and the batches they yield."""
+loaders and the batches they yield; the ``data.*`` config section (:mod:`.config`,
+torch-free).
 
-from simsiam.data.batches import ViewBatch, ViewBatches
-from simsiam.data.captions import caption_table_in, is_caption_source, load_caption_data
-from simsiam.data.dataset import (
-    CapWarning,
-    DataSplits,
-    EpochShuffleSampler,
-    ImageSet,
-    TwoViewDataset,
-    load_data,
-    load_splits,
-    view_seed,
-)
-from simsiam.data.device_loader import BatchedViewLoader
-from simsiam.data.folder import first_per_class, scan_image_folder
-from simsiam.data.loaders import BATCH_LOADERS, make_batches, make_loader
-from simsiam.data.stream import (
-    FileImages,
-    StreamViewLoader,
-    StreamViews,
-    draw_boxes,
-    stream_crops,
-)
+Public names are imported on first use (PEP 562), so that the config schema can import
+:mod:`.config` without torch."""
 
-__all__ = ["BatchedViewLoader", "BATCH_LOADERS", "CapWarning", "DataSplits",
-           "EpochShuffleSampler", "ImageSet", "caption_table_in", "is_caption_source",
-           "load_caption_data", "load_data",
-           "TwoViewDataset", "ViewBatch", "ViewBatches", "first_per_class", "load_splits",
-           "make_batches", "make_loader", "scan_image_folder", "view_seed",
-           "FileImages", "StreamViewLoader", "StreamViews", "draw_boxes", "stream_crops"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ViewBatch": "batches", "ViewBatches": "batches", "caption_table_in": "captions",
+    "is_caption_source": "captions", "load_caption_data": "captions", "CapWarning": "types",
+    "DataSplits": "types", "EpochShuffleSampler": "sampling", "ImageSet": "types",
+    "TwoViewDataset": "sampling", "load_data": "dataset", "load_splits": "dataset",
+    "view_seed": "sampling", "BatchedViewLoader": "device_loader", "first_per_class": "folder",
+    "scan_image_folder": "folder", "BATCH_LOADERS": "loaders", "make_batches": "loaders",
+    "make_loader": "loaders", "FileImages": "stream", "StreamViewLoader": "stream",
+    "StreamViews": "stream", "draw_boxes": "stream", "stream_crops": "stream",
+    "DataConfig": "config",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'simsiam.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"simsiam.data.{_EXPORTS[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return __all__

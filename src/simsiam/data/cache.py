@@ -29,11 +29,8 @@ cache entry, so a later run warns the same way without decoding again.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
-import re
-import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -43,106 +40,31 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
-from PIL import Image, ImageOps
 from tqdm import tqdm
 
-from simsiam.errors import DataError, DataWarning
-from simsiam.fileio import atomic_write, remove_stale_temps, reserve_space
+from simsiam.data.decode import decode_reason as _reason
+from simsiam.data.decode import (
+    header_size,
+    read_rgb,
+    read_rgb_bytes,
+    skip_warning,
+    strict_error,
+)
+from simsiam.data.decode import read_image as _read
+from simsiam.errors import DataError
+from simsiam.fileio import atomic_write, default_cache_dir, remove_stale_temps, reserve_space
 
 # what a full disk's error suggests for the cache (besides freeing space)
+# read_rgb, read_rgb_bytes, header_size (simsiam.data.decode) and default_cache_dir
+# (simsiam.fileio) are re-exported here, where they were first
+__all__ = ["CACHE_ELSEWHERE", "CACHE_VERSION", "Decoded", "cache_key", "decode_bytes_to_cache",
+           "decode_to_cache", "default_cache_dir", "header_size", "read_rgb", "read_rgb_bytes",
+           "square_side", "uniform_square_side"]
+
 CACHE_ELSEWHERE = "point data.cache_dir or SIMSIAM_CACHE_DIR at a disk with room"
 
 CACHE_VERSION = 3  # 3: the resize and crop of torchvision's Resize + CenterCrop
-_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 _T = TypeVar("_T")
-
-
-def default_cache_dir() -> Path:
-    """``$SIMSIAM_CACHE_DIR``, else ``$XDG_CACHE_HOME/simsiam``, else ``~/.cache/simsiam``."""
-    if os.environ.get("SIMSIAM_CACHE_DIR"):
-        return Path(os.environ["SIMSIAM_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "simsiam"
-
-
-def _to_rgb(im: Image.Image) -> Image.Image:
-    if im.mode in _SIXTEEN_BIT or im.mode == "I":
-        a = np.asarray(im).astype(np.float64)
-        if im.mode in _SIXTEEN_BIT or a.max(initial=0) > 255:  # 16-bit data in any container
-            a = a / 257.0
-        return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L").convert("RGB")
-    if im.mode == "F":  # float images: [0, 1] if they fit, else [0, 255]
-        a = np.asarray(im, dtype=np.float64)
-        a = a * 255.0 if a.min(initial=0) >= 0 and a.max(initial=0) <= 1 else a
-        return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L").convert("RGB")
-    if im.mode == "P" and "transparency" in im.info:
-        im = im.convert("RGBA")  # PIL's advice for palette transparency; alpha dropped below
-    return im if im.mode == "RGB" else im.convert("RGB")
-
-
-def _read(src: str | Path | bytes, side: int) -> np.ndarray:
-    """One image (a file, or its bytes) as ``(side, side, 3)`` uint8; raises what PIL raises."""
-    with Image.open(io.BytesIO(src) if isinstance(src, bytes) else src) as raw:
-        raw.load()  # decode now: truncation surfaces here
-        im = _to_rgb(ImageOps.exif_transpose(raw))
-    if im.size != (side, side):
-        # torchvision's Resize(side) and CenterCrop(side) on a PIL image, to the pixel: the
-        # longer side int(side x long / short), the crop offset int(round(excess / 2))
-        w, h = im.size
-        nw, nh = (side, int(side * h / w)) if w <= h else (int(side * w / h), side)
-        im = im.resize((nw, nh), Image.BILINEAR, reducing_gap=None)
-        left, top = int(round((nw - side) / 2.0)), int(round((nh - side) / 2.0))
-        im = im.crop((left, top, left + side, top + side))
-    return np.asarray(im, dtype=np.uint8)
-
-
-def _reason(exc: Exception) -> str:
-    # PIL names an in-memory image (a shard's sample) by its buffer's repr
-    text = re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", "(bytes in memory)", str(exc)).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def read_rgb(path: str | Path, side: int) -> np.ndarray:
-    """Decode one image file to ``(side, side, 3)`` uint8 RGB.
-
-    Reads by content, not by extension (a PNG named ``.jpg`` is fine). Applies the EXIF
-    orientation, converts the mode (see the module docstring), then resizes the shorter
-    side to ``side`` (bilinear, antialiased) and centre-crops, unless already square of
-    that side.
-
-    Raises:
-        DataError: the file is empty, truncated, not an image, in a mode that cannot be
-            converted, or larger than PIL's decompression-bomb limit (names the file).
-    """
-    return _read_named(path, side, str(path))
-
-
-def read_rgb_bytes(data: bytes, side: int, name: str) -> np.ndarray:
-    """:func:`read_rgb` for an image held in memory (e.g. a WebDataset sample's ``.jpg``):
-    the same decoding, resize and centre crop, so the same bytes give the same pixels.
-
-    Args:
-        data: the encoded image (any format PIL reads).
-        side: the output side S.
-        name: where the bytes come from, for the error message (``shard.tar/key``).
-
-    Returns:
-        ``(side, side, 3)`` uint8 RGB.
-
-    Raises:
-        DataError: the bytes are empty, truncated or not an image (names ``name``).
-    """
-    return _read_named(data, side, name)
-
-
-def _read_named(src: str | Path | bytes, side: int, name: str) -> np.ndarray:
-    """:func:`_read`, a damaged image raising :class:`DataError` that names ``name``."""
-    try:
-        return _read(src, side)
-    except MemoryError:
-        raise
-    except Exception as exc:  # PIL plugins raise many types on damaged files
-        raise DataError(f"cannot decode image '{name}': {_reason(exc)}") from exc
 
 
 def _read_or_reason(src: Path | bytes, side: int) -> np.ndarray | str:
@@ -153,18 +75,6 @@ def _read_or_reason(src: Path | bytes, side: int) -> np.ndarray | str:
         raise
     except Exception as exc:  # noqa: BLE001 - a damaged file: its reason, reported later
         return _reason(exc)
-
-
-def header_size(src: str | Path | bytes) -> tuple[int, int] | None:
-    """``(width, height)`` from an image's header (a file or its bytes), or None when it
-    cannot be read (the decoder reports such images)."""
-    try:
-        with Image.open(io.BytesIO(src) if isinstance(src, bytes) else src) as im:
-            return im.size
-    except MemoryError:
-        raise
-    except Exception:  # noqa: BLE001 - unreadable images are reported by the decoder
-        return None
 
 
 def square_side(sizes: Iterable[tuple[int, int] | None]) -> int | None:
@@ -215,24 +125,6 @@ class Decoded:
     images: np.ndarray
     kept: np.ndarray
     skipped: list[tuple[str, str]]
-
-
-def _skip_warning(skipped: list[tuple[str, str]], total: int, desc: str,
-                  stacklevel: int = 3) -> None:
-    if not skipped:
-        return
-    lines = "\n  ".join(f"{p}: {reason}" for p, reason in skipped)
-    warnings.warn(f"{desc}: skipped {len(skipped)} of {total} image files that cannot be "
-                  f"decoded (they are left out of the run; pass --strict to stop on the "
-                  f"first instead):\n  {lines}", DataWarning, stacklevel=stacklevel)
-
-
-def _strict_error(skipped: list[tuple[str, str]], total: int) -> DataError:
-    path, reason = skipped[0]
-    return DataError(f"cannot decode image '{path}': {reason}. --strict (data.strict) stops "
-                     f"on the first file that cannot be decoded ({len(skipped)} of {total} "
-                     "found so far); remove or replace it, or drop --strict to skip such "
-                     "files with a warning")
 
 
 def _cached(final: Path, meta: Path, n: int, side: int) -> Decoded | None:
@@ -320,8 +212,8 @@ def _decode_cached(key: str, names: list[str], items: Iterable[Path] | Iterable[
     hit = _cached(final, meta, len(names), side) if final.exists() else None
     if hit is not None:
         if strict and hit.skipped:
-            raise _strict_error(hit.skipped, len(names))
-        _skip_warning(hit.skipped, len(names), desc, stacklevel=4)
+            raise strict_error(hit.skipped, len(names))
+        skip_warning(hit.skipped, len(names), desc, stacklevel=4)
         return hit
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -351,7 +243,7 @@ def _decode_cached(key: str, names: list[str], items: Iterable[Path] | Iterable[
             if isinstance(img, str):
                 skipped.append((names[i], img))
                 if strict:
-                    raise _strict_error(skipped, len(names))
+                    raise strict_error(skipped, len(names))
             else:
                 out[len(kept)] = img  # rows packed in order; bad files leave no gap
                 kept.append(i)
@@ -386,5 +278,5 @@ def _decode_cached(key: str, names: list[str], items: Iterable[Path] | Iterable[
         for leftover in (tmp, compact):
             if leftover.exists():
                 leftover.unlink()
-    _skip_warning(skipped, len(names), desc, stacklevel=4)
+    skip_warning(skipped, len(names), desc, stacklevel=4)
     return Decoded(np.load(final, mmap_mode="r"), np.asarray(kept, dtype=np.int64), skipped)

@@ -46,11 +46,10 @@ from typing import Any
 
 import numpy as np
 
-from simsiam.config import DataConfig
 from simsiam.data.cache import (
     default_cache_dir,
 )
-from simsiam.data.dataset import CapWarning, DataSplits
+from simsiam.data.config import DataConfig
 from simsiam.data.folder import first_per_class
 from simsiam.data.tables import (  # noqa: F401 (re-exported)
     CAPTION_COLUMNS,
@@ -59,6 +58,7 @@ from simsiam.data.tables import (  # noqa: F401 (re-exported)
     CaptionTable,
     read_caption_table,
 )
+from simsiam.data.types import CapWarning, DataSplits
 from simsiam.errors import DataError, DataWarning
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl")

@@ -25,16 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from simsiam.data.dataset import EpochShuffleSampler, view_seed
+from simsiam.data.decode import ImageSource, open_image, oriented_size
 from simsiam.data.device_loader import batch_seed
-from simsiam.data.stream import (
-    BadFiles,
-    ImageSource,
-    StreamViews,
-    _open,
-    _oriented_size,
-    draw_boxes,
-)
+from simsiam.data.sampling import EpochShuffleSampler, view_seed
+from simsiam.data.stream import BadFiles, StreamViews, draw_boxes
 from simsiam.errors import ConfigError
 
 
@@ -126,8 +120,8 @@ class DaliViewLoader:
         return len(self.sampler) // self.batch_size
 
     def _boxes(self, epoch: int, i: int, data: bytes) -> list[tuple[int, int, int, int]]:
-        with _open(lambda: data) as im:
-            width, height = _oriented_size(im)
+        with open_image(lambda: data) as im:
+            width, height = oriented_size(im)
         g = torch.Generator().manual_seed(view_seed(self.seed, epoch, i))
         return draw_boxes(width, height, self.specs, g)
 

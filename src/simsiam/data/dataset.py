@@ -1,4 +1,6 @@
-"""Datasets: decoded images in memory, the train/held-out split, and the two-view dataset.
+"""The data dispatcher: which source a ``data.source`` is, and its images, split in train and
+held out (:func:`load_data`, :func:`load_splits`). The types every source returns are
+:mod:`.types`, the sampling :mod:`.sampling` (both re-exported here).
 
 A source is an ImageFolder-style directory or ``cifar10`` / ``cifar100`` (torchvision),
 or a caption table / WebDataset shards (:mod:`simsiam.data.captions`: images with their
@@ -10,20 +12,18 @@ the kNN monitor. Labels are read for evaluation only.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset, Sampler
 
-from simsiam.config import DataConfig
 from simsiam.data.cache import (
     decode_to_cache,
     default_cache_dir,
     square_side,
     uniform_square_side,
 )
+from simsiam.data.captions import is_caption_source, load_caption_data
+from simsiam.data.config import DataConfig
 from simsiam.data.folder import (
     first_per_class,
     holdout_by_class,
@@ -31,91 +31,17 @@ from simsiam.data.folder import (
     scan_image_folder,
     split_roots,
 )
+from simsiam.data.sampling import EpochShuffleSampler, TwoViewDataset, view_seed
+from simsiam.data.shard_images import image_shards, load_shard_images
+from simsiam.data.stream import FileImages, check_headers
+from simsiam.data.types import CapWarning, DataSplits, ImageSet
 from simsiam.errors import DataError, DataWarning
 
+# the types and the sampling (simsiam.data.types, .sampling) are re-exported here
+__all__ = ["CapWarning", "DataSplits", "EpochShuffleSampler", "ImageSet", "TORCHVISION_SOURCES",
+           "TwoViewDataset", "load_data", "load_splits", "resolve_pipeline", "view_seed"]
+
 TORCHVISION_SOURCES = ("cifar10", "cifar100")
-# view_seed(seed, epoch, _ORDER_STREAM) seeds the shuffle; sample indices never reach it.
-_ORDER_STREAM = 2**31 - 1
-
-
-@dataclass
-class ImageSet:
-    """Decoded images with labels, and with captions when the source has them.
-
-    Attributes:
-        images: ``(N, S, S, 3)`` uint8 RGB, possibly a read-only memory map.
-        labels: ``(N,)`` int64 class indices (evaluation only).
-        classes: class names, ``labels`` index into it.
-        paths: the source of each image (file path, ``cifar10/train/123``, or for a
-            WebDataset shard ``shard.tar/key``).
-        captions: one list of captions (at least one, in the source's order) per image,
-            aligned with ``images``; None for sources without captions (folders, CIFAR).
-    """
-
-    images: np.ndarray
-    labels: np.ndarray
-    classes: list[str]
-    paths: list[str]
-    captions: list[list[str]] | None = None
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    @property
-    def labelled(self) -> bool:
-        """Whether the labels mean anything: two classes or more. A flat folder (or one
-        class folder, or ``data.labels: none``) is unlabelled: no accuracy is computed."""
-        return len(self.classes) > 1
-
-    def without_labels(self) -> ImageSet:
-        """The same images as one unnamed class (``data.labels: none``)."""
-        return ImageSet(self.images, np.zeros(len(self), dtype=np.int64), [""], self.paths,
-                        self.captions)
-
-    def subset(self, indices: np.ndarray) -> ImageSet:
-        """The images at ``indices`` (a copy for a memory map's fancy indexing), with their
-        captions."""
-        indices = np.asarray(indices, dtype=np.int64)
-        captions = None if self.captions is None else [self.captions[i] for i in indices]
-        images = (self.images.take(indices) if hasattr(self.images, "take")
-                  else self.images[indices])  # files to stream stay lazy
-        return ImageSet(images, self.labels[indices], self.classes,
-                        [self.paths[i] for i in indices], captions)
-
-
-@dataclass
-class DataSplits:
-    """The splits of a source and how they were made: the numbers of the start-up summary.
-
-    Attributes:
-        train, test: the training images and the held-out images (None: none).
-        source: ``data.source`` as given.
-        found: images in the source's training part (files of a folder, or samples; for
-            caption data the images with a usable row).
-        test_found: images in the source's own test split (``test/``, ``val/``, CIFAR's
-            test set); 0 when the held-out images come out of the training part.
-        held_out: images held out of the training part (``data.holdout_fraction``).
-        capped: training images left out by ``data.per_class``.
-        skipped: image files that could not be decoded (named in a DataWarning).
-        folder: whether the source is a folder (not a torchvision dataset).
-        pipeline: how the training images are read: ``cache`` (decoded once) or ``stream``
-            (decoded from the files every epoch; ``train.images`` is lazy).
-    """
-
-    train: ImageSet
-    test: ImageSet | None
-    source: str
-    found: int
-    test_found: int = 0
-    held_out: int = 0
-    capped: int = 0
-    skipped: int = 0
-    folder: bool = True
-    pipeline: str = "cache"
-
-
-class CapWarning(DataWarning):
-    """``data.per_class`` left out images of a folder (names both numbers)."""
 
 
 def _decode(paths: list[Path], labels: np.ndarray, classes: list[str], cfg: DataConfig,
@@ -180,8 +106,6 @@ def load_data(cfg: DataConfig, seed: int = 0, progress: bool = True,
         DataError: the source is empty, missing or unreadable (names the path); with
             ``cfg.strict``, a file that cannot be decoded (or a bad row of a caption table).
     """
-    from simsiam.data.captions import is_caption_source, load_caption_data
-
     if not cfg.source:
         raise DataError("no data source given: pass --data DIR (a folder of images), --data "
                         "cifar10, or a caption table / WebDataset shards (CLIP), or set "
@@ -196,8 +120,6 @@ def load_data(cfg: DataConfig, seed: int = 0, progress: bool = True,
         splits = DataSplits(train, test, cfg.source, found, test_found,
                             capped=found - len(train), folder=False)
     elif is_caption_source(cfg.source):
-        from simsiam.data.shard_images import image_shards, load_shard_images
-
         index = image_shards(cfg, cache_dir, progress)
         splits = (load_caption_data(cfg, seed, progress) if index is None
                   else load_shard_images(index, cfg, seed, cache_dir, progress, pipeline))
@@ -267,8 +189,6 @@ def _files(paths: list[Path], labels: np.ndarray, classes: list[str],
            cfg: DataConfig) -> tuple[ImageSet, int]:
     """The training files to stream (those whose header reads), lazily decodable, and the
     number skipped."""
-    from simsiam.data.stream import FileImages, check_headers
-
     names = [str(p) for p in paths]
     kept, sizes = check_headers(paths, names, cfg.strict, "stream train")
     # the cache's side, so the monitor reads training and held-out images alike
@@ -278,107 +198,3 @@ def _files(paths: list[Path], labels: np.ndarray, classes: list[str],
             len(paths) - len(kept))
 
 
-def view_seed(seed: int, epoch: int, index: int) -> int:
-    """A 63-bit seed for the views of sample ``index`` in ``epoch`` (independent streams)."""
-    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(2, np.uint64)[0]
-               >> np.uint64(1))
-
-
-class TwoViewDataset(Dataset):
-    """Item ``i`` -> ``(x1, x2, i)``: two independent augmented views of image ``i``.
-
-    The views are a pure function of (seed, epoch, index): each item seeds its own
-    ``torch.Generator`` with :func:`view_seed`, so they do not depend on worker count,
-    batch order or what ran before, and a resumed run draws the same views.
-
-    Args:
-        images: ``(N, H, W, 3)`` uint8.
-        augment: callable ``(uint8 (3, H, W), generator, view) -> float (3, S, S)``
-            (``view`` 0 or 1: the recipe's per-view probabilities).
-        seed: the run's seed.
-    """
-
-    def __init__(self, images: np.ndarray, augment, seed: int) -> None:
-        self.images = images
-        self.augment = augment
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose views are drawn (call before iterating)."""
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """``key`` is an index (epoch from :meth:`set_epoch`) or ``(epoch, index)``."""
-        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
-        img = torch.from_numpy(np.array(self.images[index])).permute(2, 0, 1)
-        g = torch.Generator().manual_seed(view_seed(self.seed, epoch, index))
-        return self.augment(img, g, 0), self.augment(img, g, 1), index
-
-
-class EpochShuffleSampler(Sampler[tuple[int, int]]):
-    """Yields ``(epoch, i)`` for a permutation of ``range(n)`` drawn from (seed, epoch).
-
-    Carrying the epoch in each key lets persistent DataLoader workers draw that epoch's
-    views without being told; the order is reproducible and resumable, also from inside
-    an epoch: ``set_epoch(epoch, start)`` skips the first ``start`` keys of that epoch's
-    permutation (a run resumed after ``start / batch`` steps).
-
-    Data parallelism (``world_size`` > 1, the role of torch's DistributedSampler with
-    ``set_epoch``): every process draws the same permutation, cut into global batches of
-    ``batch_size`` (the tail that fills no global batch is dropped, so every process makes
-    the same number of steps); process ``rank`` yields the ``rank``-th slice of
-    ``batch_size / world_size`` keys of each. Together the processes see exactly the
-    global batches a single process would, each image at most once per epoch.
-
-    Args:
-        n: dataset size.
-        seed: the run's seed.
-        batch_size: the global batch (needed when ``world_size`` > 1).
-        rank, world_size: this process and the number of processes.
-
-    Raises:
-        ValueError: a rank outside ``0..world_size-1`` or a global batch that the world
-            size does not divide.
-    """
-
-    def __init__(self, n: int, seed: int, batch_size: int | None = None, rank: int = 0,
-                 world_size: int = 1) -> None:
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} is outside 0..{world_size - 1}")
-        if world_size > 1 and (batch_size is None or batch_size % world_size):
-            raise ValueError(f"the global batch {batch_size} must be a multiple of the world "
-                             f"size {world_size}")
-        self.n, self.seed, self.epoch, self.start = n, seed, 0, 0
-        self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
-
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        """Select the epoch, and the number of its keys already consumed (0..n; with
-        several processes, counted over all of them: a multiple of the global batch)."""
-        if not 0 <= start <= self.n:
-            raise ValueError(f"start={start} is outside 0..{self.n}")
-        if self.world_size > 1 and start % self.batch_size:
-            raise ValueError(f"start={start} is not a multiple of the global batch "
-                             f"{self.batch_size}")
-        self.epoch, self.start = epoch, start
-
-    def _order(self) -> list[int]:
-        g = torch.Generator().manual_seed(view_seed(self.seed, self.epoch, _ORDER_STREAM))
-        order = torch.randperm(self.n, generator=g).tolist()
-        if self.world_size == 1:
-            return order[self.start:]
-        gb, per = self.batch_size, self.batch_size // self.world_size
-        lo, hi = self.rank * per, (self.rank + 1) * per
-        return [i for b in range(self.start, self.n // gb * gb, gb)
-                for i in order[b + lo: b + hi]]
-
-    def __iter__(self):
-        return iter((self.epoch, i) for i in self._order())
-
-    def __len__(self) -> int:
-        if self.world_size == 1:
-            return self.n - self.start
-        return (self.n // self.batch_size * self.batch_size - self.start) // self.world_size

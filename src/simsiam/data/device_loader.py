@@ -19,7 +19,7 @@ import torch
 
 from simsiam.augment.batched import BatchedSimSiamAugment
 from simsiam.augment.multicrop import BatchedMultiCrop
-from simsiam.data.dataset import EpochShuffleSampler
+from simsiam.data.sampling import EpochShuffleSampler
 
 # view_seed-style stream tag for the batched views (distinct from the shuffle's stream).
 _VIEW_STREAM = 0x5EED_B47C

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -18,12 +19,15 @@ from torch.utils.data import DataLoader
 from simsiam.augment.batched import BatchedViewAugment, SingleView
 from simsiam.augment.multicrop import BatchedMultiCrop
 from simsiam.augment.views import ViewAugment
-from simsiam.config import Config
 from simsiam.data.batches import CaptionBatches, ViewBatches
-from simsiam.data.dataset import EpochShuffleSampler, ImageSet, TwoViewDataset
 from simsiam.data.device_loader import BatchedViewLoader
+from simsiam.data.sampling import EpochShuffleSampler, TwoViewDataset
 from simsiam.data.stream import FileImages, StreamViewLoader, worker_init
+from simsiam.data.types import ImageSet
 from simsiam.errors import ConfigError, DataError, DataWarning
+
+if TYPE_CHECKING:  # the run's config: the sections the loaders read (data, augment, train)
+    from simsiam.config.schema import Config
 
 
 def make_loader(train: ImageSet, cfg: Config, device: torch.device, rank: int = 0,
@@ -116,16 +120,17 @@ def device_views(train: ImageSet, augment, cfg: Config, device: torch.device, ra
 
 def view_batches(train: ImageSet, cfg: Config, device: torch.device, rank: int = 0,
                  world_size: int = 1) -> ViewBatches:
-    """Batches of kind ``views``: :func:`make_loader`'s batches as ``ViewBatch`` objects."""
+    """Batches of kind ``views``: :func:`make_loader`'s batches as ``ViewBatch`` objects
+    (no batch options)."""
     return ViewBatches(make_loader(train, cfg, device, rank, world_size))
 
 
 def caption_batches(train: ImageSet, cfg: Config, device: torch.device, rank: int = 0,
-                    world_size: int = 1) -> CaptionBatches:
-    """Batches of kind ``captions`` (CLIP): one view of each image, made on ``device`` as the
-    batched path makes views (``augment.*``; CLIP's published recipe is a random crop of
-    90-100% of the image, nothing else), with one of its captions per epoch as token ids
-    (``model.clip.context_length``).
+                    world_size: int = 1, context_length: int | None = None) -> CaptionBatches:
+    """Batches of kind ``captions``: one view of each image, made on ``device`` as the
+    batched path makes views (``augment.*``), with one of its captions per epoch as
+    ``context_length`` token ids: the method's batch option (its card's
+    ``batch_options``); None: the ``context_length`` of the run's method's section.
 
     Raises:
         DataError: the training images have no captions (an image folder, not a caption
@@ -138,7 +143,9 @@ def caption_batches(train: ImageSet, cfg: Config, device: torch.device, rank: in
                         f"'{cfg.data.source}' has none: pass --data a caption table (CSV, TSV or "
                         "JSONL with an image and a caption column) or WebDataset shards "
                         "('shards/{00000..00099}.tar' with {key}.jpg and {key}.txt)")
-    tokens, counts = tokenize_captions(train.captions, cfg.model.clip.context_length)
+    if context_length is None:
+        context_length = getattr(cfg.model, cfg.method).context_length
+    tokens, counts = tokenize_captions(train.captions, context_length)
     augment = SingleView(BatchedViewAugment(cfg.augment, cfg.data.image_size,
                                                compile=cfg.augment.compile))
     loader = device_views(train, augment, cfg, device, rank, world_size)
@@ -150,9 +157,11 @@ BATCH_LOADERS = {"views": view_batches, "captions": caption_batches}
 
 
 def make_batches(kind: str, train: ImageSet, cfg: Config, device: torch.device,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, **options: Any):
     """The training loader of batches of ``kind`` (``"views"``: :class:`ViewBatches` of
     :func:`make_loader`), yielding batch objects with ``to``, ``inputs`` and ``index``.
+    ``options`` are the method's batch options (``MethodCard.batch_options``, e.g. a
+    caption batch's ``context_length``), passed to the kind's loader.
 
     Raises:
         ConfigError: an unknown kind of batch.
@@ -160,4 +169,4 @@ def make_batches(kind: str, train: ImageSet, cfg: Config, device: torch.device,
     if kind not in BATCH_LOADERS:
         raise ConfigError(f"kind of batch {kind!r} is unknown: choose one of "
                           f"{tuple(BATCH_LOADERS)}")
-    return BATCH_LOADERS[kind](train, cfg, device, rank, world_size)
+    return BATCH_LOADERS[kind](train, cfg, device, rank, world_size, **options)

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from simsiam.config import DataConfig
 from simsiam.data.cache import square_side
-from simsiam.data.dataset import DataSplits, ImageSet
+from simsiam.data.config import DataConfig
 from simsiam.data.folder import first_per_class, holdout_by_class
 from simsiam.data.shards import ShardIndex, ShardMember, decode_members, index_shards, shard_paths
+from simsiam.data.types import DataSplits, ImageSet
 from simsiam.errors import DataError, DataWarning
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from simsiam.data.dataset import view_seed
+from simsiam.data.sampling import view_seed
 from simsiam.data.shards import ShardMember
 from simsiam.data.stream import (
     BadFiles,

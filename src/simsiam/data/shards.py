@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from simsiam.config import DataConfig
 from simsiam.data.cache import cache_key, decode_bytes_to_cache, header_size, square_side
-from simsiam.data.dataset import ImageSet
+from simsiam.data.config import DataConfig
 from simsiam.data.tables import CaptionRows
+from simsiam.data.types import ImageSet
 from simsiam.errors import DataError
 from simsiam.fileio import atomic_write
 

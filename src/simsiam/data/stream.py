@@ -27,13 +27,11 @@ with ``data.strict`` the run stops on it with a :class:`~simsiam.errors.DataErro
 
 from __future__ import annotations
 
-import io
 import math
 import signal
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -41,33 +39,20 @@ from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
 from simsiam.augment.batched import CropSpec, sample_crops
-from simsiam.data.cache import _read, _reason, _skip_warning, _strict_error, _to_rgb, header_size
-from simsiam.data.dataset import EpochShuffleSampler, view_seed
+from simsiam.data.decode import (
+    ImageSource,
+    decode_reason,
+    header_size,
+    open_image,
+    oriented_size,
+    read_image,
+    skip_warning,
+    strict_error,
+    to_rgb,
+)
 from simsiam.data.device_loader import batch_seed
+from simsiam.data.sampling import EpochShuffleSampler, view_seed
 from simsiam.errors import DataError, DataWarning
-
-# EXIF orientations that swap width and height (transpose, rotations by 90 and 270)
-_SWAPS = (5, 6, 7, 8)
-_EXIF_ORIENTATION = 0x0112
-# Source of one image's bytes: a file path, or a callable returning the bytes (a shard
-# member read by offset, :mod:`simsiam.data.wds`).
-ImageSource = Path | str | Callable[[], bytes]
-
-
-def _open(src: ImageSource) -> Image.Image:
-    if callable(src):
-        return Image.open(io.BytesIO(src()))
-    return Image.open(src)
-
-
-def _oriented_size(im: Image.Image) -> tuple[int, int]:
-    """``(width, height)`` of the image as shown (after its EXIF orientation)."""
-    w, h = im.size
-    try:
-        turned = im.getexif().get(_EXIF_ORIENTATION) in _SWAPS
-    except Exception:  # noqa: BLE001 - a damaged EXIF block: the image as stored
-        turned = False
-    return (h, w) if turned else (w, h)
 
 
 def draft_scale(boxes: Sequence[tuple[int, int, int, int]], sizes: Sequence[int]) -> int:
@@ -102,8 +87,8 @@ def stream_crops(src: ImageSource, specs: Sequence[CropSpec], g: torch.Generator
     Raises:
         whatever PIL raises on a damaged file (callers turn it into a skip or a DataError).
     """
-    with _open(src) as raw:
-        width, height = _oriented_size(raw)
+    with open_image(src) as raw:
+        width, height = oriented_size(raw)
         boxes = draw_boxes(width, height, specs, g)
         if draft and raw.format == "JPEG":
             r = draft_scale(boxes, [s.size for s in specs])
@@ -111,7 +96,7 @@ def stream_crops(src: ImageSource, specs: Sequence[CropSpec], g: torch.Generator
                 stored = raw.size
                 raw.draft("RGB", (math.ceil(stored[0] / r), math.ceil(stored[1] / r)))
         raw.load()  # decode now: truncation surfaces here
-        im = _to_rgb(ImageOps.exif_transpose(raw))
+        im = to_rgb(ImageOps.exif_transpose(raw))
     sx, sy = im.size[0] / width, im.size[1] / height  # 1 unless drafted
     out = []
     for (top, left, h, w), spec in zip(boxes, specs, strict=True):
@@ -137,7 +122,7 @@ def crops_or_reason(src: ImageSource, name: str, specs: Sequence[CropSpec],
     except MemoryError:
         raise
     except Exception as exc:  # noqa: BLE001 - a damaged file: skipped, named by the loader
-        return None, (name, _reason(exc))
+        return None, (name, decode_reason(exc))
     return [torch.from_numpy(c).permute(2, 0, 1) for c in crops], None
 
 
@@ -307,7 +292,7 @@ class FileImages:
     def _one(self, i: int) -> np.ndarray:
         src = self.sources[i]
         try:
-            return _read(src() if callable(src) else src, self.side)
+            return read_image(src() if callable(src) else src, self.side)
         except MemoryError:
             raise
         except Exception:  # noqa: BLE001 - named by the training stream
@@ -358,10 +343,10 @@ def usable(sizes: Sequence[tuple[int, int] | None], names: Sequence[str], strict
     skipped = [(names[i], "cannot read the image header (not an image, empty or damaged)")
                for i, size in enumerate(sizes) if size is None]
     if skipped and strict:
-        raise _strict_error(skipped, len(sizes))
+        raise strict_error(skipped, len(sizes))
     kept = np.asarray([i for i, size in enumerate(sizes) if size is not None], dtype=np.int64)
     if not len(kept):
         raise DataError(f"none of the {len(sizes)} image files could be read (first: "
                         f"'{skipped[0][0]}'); check the data source")
-    _skip_warning(skipped, len(sizes), desc, stacklevel=4)
+    skip_warning(skipped, len(sizes), desc, stacklevel=4)
     return kept

@@ -17,9 +17,9 @@ from typing import IO
 
 import numpy as np
 
-from simsiam.config import DataConfig
 from simsiam.data.cache import decode_to_cache, uniform_square_side
-from simsiam.data.dataset import ImageSet
+from simsiam.data.config import DataConfig
+from simsiam.data.types import ImageSet
 from simsiam.errors import DataError
 
 IMAGE_COLUMNS = ("image", "filepath", "file", "path", "image_path")

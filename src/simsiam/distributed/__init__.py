@@ -17,8 +17,8 @@ from simsiam.distributed.ops import (
     global_logsumexp,
     shard_bounds,
 )
-from simsiam.distributed.plan import BatchPlan, batch_plan, check_global_batch
 from simsiam.distributed.syncbn import SyncBatchNorm, convert_sync_batchnorm
+from simsiam.optim.plan import BatchPlan, batch_plan, check_global_batch
 
 __all__ = ["BatchPlan", "DistContext", "SyncBatchNorm", "all_reduce_sum", "batch_plan",
            "check_global_batch", "convert_sync_batchnorm", "gather_no_grad", "gather_shards",

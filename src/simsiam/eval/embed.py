@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from simsiam.data.dataset import ImageSet
+from simsiam.data.types import ImageSet
 from simsiam.distributed import rank
 from simsiam.errors import ConfigError
 from simsiam.eval.knn import extract_features
-from simsiam.train.checkpoint import atomic_write
+from simsiam.fileio import atomic_write
 
 FORMATS = (".npz", ".csv")
 

@@ -131,7 +131,7 @@ class FixedViews:
 
     def views(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The two views ``(stop - start, 3, S, S)`` float32 of images ``start:stop``."""
-        from simsiam.data.dataset import view_seed
+        from simsiam.data.sampling import view_seed
 
         first, second = [], []
         for i in range(start, stop):

@@ -269,7 +269,7 @@ def augmented_probe(backbone: nn.Module, train_images: np.ndarray, train_labels:
     """
     from simsiam.augment.views import ViewAugment
     from simsiam.config import AugmentConfig
-    from simsiam.data.dataset import view_seed
+    from simsiam.data.sampling import view_seed
     from simsiam.errors import ConfigError
 
     if protocol not in PROTOCOLS:

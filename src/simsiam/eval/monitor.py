@@ -26,12 +26,12 @@ from torch import nn
 
 from simsiam.augment.views import ViewAugment
 from simsiam.config import Config
-from simsiam.data.dataset import ImageSet
-from simsiam.eval.collapse import effective_rank, rank_reference
+from simsiam.data.types import ImageSet
 from simsiam.eval.knn import extract_features, knn_top1
 from simsiam.eval.labelfree import FixedViews, alignment, copy_retrieval, uniformity
 from simsiam.eval.probe import OnlineProbe
-from simsiam.eval.retrieval import retrieval_line
+from simsiam.eval.retrieval import retrieval_line, retrieval_record
+from simsiam.measures import effective_rank, rank_reference
 
 
 def label_free_record(bank: torch.Tensor, queries: torch.Tensor,
@@ -132,6 +132,28 @@ def monitor_text(record: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def caption_retrieval(model: nn.Module, test: ImageSet, cfg: Config,
+                      device: torch.device) -> dict[str, Any]:
+    """Text-image retrieval on the held-out images and all their captions, for a method
+    whose batches are ``captions`` (:func:`simsiam.eval.retrieval.retrieval_record`); none
+    without captions."""
+    if getattr(test, "captions", None) is None or len(test) == 0:
+        return {}
+    return retrieval_record(model, test.images, test.captions, cfg.data.image_size,
+                            cfg.augment.normalize, device, cfg.eval.batch_size)
+
+
+def no_held_out(model: nn.Module, test: ImageSet, cfg: Config,
+                device: torch.device) -> dict[str, Any]:
+    """A kind of batch with no held-out figures of its own: none."""
+    return {}
+
+
+# kind of batch (``Method.batch_kind``, as BATCH_LOADERS) -> the method's own held-out
+# figures, merged into the monitor's ``eval`` record
+HELD_OUT = {"views": no_held_out, "captions": caption_retrieval}
+
+
 class Monitor:
     """When and how a run is evaluated on its held-out images.
 
@@ -160,8 +182,8 @@ class Monitor:
     def run(self, model: nn.Module, probe: OnlineProbe | None, state, logger,
             progress: bool) -> dict[str, Any] | None:
         """Evaluate ``model`` (a :class:`~simsiam.methods.base.Method`: its backbone, then
-        its own ``held_out_record``, e.g. CLIP's retrieval) after ``state.epoch`` epochs
-        (the probe from epoch 1 on): the figures go
+        the held-out figures of its kind of batch, :data:`HELD_OUT`: text-image retrieval)
+        after ``state.epoch`` epochs (the probe from epoch 1 on): the figures go
         into ``state.evals`` (and ``state.knn`` / ``state.probe_top1`` with labels; a
         :class:`~simsiam.train.state.RunState`), an ``eval`` record to ``logger``, and a
         line to the terminal with ``progress``. Returns the record (None without
@@ -171,7 +193,8 @@ class Monitor:
         epoch = state.epoch
         record = monitor_record(model.backbone, self.train, self.test, self.cfg, self.device,
                                 probe if epoch > 0 else None, self.views)
-        record |= model.held_out_record(self.test, self.cfg, self.device)
+        own = HELD_OUT.get(model.batch_kind, no_held_out)
+        record |= own(model, self.test, self.cfg, self.device)
         state.record_eval(epoch, record)
         logger.log({"kind": "eval", "step": state.step, "epoch": epoch} | record)
         if progress:

@@ -24,7 +24,7 @@ trainer, the benchmarks and the evaluation know only this interface (see
 - ``method.backbone``, ``method.dim`` (the width of the embedding the collapse measures
   watch) and ``method.collapse_measure`` (which of them can see a collapse of that
   embedding: ``"std"``, the paper's, or ``"rank"`` when the embedding leaves an
-  affine-free BatchNorm, see :mod:`simsiam.eval.collapse`).
+  affine-free BatchNorm, see :mod:`simsiam.measures`).
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ import torch
 from torch import nn
 
 from simsiam.errors import ConfigError
-from simsiam.eval.collapse import collapse_std
+from simsiam.measures import collapse_std
+from simsiam.methods.card import MethodCard
 
 
 class Traits(NamedTuple):
@@ -63,11 +64,6 @@ class RunShape:
     batch_size: int
     epochs: int
     small_crops: int = 0
-
-
-def small_images(image_size: int) -> bool:
-    """Whether the CIFAR-scale published values apply (views of at most 64 px)."""
-    return image_size <= 64
 
 
 def param_group(name: str, modules: Iterable[nn.Module], fixed_lr: bool = False,
@@ -114,6 +110,9 @@ class Method(nn.Module):
     ``param_groups``; ``check`` and ``on_step_end`` default to doing nothing.
 
     Class attributes:
+        card: the method's :class:`~simsiam.methods.card.MethodCard` (torch-free: its
+            section, published settings, view recipe and batch options); the attributes
+            below repeat its values.
         name: the registry key and the name of its config section, ``model.<name>``.
         Settings: the dataclass of that section.
         traits: negatives / momentum encoder / queue.
@@ -129,6 +128,7 @@ class Method(nn.Module):
             the others).
     """
 
+    card: ClassVar[MethodCard]  # the torch-free facts (simsiam.methods.settings)
     name: ClassVar[str]
     Settings: ClassVar[type]
     traits: ClassVar[Traits]
@@ -147,8 +147,8 @@ class Method(nn.Module):
     @classmethod
     def published_optim(cls, image_size: int) -> dict[str, Any]:
         """The optimizer settings the method's authors used at views of ``image_size`` px
-        (``optim.*`` keys; e.g. LARS for SimCLR, BYOL and SwAV). Default: none."""
-        return {}
+        (``optim.*`` keys; e.g. LARS for SimCLR, BYOL and SwAV): its card's."""
+        return cls.card.published_optim(image_size)
 
     @classmethod
     def from_config(cls, settings: Any, backbone: nn.Module, feature_dim: int,
@@ -179,12 +179,6 @@ class Method(nn.Module):
         raise ConfigError(f"model.lock_image = True is not allowed: method {self.name!r} has "
                           "no second tower to train against a locked backbone; only clip "
                           "locks its image tower: set model.lock_image=false")
-
-    def held_out_record(self, test: Any, cfg: Any, device: torch.device) -> dict[str, Any]:
-        """The method's own figures on the held-out set ``test`` (an
-        :class:`~simsiam.data.dataset.ImageSet`), merged into the monitor's ``eval`` record
-        (CLIP: text-image retrieval). Default: none."""
-        return {}
 
     def export_extras(self) -> dict[str, dict[str, torch.Tensor]]:
         """Weights the run exports beside ``backbone.safetensors``: ``{file stem: state

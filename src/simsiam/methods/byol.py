@@ -15,8 +15,6 @@ step by ``xi <- tau xi + (1 - tau) theta`` (:meth:`BYOL.on_step_end`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
@@ -24,17 +22,8 @@ from simsiam.errors import require
 from simsiam.methods.base import Method, RunShape, Traits, decay_groups, step_metrics
 from simsiam.methods.contrastive import byol_loss, check_two_views
 from simsiam.methods.momentum import byol_tau, ema_update, momentum_copy
+from simsiam.methods.settings.byol import CARD, BYOLConfig
 from simsiam.models.heads import MLPHead
-
-
-@dataclass
-class BYOLConfig:
-    """``model.byol`` (SIMSIAM.md section 6; BYOL section 3.3). Its optimizer (LARS, lr
-    0.2 x batch/256, wd 1.5e-6) is :meth:`BYOL.published_optim`."""
-
-    dim: int = 256  # projection width
-    hidden_dim: int = 4096  # hidden width of projector and predictor
-    base_tau: float = 0.996  # target EMA momentum at step 0, rising to 1 (cosine)
 
 
 class BYOL(Method):
@@ -58,7 +47,8 @@ class BYOL(Method):
         ValueError: base_tau outside [0, 1] or a non-positive width.
     """
 
-    name = "byol"
+    card = CARD
+    name = CARD.name
     Settings = BYOLConfig
     traits = Traits(negatives=False, momentum_encoder=True, queue=False)
     outside_backbone = ("target_backbone.", "target_projector.")  # besides its heads
@@ -76,13 +66,6 @@ class BYOL(Method):
         self.dim = dim
         self.base_tau = base_tau
         self.tau = base_tau  # the momentum of the last target update
-
-    @classmethod
-    def published_optim(cls, image_size: int) -> dict:
-        """LARS, lr 0.2 x batch/256, weight decay 1.5e-6, per-step cosine after 10 warm-up
-        epochs (BYOL has no CIFAR recipe: the same at every view size)."""
-        return {"optim.optimizer": "lars", "optim.base_lr": 0.2, "optim.weight_decay": 1.5e-6,
-                "optim.warmup_epochs": 10, "optim.schedule": "step"}
 
     @classmethod
     def from_config(cls, settings: BYOLConfig, backbone: nn.Module, feature_dim: int,

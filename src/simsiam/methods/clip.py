@@ -19,8 +19,6 @@ loaded and only the projection, the text tower and the temperature learn.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -29,36 +27,12 @@ from torch import nn
 from simsiam.distributed.ops import rank, world_size
 from simsiam.errors import require
 from simsiam.methods.base import Method, RunShape, Traits, nonempty, step_metrics
-
-
-@dataclass
-class CLIPConfig:
-    """``model.clip`` (CLIP section 2.4-2.5 and Table 20; open_clip's ``ViT-B-32`` text
-    tower: width 512, 8 heads, 12 layers, context 77, vocabulary 49,408)."""
-
-    embed_dim: int = 512  # the shared image-text embedding width
-    context_length: int = 77  # tokens per caption, start and end included; longer ones are cut
-    text_width: int = 512
-    text_heads: int = 8
-    text_layers: int = 12
-    init_temperature: float = 0.07  # logit scale starts at 1 / 0.07
-    max_logit_scale: float = 100.0  # the scale exp(t) is clamped to at most this
+from simsiam.methods.settings.clip import CARD, CLIPConfig
 
 
 def logit_scale_init(temperature: float) -> float:
     """log(1 / temperature): the stored parameter (CLIP section 2.5)."""
     return math.log(1.0 / temperature)
-
-
-# The published settings of other sections (CLIP section 2.5; open_clip's training
-# defaults): AdamW (betas 0.9/0.98, eps 1e-6, weight decay 0.2 on weights only), the lr
-# given directly (not scaled by the batch), warm-up then cosine. Its views (a random crop
-# of 90-100% of the image, nothing else) are the "clip" recipe (simsiam.augment.recipes).
-PUBLISHED = {
-    "optim.optimizer": "adamw", "optim.base_lr": 5e-4, "optim.lr_scaling": "none",
-    "optim.weight_decay": 0.2, "optim.betas": [0.9, 0.98], "optim.eps": 1e-6,
-    "optim.schedule": "step",
-}
 
 
 def _no_decay(name: str, p: torch.nn.Parameter) -> bool:
@@ -86,12 +60,13 @@ class CLIP(Method):
             ``text_heads``.
     """
 
-    name = "clip"
+    card = CARD
+    name = CARD.name
     Settings = CLIPConfig
     traits = Traits(negatives=True, momentum_encoder=False, queue=False)
-    batch_kind = "captions"
-    can_lock_image = True
-    published = PUBLISHED
+    batch_kind = CARD.batch_kind
+    can_lock_image = CARD.can_lock_image
+    published = CARD.published
     outside_backbone = ("image_projection.", "text.", "logit_scale")
     collapse_measure = "std"
 
@@ -215,16 +190,6 @@ class CLIP(Method):
                          "no_weight_decay": False},
                         {"name": "no_decay", "params": no_decay, "fixed_lr": False,
                          "no_weight_decay": True})
-
-    def held_out_record(self, test: Any, cfg: Any, device: torch.device) -> dict[str, Any]:
-        """Text-image retrieval on the held-out images and all their captions
-        (:func:`simsiam.eval.retrieval.retrieval_record`); none without captions."""
-        from simsiam.eval.retrieval import retrieval_record
-
-        if getattr(test, "captions", None) is None or len(test) == 0:
-            return {}
-        return retrieval_record(self, test.images, test.captions, cfg.data.image_size,
-                                cfg.augment.normalize, device, cfg.eval.batch_size)
 
     def export_extras(self) -> dict[str, dict[str, torch.Tensor]]:
         """What the run exports beside ``backbone.safetensors``: ``text_tower`` (the image

@@ -27,32 +27,18 @@ process enqueues the keys of the whole global batch, so the queues stay identica
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 from simsiam.distributed.ops import gather_no_grad, world_size
 from simsiam.errors import require
-from simsiam.methods.base import Method, RunShape, Traits, param_group, small_images, step_metrics
+from simsiam.methods.base import Method, RunShape, Traits, param_group, step_metrics
+from simsiam.methods.card import small_images
 from simsiam.methods.contrastive import check_two_views, info_nce
 from simsiam.methods.momentum import Queue, ema_update, momentum_copy
+from simsiam.methods.settings.mocov2 import CARD, MoCoV2Config
 from simsiam.models.heads import MLPHead
 from simsiam.models.splitbn import shuffle_batch, split_batchnorm
-
-
-@dataclass
-class MoCoV2Config:
-    """``model.mocov2`` (SIMSIAM.md section 6; MoCo v2: 2-layer MLP head c -> c -> 128, T = 0.2;
-    facebookresearch/moco ``builder.py``: the hidden width is the backbone's, ``dim_mlp``)."""
-
-    dim: int = 128  # output width of the head
-    hidden_dim: int | None = None  # hidden width of the head; None: the backbone's width c
-    shuffle_bn: bool = True  # split-batch BN + shuffled keys on one device (MoCo's demo)
-    bn_splits: int = 8  # BN groups per batch on one device (the demo's 8 "GPUs")
-    temperature: float = 0.2
-    momentum: float | None = None  # key encoder EMA; None: 0.99 for views <= 64 px, else 0.999
-    queue_size: int | None = None  # negatives; None: 4,096 for views <= 64 px, else 65,536
 
 
 def resolved_queue_size(settings: MoCoV2Config, image_size: int) -> int:
@@ -92,15 +78,12 @@ class MoCoV2(Method):
         ValueError: temperature <= 0, momentum outside [0, 1], or a non-positive size.
     """
 
-    name = "mocov2"
+    card = CARD
+    name = CARD.name
     Settings = MoCoV2Config
     traits = Traits(negatives=True, momentum_encoder=True, queue=True)
     outside_backbone = ("head.", "key_backbone.", "key_head.", "queue.")
 
-    @classmethod
-    def published_optim(cls, image_size: int) -> dict:
-        """SGD with lr 0.03 at batch 256 (MoCo v2; momentum and weight decay the preset's)."""
-        return {"optim.base_lr": 0.03}
 
     def __init__(self, backbone: nn.Module, feature_dim: int, dim: int = 128,
                  hidden_dim: int | None = None, queue_size: int = 65536,

@@ -14,8 +14,6 @@ mean over processes is the loss of the global batch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
@@ -26,21 +24,12 @@ from simsiam.methods.base import (
     RunShape,
     Traits,
     decay_groups,
-    small_images,
     step_metrics,
 )
+from simsiam.methods.card import small_images
 from simsiam.methods.contrastive import check_two_views, nt_xent
+from simsiam.methods.settings.simclr import CARD, SimCLRConfig
 from simsiam.models.heads import MLPHead
-
-
-@dataclass
-class SimCLRConfig:
-    """``model.simclr`` (SIMSIAM.md section 6; SimCLR section 2.1, Appendix B.9). Its
-    optimizer (LARS) is :meth:`SimCLR.published_optim`."""
-
-    dim: int = 128  # output width of the projector
-    hidden_dim: int | None = None  # projector hidden width; None: the backbone's width c
-    temperature: float | None = None  # None: 0.5 for views <= 64 px (CIFAR), else 0.1
 
 
 class SimCLR(Method):
@@ -63,7 +52,8 @@ class SimCLR(Method):
         ValueError: temperature <= 0 or a non-positive width.
     """
 
-    name = "simclr"
+    card = CARD
+    name = CARD.name
     Settings = SimCLRConfig
     traits = Traits(negatives=True, momentum_encoder=False, queue=False)
     collapse_measure = "rank"
@@ -78,15 +68,6 @@ class SimCLR(Method):
                                  hidden_bias=False, out_bias=False, out_bn="scale")
         self.dim = dim
         self.temperature = temperature
-
-    @classmethod
-    def published_optim(cls, image_size: int) -> dict:
-        """LARS with a per-step cosine after a 10-epoch warm-up (google-research/simclr):
-        on CIFAR-size views lr 1.0 x batch/256 and weight decay 1e-4 (its README's CIFAR-10
-        command; Appendix B.9), else 0.3 x batch/256 and 1e-6 (ImageNet)."""
-        lr, wd = (1.0, 1e-4) if small_images(image_size) else (0.3, 1e-6)
-        return {"optim.optimizer": "lars", "optim.base_lr": lr, "optim.weight_decay": wd,
-                "optim.warmup_epochs": 10, "optim.schedule": "step"}
 
     @classmethod
     def from_config(cls, settings: SimCLRConfig, backbone: nn.Module, feature_dim: int,

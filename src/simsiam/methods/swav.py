@@ -22,8 +22,6 @@ Sinkhorn) and BatchNorm is synchronised.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -32,26 +30,8 @@ from simsiam.distributed.ops import gather_no_grad, shard_bounds, world_size
 from simsiam.errors import require
 from simsiam.methods.base import Method, RunShape, Traits, nonempty, param_group, step_metrics
 from simsiam.methods.contrastive import sinkhorn, swav_loss
+from simsiam.methods.settings.swav import CARD, SwAVConfig
 from simsiam.models.heads import MLPHead
-
-
-@dataclass
-class SwAVConfig:
-    """``model.swav`` (SIMSIAM.md section 6; SwAV sections 3.1-3.2 and Appendix A).
-
-    The feature queue (SwAV: 3,840 rows from epoch 15 when the batch is under 256 on
-    ImageNet) is off by default; set ``queue_size`` to use it.
-    """
-
-    dim: int = 128  # projection width
-    hidden_dim: int = 2048  # projector hidden width
-    num_prototypes: int = 3000  # K
-    temperature: float = 0.1  # T of the swapped prediction
-    sinkhorn_epsilon: float = 0.05
-    sinkhorn_iterations: int = 3
-    freeze_prototypes_epochs: float = 1.0  # prototypes frozen for the first epoch
-    queue_size: int = 0  # feature-queue rows (0: none; SwAV uses 3,840 at small batches)
-    queue_start_epochs: float = 15.0  # the queue fills from this epoch on
 
 
 class SwAV(Method):
@@ -94,14 +74,15 @@ class SwAV(Method):
             ``queue_rows`` counts the filled rows and ``queue_filling`` is 1 once filling.
     """
 
-    name = "swav"
+    card = CARD
+    name = CARD.name
     Settings = SwAVConfig
     traits = Traits(negatives=False, momentum_encoder=False, queue=False)
     outside_backbone = ("prototypes.", "prototype_grad_scale", "queue")  # queue, queue_rows..
-    multi_crop = True
+    multi_crop = CARD.multi_crop
     # Multi-crop: 2 large crops and 6 small ones (SwAV's ImageNet recipe; the large crops'
     # area 0.14-1 is its view recipe, simsiam.augment.recipes).
-    published = {"augment.small_crops": 6}
+    published = CARD.published
 
     def __init__(self, backbone: nn.Module, feature_dim: int, dim: int = 128,
                  hidden_dim: int = 2048, num_prototypes: int = 3000, temperature: float = 0.1,
@@ -145,13 +126,6 @@ class SwAV(Method):
             # a loaded state (resume) replaces the buffers: read them again once
             self.register_load_state_dict_post_hook(
                 lambda module, _keys: setattr(module, "_queue_host", None))
-
-    @classmethod
-    def published_optim(cls, image_size: int) -> dict:
-        """LARS over every parameter (apex LARC in ``main_swav.py``), lr 0.3 x batch/256
-        (4.8 at 4,096), weight decay 1e-6, per-step cosine after 10 warm-up epochs."""
-        return {"optim.optimizer": "lars", "optim.base_lr": 0.3, "optim.weight_decay": 1e-6,
-                "optim.warmup_epochs": 10, "optim.schedule": "step"}
 
     @classmethod
     def from_config(cls, settings: SwAVConfig, backbone: nn.Module, feature_dim: int,

@@ -169,8 +169,8 @@ def _plot_embedding(run: Path, out: Path, points: int, seed: int) -> list[str]:
 
     from simsiam.data import load_splits
     from simsiam.eval.knn import extract_features
-    from simsiam.eval.loading import load_backbone_for_eval
     from simsiam.report.sheets import thumbnail_map
+    from simsiam.weights import load_backbone_for_eval
 
     for old in ("embedding_thumbs.png", "embedding_tsne.png"):  # an earlier report's maps
         (out / old).unlink(missing_ok=True)

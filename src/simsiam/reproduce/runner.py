@@ -132,7 +132,7 @@ def linear_top1(cfg: Config, epochs: int) -> float:
     from simsiam.data.dataset import load_splits
     from simsiam.distributed.context import resolve_device
     from simsiam.eval.linear import linear_probe
-    from simsiam.eval.loading import load_backbone_for_eval
+    from simsiam.weights import load_backbone_for_eval
 
     backbone, info = load_backbone_for_eval(Path(cfg.train.out) / "backbone.safetensors")
     train, test = load_splits(cfg.data, cfg.train.seed, progress=False)

@@ -1,12 +1,12 @@
 """Training: the loop and the named objects it is made of.
 
 Public names (imported on first use, so that importing a leaf such as
-``simsiam.train.schedule`` stays cheap and free of import cycles):
+``simsiam.train.state`` stays cheap and free of import cycles):
 
 - :func:`pretrain` (:mod:`.trainer`), :class:`RunResult` (:mod:`.state`): a whole run;
 - :func:`train_step`, :func:`use_bf16`, :func:`bf16_for_run` (:mod:`.step`): one step;
-- :func:`build_optimizer`, :data:`OPTIMIZERS` (:mod:`.optim`): the optimizer factory;
-- :class:`LrSchedule`, :func:`cosine_lr`, :func:`scaled_lr` (:mod:`.schedule`);
+- :func:`build_optimizer`, :data:`OPTIMIZERS` (:mod:`simsiam.optim.factory`): the optimizer factory;
+- :class:`LrSchedule`, :func:`cosine_lr`, :func:`scaled_lr` (:mod:`simsiam.optim.schedule`);
 - :class:`RunState` (:mod:`.state`), :class:`Checkpointer` (:mod:`.checkpoint`),
   :class:`NonFiniteGuard` (:mod:`.guards`), :class:`MetricsLogger` and
   :func:`read_metrics` (:mod:`.logger`).

@@ -1,31 +1,35 @@
-"""Checkpoints and the exported backbone, written atomically and loaded safely.
-
-Writes go to a temporary file in the same folder, are flushed and fsync'ed, then renamed
-over the final name (``os.replace`` is atomic on POSIX), so a crash mid-write leaves the
-previous file intact. Loading uses ``torch.load(weights_only=True)``, which refuses
-pickles that would run code, or safetensors.
+"""The run's checkpoints and its exported backbone: :class:`Checkpointer`. The file formats
+(save/load of a checkpoint and of a backbone file) are :mod:`simsiam.weights.files`,
+re-exported here (written atomically, loaded safely: see that module).
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 
+from simsiam.augment.stats import normalization, resolved_normalize
+from simsiam.config.load import config_to_yaml
 from simsiam.errors import CheckpointError, DiskFullError
 from simsiam.fileio import atomic_write, remove_stale_temps
+from simsiam.models.backbones import backbone_state_dict, is_timm
+from simsiam.train.summary import eval_transform_spec
+from simsiam.weights.files import (
+    FORMAT,
+    load_backbone_file,
+    load_checkpoint,
+    save_backbone,
+    save_checkpoint,
+    write_checkpoint,
+)
 
 __all__ = ["FORMAT", "Checkpointer", "atomic_write", "remove_stale_temps", "save_checkpoint",
            "load_checkpoint", "save_backbone", "load_backbone_file", "rng_state",
            "restore_rng_state"]
-
-
-def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
-    """Atomically ``torch.save`` a dict of tensors and plain Python values."""
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def rng_state(device: torch.device) -> dict[str, torch.Tensor]:
@@ -45,54 +49,6 @@ def restore_rng_state(state: dict[str, Any], device: torch.device) -> None:
     if device.type == "cuda" and "cuda_rng" in state:
         rng = state["cuda_rng"]
         torch.cuda.set_rng_state(rng[0] if isinstance(rng, (list, tuple)) else rng, device)
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint dict on the CPU with ``weights_only=True``.
-
-    Raises:
-        CheckpointError: missing file, or a file that is not a safe checkpoint.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint '{path}' does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(
-            f"'{path}' is not a checkpoint that loads safely ({type(exc).__name__}). simsiam "
-            "loads only tensors and plain values (torch.load with weights_only=True) and never "
-            "runs code from a file; pass a RUN/checkpoints/last.pt or a .safetensors backbone"
-        ) from exc
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"checkpoint '{path}' holds a {type(obj).__name__}, not a dict")
-    return obj
-
-
-def save_backbone(state_dict: dict[str, torch.Tensor], path: str | Path,
-                  metadata: dict[str, str]) -> None:
-    """Atomically write a backbone state dict (torchvision key names) as safetensors."""
-    atomic_write(path, lambda tmp: save_file(state_dict, str(tmp), metadata=metadata))
-
-
-def load_backbone_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Read an exported ``backbone.safetensors``: (state dict, metadata)."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"backbone file '{path}' does not exist")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = dict(f.metadata() or {})
-        return load_file(str(path)), meta
-    except Exception as exc:
-        raise CheckpointError(f"cannot read safetensors file '{path}': {exc}") from exc
-
-
-# The checkpoint layout this version writes. 1: simsiam 0.1 (the same fields, no
-# "format" key); 2: adds "format" and optimizer groups carry the method's flags.
-FORMAT = 2
 
 
 class Checkpointer:
@@ -149,7 +105,7 @@ class Checkpointer:
             ckpt |= {"probe": probe.classifier.state_dict(),
                      "probe_optimizer": probe.optimizer.state_dict()}
         try:
-            save_checkpoint(ckpt, self.path)
+            atomic_write(self.path, lambda tmp: write_checkpoint(ckpt, tmp))
         except DiskFullError as exc:
             then = (f"continue with: simsiam pretrain --config {self.out / 'config.yaml'} "
                     f"--out {self.out} --resume" if self.last_saved is not None else
@@ -218,14 +174,6 @@ class Checkpointer:
         (JSON: the exact resize, crop and normalisation numbers the evaluation commands
         apply, see :func:`simsiam.train.summary.eval_transform_spec`),
         the whole run ``config`` (YAML) and, for timm, ``timm_version``."""
-        import json
-
-        from simsiam.augment.views import normalization
-        from simsiam.config import config_to_yaml
-        from simsiam.config.load import resolved_normalize
-        from simsiam.models.backbones import backbone_state_dict, is_timm
-        from simsiam.train.summary import eval_transform_spec
-
         path = self.out / name
         # the statistics the run used, by name and in numbers ("auto" resolved at its size)
         normalize = resolved_normalize(cfg.augment.normalize, cfg.data.image_size)
@@ -258,8 +206,6 @@ class Checkpointer:
         whole ``config`` (YAML) as metadata; with ``init``, the weights before the first
         step as ``*_init.safetensors``. Rank 0 writes, the others wait. Returns the
         backbone's path."""
-        from simsiam.config import config_to_yaml
-
         suffix = "_init" if init else ""
         path = self.export_backbone(method.backbone, cfg, f"backbone{suffix}.safetensors")
         for stem, state in method.export_extras().items():

@@ -13,10 +13,9 @@ from typing import Any
 
 from simsiam.augment.batched import view_kernels
 from simsiam.augment.multicrop import small_crop_size
-from simsiam.augment.recipes import resolve_views
-from simsiam.augment.views import normalization
+from simsiam.augment.stats import normalization
 from simsiam.config import Config
-from simsiam.data.dataset import DataSplits
+from simsiam.data.types import DataSplits
 from simsiam.distributed import BatchPlan
 
 
@@ -144,7 +143,7 @@ def startup_summary(splits: DataSplits, cfg: Config, plan: BatchPlan, device: st
     lines = [head] + _data_lines(splits, cfg) + [
         f"  views     {d.image_size} px crops {_input_words(splits, side, d)} "
         f"({_kernel_words(cfg, device)}), "
-        f"{_recipe_words(resolve_views(a, d.image_size, cfg.method), d.image_size)}, "
+        f"{_recipe_words(a, d.image_size)}, "  # resolved once, by load_config
         f"normalised with {stats} mean "
         f"{tuple(round(x, 4) for x in mean)} std {tuple(round(x, 4) for x in std)}",
         f"  steps     {plan.steps_per_epoch} per epoch x {cfg.train.epochs} epochs = {total} "

@@ -1,14 +1,11 @@
 """The pretraining loop: batches -> method -> optimizer step, with guards, monitor, checkpoints.
 
 A thin loop over named objects (docs/ARCHITECTURE.md): the method (:mod:`simsiam.methods`)
-owns its networks, loss, parameter groups and their flags, and its data source says what a
-batch is (:mod:`simsiam.data.batches`); :class:`Run` holds what the loop works with
-(:class:`~simsiam.train.checkpoint.Checkpointer`, :class:`~simsiam.train.guards.NonFiniteGuard`,
-:class:`~simsiam.eval.collapse.CollapseGuard`, :class:`~simsiam.eval.probe.OnlineProbe`,
-:class:`~simsiam.eval.monitor.Monitor`, ...) and :class:`~simsiam.train.state.RunState`
-where it is. :func:`train_one_epoch` runs one epoch, :func:`_fit` the epochs; a stop (a
-signal, ``--stop-after-epoch``) is a :class:`StopRequest` raised in the loop and handled in
-one place, :func:`_stop`, which saves and reports.
+owns its networks, loss and parameter groups, its batches are :mod:`simsiam.data.batches`;
+:class:`Run` holds what the loop works with (checkpointer, guards, probe, monitor) and
+:class:`~simsiam.train.state.RunState` where it is. :func:`train_one_epoch` runs one epoch,
+:func:`_fit` the epochs; a stop (a signal, ``--stop-after-epoch``) is a :class:`StopRequest`
+raised in the loop and handled in one place, :func:`_stop`, which saves and reports.
 
 Data parallelism: under ``torchrun`` (see :mod:`simsiam.distributed`) the method is
 wrapped in DistributedDataParallel with every BatchNorm synchronised; ``train.batch_size``
@@ -32,34 +29,29 @@ from tqdm import tqdm
 from simsiam.config import Config, config_to_dict, config_to_yaml
 from simsiam.data.dataset import DataSplits, load_data
 from simsiam.data.loaders import input_pipeline, make_batches
-from simsiam.distributed import (
-    BatchPlan,
-    DistContext,
-    all_reduce_sum,
-    batch_plan,
-    check_global_batch,
-    convert_sync_batchnorm,
-    setup_distributed,
-)
-from simsiam.distributed.context import launcher
+from simsiam.distributed import DistContext, all_reduce_sum, convert_sync_batchnorm
+from simsiam.distributed.context import launcher, setup_distributed
 from simsiam.distributed.ddp import wrap_ddp
 from simsiam.errors import CollapseError, ConfigError
 from simsiam.eval.collapse import CollapseGuard, effective_rank, healthy_std, rank_reference
 from simsiam.eval.monitor import Monitor, monitor_line, start_name
 from simsiam.eval.probe import OnlineProbe
-from simsiam.methods import Method, build_method
+from simsiam.fileio import atomic_write
+from simsiam.methods import Method, batch_options, build_method
 from simsiam.models.backbones import feature_dim
-from simsiam.train.checkpoint import Checkpointer, atomic_write
+from simsiam.optim.factory import build_optimizer
+from simsiam.optim.plan import BatchPlan, batch_plan, check_global_batch
+from simsiam.optim.schedule import LrSchedule
+from simsiam.train.checkpoint import Checkpointer
 from simsiam.train.guards import NonFiniteGuard
 from simsiam.train.interrupt import RunInterrupted, StopSignals
 from simsiam.train.logger import MetricsLogger, NullLogger
-from simsiam.train.optim import build_optimizer
 from simsiam.train.resources import peak_memory_mib
 from simsiam.train.run_dir import check_run_dir, clear_run_dir, resume_config, truncate_metrics
-from simsiam.train.schedule import LrSchedule
 from simsiam.train.state import EpochSums, RunResult, RunState
 from simsiam.train.step import bf16_for_run, train_step
 from simsiam.train.summary import epoch_line, setup_record, startup_summary
+from simsiam.weights import initial_backbone
 
 
 class StopRequest(Exception):
@@ -168,9 +160,11 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool,
 
 
 def _build_model(cfg: Config, plan: BatchPlan, ctx: DistContext) -> Method:
-    """The method on the training device, seeded; SyncBatchNorm under torchrun."""
+    """The method on the training device, seeded, on its initial backbone (``model.image_init``
+    loaded); SyncBatchNorm under torchrun."""
     torch.manual_seed(cfg.train.seed)
-    model = build_method(cfg.method, cfg.model, cfg.data.image_size, plan.steps_per_epoch)
+    model = build_method(cfg.method, cfg.model, cfg.data.image_size, plan.steps_per_epoch,
+                         initial_backbone(cfg.model))
     if ctx.distributed:  # never for a single process
         model = convert_sync_batchnorm(model, ctx.device.type)
     fmt = torch.channels_last if cfg.train.channels_last else torch.preserve_format
@@ -224,7 +218,8 @@ def _build(cfg: Config, splits: DataSplits, resume: bool, progress: bool,
         optimizer=optimizer,
         schedule=LrSchedule(plan.peak_lr, plan.steps_per_epoch, cfg.train.epochs,
                             cfg.optim.warmup_epochs, cfg.optim.schedule == "step"),
-        loader=make_batches(model.batch_kind, train, cfg, device, ctx.rank, ctx.world_size),
+        loader=make_batches(model.batch_kind, train, cfg, device, ctx.rank, ctx.world_size,
+                            **batch_options(cfg.method, cfg.model)),
         probe=probe, monitor=Monitor(train, splits.test, cfg, device), checkpointer=checkpointer,
         logger=logger, nonfinite=NonFiniteGuard(device, state.step),
         collapse=CollapseGuard.for_run(cfg.eval, model.dim, model.collapse_measure,
