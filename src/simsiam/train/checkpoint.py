@@ -61,7 +61,7 @@ class Checkpointer:
     ``probe_optimizer``. Under torchrun rank 0 writes and every process waits at a barrier
     until the file is complete. Every ``keep_every`` epochs a copy
     ``checkpoints/epoch_NNNN.pt`` is kept. (Evaluation reads only ``model`` and ``config``
-    of such a file, in :mod:`simsiam.eval.loading`.)
+    of such a file, in :mod:`simsiam.weights.backbones`.)
 
     Args:
         out: the run directory.
