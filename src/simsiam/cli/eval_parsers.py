@@ -10,6 +10,9 @@ from simsiam.cli.flags import Handler, add_clip_flags, add_eval_flags, add_input
 
 __all__ = ["add_eval_parsers"]
 
+# the modules that run the subcommands, imported after parsing
+EVAL, NEIGHBORS, CAPTIONS = "simsiam.cli.eval", "simsiam.cli.neighbors", "simsiam.cli.clip"
+
 NEIGHBORS_DESCRIPTION = (
     "For each --query image file, its --k most similar images of --data by cosine similarity "
     "of the backbone's l2-normalised pool5 features (exact search), drawn as a contact sheet "
@@ -21,15 +24,15 @@ NEIGHBORS_DESCRIPTION = (
     "are unchanged (--no-cache: neither).")
 
 
-def add_eval_parsers(sub, handlers: dict[str, str]) -> None:
+def add_eval_parsers(sub) -> None:
     """Register ``knn``, ``linear``, ``embed``, ``neighbors``, ``retrieval`` and
-    ``zeroshot`` on the ``simsiam`` subparsers; ``handlers``: group -> module."""
+    ``zeroshot`` on the ``simsiam`` subparsers."""
     p = subparser(sub, "knn", help="kNN top-1 of a checkpoint or exported backbone")
     add_eval_flags(p)
     p.add_argument("--k", type=flags.KNN_K, default=200,
                    help="neighbours (default 200; capped at the number of training images)")
     p.add_argument("--t", type=flags.KNN_T, default=0.1, help="temperature T")
-    p.set_defaults(func=Handler(handlers["eval"], "cmd_knn"))
+    p.set_defaults(func=Handler(EVAL, "cmd_knn"))
     p = subparser(sub, "linear", help="linear probe on a frozen backbone")
     add_eval_flags(p)
     p.add_argument("--protocol", choices=("fast", "paper", "cifar"), default="fast",
@@ -47,17 +50,17 @@ def add_eval_parsers(sub, handlers: dict[str, str]) -> None:
                    help="fast protocol only: base lr x batch/256 (default 0.1)")
     p.add_argument("--out", help="result folder (default: RUN/linear)")
     p.add_argument("--overwrite", action="store_true", help="replace a result in --out")
-    p.set_defaults(func=Handler(handlers["eval"], "cmd_linear"))
+    p.set_defaults(func=Handler(EVAL, "cmd_linear"))
     p = subparser(sub, "embed", help="backbone features of every image to .npz or .csv")
     add_eval_flags(p)
     p.add_argument("--out", required=True, help="output file: .npz (numpy) or .csv (pandas)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    p.set_defaults(func=Handler(handlers["eval"], "cmd_embed"))
-    _add_neighbors_parser(sub, handlers)
-    _add_clip_parsers(sub, handlers)
+    p.set_defaults(func=Handler(EVAL, "cmd_embed"))
+    _add_neighbors_parser(sub)
+    _add_clip_parsers(sub)
 
 
-def _add_neighbors_parser(sub, handlers: dict[str, str]) -> None:
+def _add_neighbors_parser(sub) -> None:
     p = subparser(sub, "neighbors", help="most similar images of a folder (cosine similarity "
                   "of backbone features): a contact sheet, or all pairs to .json/.csv",
                   description=NEIGHBORS_DESCRIPTION)
@@ -87,10 +90,10 @@ def _add_neighbors_parser(sub, handlers: dict[str, str]) -> None:
                    f"{BRUTE_FORCE_MAX}: brute force measured 2.7 s per 100 queries at 1M "
                    "images on 2 CPU cores)")
     add_input_flags(p)
-    p.set_defaults(func=Handler(handlers["neighbors"], "cmd_neighbors"))
+    p.set_defaults(func=Handler(NEIGHBORS, "cmd_neighbors"))
 
 
-def _add_clip_parsers(sub, handlers: dict[str, str]) -> None:
+def _add_clip_parsers(sub) -> None:
     p = subparser(sub, "retrieval", help="CLIP: image-text recall@1/5/10 on held-out images")
     add_clip_flags(p)
     p.add_argument("--data", help="caption table (CSV/TSV/JSONL) or WebDataset shards "
@@ -101,7 +104,7 @@ def _add_clip_parsers(sub, handlers: dict[str, str]) -> None:
                    "image of --data")
     p.add_argument("--holdout-fraction", type=flags.HOLDOUT, help="default: the run's")
     p.add_argument("--seed", type=flags.SEED, help="seed of the split (default: the run's)")
-    p.set_defaults(func=Handler(handlers["clip"], "cmd_retrieval"))
+    p.set_defaults(func=Handler(CAPTIONS, "cmd_retrieval"))
     p = subparser(sub, "zeroshot", help="CLIP: zero-shot top-1/top-5 on a class folder")
     add_clip_flags(p)
     p.add_argument("--data", required=True, help="class-folder dataset (its test/ or val/ "
@@ -115,4 +118,4 @@ def _add_clip_parsers(sub, handlers: dict[str, str]) -> None:
                    "auto: cifar for CIFAR-10's class names, else openai) or a file with one "
                    "template per line ({} = the class name)")
     p.add_argument("--per-class", type=flags.PER_CLASS, help="at most N images per class")
-    p.set_defaults(func=Handler(handlers["clip"], "cmd_zeroshot"))
+    p.set_defaults(func=Handler(CAPTIONS, "cmd_zeroshot"))

@@ -1,7 +1,7 @@
 """``simsiam``'s argument parser, built from torch-free modules only: a bad flag or
 ``--help`` answers before the library loads. Each subcommand's ``func`` is a
-:class:`~simsiam.cli.flags.Handler` naming the module that runs it, imported after
-parsing (:data:`HANDLERS`)."""
+:class:`~simsiam.cli.flags.Handler` naming the module and function that run it, imported
+after parsing."""
 
 from __future__ import annotations
 
@@ -12,14 +12,12 @@ from simsiam.cli import flags
 from simsiam.cli.eval_parsers import add_eval_parsers
 from simsiam.cli.flags import Handler, add_grid_flags, add_run_flags, subparser
 
-__all__ = ["DESCRIPTION", "HANDLERS", "build_parser"]
+__all__ = ["DESCRIPTION", "build_parser"]
 
 DESCRIPTION = "Command line: ``simsiam pretrain|demo|bench|knn|linear|embed|report|" \
     "reproduce|compare|...``."
-# the module that runs each group of subcommands (imported after parsing)
-HANDLERS = {"train": "simsiam.cli.train", "tools": "simsiam.cli.tools",
-            "eval": "simsiam.cli.eval", "neighbors": "simsiam.cli.neighbors",
-            "clip": "simsiam.cli.clip", "reproduce": "simsiam.cli.reproduce"}
+# the modules that run the subcommands, imported after parsing
+TRAIN, TOOLS, REPRODUCE = "simsiam.cli.train", "simsiam.cli.tools", "simsiam.cli.reproduce"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,14 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
                                      allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train_parsers(sub)
-    add_eval_parsers(sub, HANDLERS)
+    add_eval_parsers(sub)
     _add_tool_parsers(sub)
     _add_grid_parsers(sub)
     p = subparser(sub, "describe", help="parameter counts per part of the model")
     p.add_argument("--config", required=True)
     p.add_argument("--method", choices=METHOD_NAMES,
                    help="default: the config's (simsiam)")
-    p.set_defaults(func=Handler(HANDLERS["tools"], "cmd_describe"))
+    p.set_defaults(func=Handler(TOOLS, "cmd_describe"))
     return parser
 
 
@@ -43,13 +41,13 @@ def _add_train_parsers(sub) -> None:
     p = subparser(sub, "pretrain", help="self-supervised pretraining")
     p.add_argument("--config", required=True, help="YAML preset, e.g. configs/cifar10.yaml")
     add_run_flags(p)
-    p.set_defaults(func=Handler(HANDLERS["train"], "cmd_pretrain"))
+    p.set_defaults(func=Handler(TRAIN, "cmd_pretrain"))
     p = subparser(sub, "demo", help="CPU demo on real CIFAR-10 images (configs/demo-cpu.yaml);"
                   " --method clip: on 1,000 captioned Flickr photos (configs/clip-cpu.yaml)")
     p.add_argument("--config", help="preset (default configs/demo-cpu.yaml; for --method clip "
                    "configs/clip-cpu.yaml)")
     add_run_flags(p)
-    p.set_defaults(func=Handler(HANDLERS["train"], "cmd_demo"))
+    p.set_defaults(func=Handler(TRAIN, "cmd_demo"))
     p = subparser(sub, "bench", help="images/s of the data pipeline, the model step and the "
                   "full training step; peak memory; MFU on GPU")
     p.add_argument("--config", help="preset (default configs/demo-cpu.yaml)")
@@ -60,7 +58,7 @@ def _add_train_parsers(sub) -> None:
     p.add_argument("--warmup", type=flags.COUNT, default=3, help="untimed steps first")
     p.add_argument("--synthetic", type=flags.SYNTHETIC, default=0, metavar="N",
                    help="N random images of the view size instead of --data")
-    p.set_defaults(func=Handler(HANDLERS["train"], "cmd_bench"))
+    p.set_defaults(func=Handler(TRAIN, "cmd_bench"))
 
 
 def _add_tool_parsers(sub) -> None:
@@ -73,12 +71,12 @@ def _add_tool_parsers(sub) -> None:
     p.add_argument("--strict", action="store_true",
                    help="stop on the first file whose header cannot be read")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=Handler(HANDLERS["tools"], "cmd_shard"))
+    p.set_defaults(func=Handler(TOOLS, "cmd_shard"))
     p = subparser(sub, "report", help="PNG plots and a markdown summary of a run")
     p.add_argument("run", help="run directory")
     p.add_argument("--points", type=flags.COUNT, default=2000,
                    help="held-out images in the t-SNE map (0: no map)")
-    p.set_defaults(func=Handler(HANDLERS["tools"], "cmd_report"))
+    p.set_defaults(func=Handler(TOOLS, "cmd_report"))
 
 
 def _add_grid_parsers(sub) -> None:
@@ -91,7 +89,7 @@ def _add_grid_parsers(sub) -> None:
                    help="cpu: ~10 min per experiment on 2 cores (default); cifar10: the "
                    "paper's CIFAR recipe; imagenet: the paper's ImageNet recipe")
     add_grid_flags(p, "runs/reproduce", "rows go to OUT/EXPERIMENT/<row>")
-    p.set_defaults(func=Handler(HANDLERS["reproduce"], "cmd_reproduce"))
+    p.set_defaults(func=Handler(REPRODUCE, "cmd_reproduce"))
     p = subparser(sub, "compare", help="train several methods under the same budget and "
                   "tabulate them side by side")
     p.add_argument("--methods", help=f"comma-separated, from {', '.join(METHOD_NAMES)} "
@@ -101,4 +99,4 @@ def _add_grid_parsers(sub) -> None:
                    help="cpu: the demo preset on 10,000 images; cifar10: the paper's CIFAR "
                    "preset (GPU)")
     add_grid_flags(p, "runs/compare", "one run directory per method")
-    p.set_defaults(func=Handler(HANDLERS["reproduce"], "cmd_compare"))
+    p.set_defaults(func=Handler(REPRODUCE, "cmd_compare"))
