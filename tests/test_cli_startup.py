@@ -37,8 +37,8 @@ def test_the_choices_are_the_registries_names():
 
 def _parsers(parser: argparse.ArgumentParser):
     yield parser
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
+    for action in parser._actions:  # the subcommands' parsers: the choices of one action
+        if isinstance(action.choices, dict):
             for sub in action.choices.values():
                 yield from _parsers(sub)
 

@@ -3,8 +3,8 @@
 Each command reads and checks its config first (:func:`simsiam.config.load_config`), then
 runs the checks that need no data (:func:`simsiam.train.preflight.check_before_data`),
 and only then imports the training library: a bad ``--set`` or a refused run directory
-answers before the trainer, the methods and the data pipeline load.
-Those imports are therefore inside the commands, after ``load_config``.
+answers before the trainer, the methods and the data pipeline load. So those imports sit
+inside the commands, after ``load_config`` (for that order, not to break an import cycle).
 """
 
 from __future__ import annotations
