@@ -79,12 +79,12 @@ def test_compare_and_reproduce_take_set_overrides_for_every_run(tmp_path):
     """``--set`` reaches every method's config, after its own published settings: the
     cpu scale's SGD gives way to the authors' LARS with optim.method_optimizer=true."""
     from simsiam.cli import build_parser
-    from simsiam.reproduce.cli import _extra
+    from simsiam.cli.reproduce import grid_overrides
     from simsiam.reproduce.compare import method_config
 
     args = build_parser().parse_args(["compare", "--budget", "3", "--device", "cpu", "--set",
                                       "optim.method_optimizer=true"])
-    extra = _extra(args)
+    extra = grid_overrides(args)
     assert extra == {"optim.method_optimizer": True, "train.device": "cpu"}
     held = method_config("byol", 3, "cpu", "x", tmp_path)
     from simsiam.errors import ConfigNotice
@@ -95,4 +95,4 @@ def test_compare_and_reproduce_take_set_overrides_for_every_run(tmp_path):
     assert (authors.optim.optimizer, authors.optim.base_lr) == ("lars", 0.2)
     assert authors.augment.view2_solarize_prob == 0.2  # its views either way
     args = build_parser().parse_args(["reproduce", "table3", "--set", "train.seed=3"])
-    assert _extra(args) == {"train.seed": 3}
+    assert grid_overrides(args) == {"train.seed": 3}

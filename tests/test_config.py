@@ -68,26 +68,27 @@ def test_preset_names_resolve_without_a_path():
 
 
 def test_cli_set_overrides_any_key_with_yaml_values():
-    from simsiam.cli import _parse_set, build_parser
+    from simsiam.cli import build_parser
+    from simsiam.config.overrides import parse_set
 
     args = build_parser().parse_args(["pretrain", "--config", "demo-cpu", "--epochs", "3",
                                       "--set", "optim.base_lr=0.4",
                                       "--set", "data.test_per_class=null"])
-    from simsiam.cli import _overrides
+    from simsiam.cli.train import run_overrides
 
-    cfg = load_config(args.config, _overrides(args))
+    cfg = load_config(args.config, run_overrides(args))
     assert cfg.optim.base_lr == 0.4 and cfg.data.test_per_class is None
     assert cfg.train.epochs == 3 and cfg.train.batch_size == 128  # untouched flags keep the preset
     with pytest.raises(ConfigError, match="KEY=VALUE"):
-        _parse_set(["optim.base_lr"])
+        parse_set(["optim.base_lr"])
     with pytest.raises(ConfigError, match="unknown config key 'optim.base_rate'"):
-        load_config(None, _parse_set(["optim.base_rate=1"]))
+        load_config(None, parse_set(["optim.base_rate=1"]))
     with pytest.raises(ConfigError, match="bad value for 'optim.base_lr'"):
-        load_config(None, _parse_set(["optim.base_lr=abc"]))
+        load_config(None, parse_set(["optim.base_lr=abc"]))
     both = build_parser().parse_args(["pretrain", "--config", "demo-cpu", "--epochs", "2",
                                       "--set", "train.epochs=3"])
     with pytest.raises(ConfigError, match="both as a flag and with --set"):
-        _overrides(both)
+        run_overrides(both)
 
 
 def test_a_swav_queue_that_would_never_fill_is_refused():

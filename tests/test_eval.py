@@ -164,7 +164,7 @@ def test_an_evaluation_commands_own_per_class_cap_brings_no_advice_to_lift_it(tm
     import numpy as np
     from PIL import Image
 
-    from simsiam.eval.cli import _eval_data
+    from simsiam.eval.inputs import eval_data
 
     rng = np.random.default_rng(0)
     for split in ("train", "test"):
@@ -177,6 +177,6 @@ def test_an_evaluation_commands_own_per_class_cap_brings_no_advice_to_lift_it(tm
                                  seed=None, no_progress=True)
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        train, test = _eval_data(args, {"image_size": 8, "seed": 0})
+        train, test = eval_data(args, {"image_size": 8, "seed": 0})
     assert len(train) == 2 and len(test) == 6
     assert not [w for w in seen if "per_class" in str(w.message)]

@@ -155,9 +155,9 @@ def test_the_export_records_the_statistics_the_run_used_and_evaluation_keeps_the
     save_backbone({k: v.contiguous() for k, v in net.state_dict().items()}, old,
                   {"arch": "resnet18", "stem": "cifar", "image_size": "32", "normalize": "auto"})
     assert load_backbone_for_eval(old)[1]["normalize"] == "cifar10"
-    from simsiam.eval.cli import _load_for_eval  # the eval commands' flags over the file's
+    from simsiam.eval.inputs import load_for_eval  # the eval commands' flags over the file's
 
     args = types.SimpleNamespace(checkpoint=str(path), image_size=64, normalize=None)
-    assert _load_for_eval(args)[1]["normalize"] == "cifar10"  # only the size changed
+    assert load_for_eval(args)[1]["normalize"] == "cifar10"  # only the size changed
     args = types.SimpleNamespace(checkpoint=str(old), image_size=64, normalize="imagenet")
-    assert _load_for_eval(args)[1]["normalize"] == "imagenet"
+    assert load_for_eval(args)[1]["normalize"] == "imagenet"

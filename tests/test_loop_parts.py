@@ -211,17 +211,6 @@ def test_data_and_augment_never_ask_which_method_runs():
             assert not re.search(rf"[\"']({names})[\"']", text), path
 
 
-@pytest.mark.xfail((REPO / "src" / "simsiam" / "cli.py").is_file(), strict=True,
-                   reason="the single cli.py tests == 'clip' for the demo; the cli/ package "
-                          "of issue 28 (branch issue28-cli) never names a method")
-def test_the_command_line_never_asks_which_method_runs():
-    names = "|".join(METHODS)
-    for path in _sources("cli", "cli.py", "cliflags.py"):
-        text = path.read_text()
-        assert not re.search(r"\.method\s*(==|!=|in\b)", text), path
-        assert not re.search(rf"[\"']({names})[\"']", text), path
-
-
 def test_data_imports_nothing_from_train():
     for path in (REPO / "src" / "simsiam" / "data").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):

@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from simsiam.errors import ConfigError
+from simsiam.launch import launched_as_main, launcher  # noqa: F401 (re-exported)
 
 T = TypeVar("T")
 WAIT_TIMEOUT = timedelta(hours=24)  # rank 0 alone decoding a large folder (main_first)
@@ -26,23 +27,6 @@ WAIT_TIMEOUT = timedelta(hours=24)  # rank 0 alone decoding a large folder (main
 def world_size() -> int:
     """Processes in the default group; 1 when none is initialised."""
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def launched_as_main() -> bool:
-    """Rank 0 of a torchrun launch (its ``RANK`` variable), or a single process: the one
-    that prints results. Readable before and after the process group exists."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def launcher() -> str:
-    """How to start this command again: ``simsiam``, or under torchrun
-    ``torchrun --nproc_per_node=N -m simsiam`` (with a note for several nodes)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return "simsiam"
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
-    nodes = "" if local == world else " (on every node, with the same rendezvous options)"
-    return f"torchrun --nproc_per_node={local}{nodes} -m simsiam"
 
 
 def rank() -> int:

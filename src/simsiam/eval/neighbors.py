@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from simsiam.choices import BRUTE_FORCE_MAX
 from simsiam.data.cache import cache_key, default_cache_dir, read_rgb
 from simsiam.errors import DataError
 from simsiam.eval.knn import extract_features
@@ -36,7 +37,6 @@ __all__ = ["BRUTE_FORCE_MAX", "INDEX_VERSION", "NeighborIndex", "build_index",
 
 INDEX_VERSION = 1
 # Above this many images a search uses faiss's exact IndexFlatIP when faiss imports.
-BRUTE_FORCE_MAX = 1_000_000  # measured: 2.7 s per 100 queries at 1M x 512 on 2 CPU cores
 # Brute force: bank rows x query rows per similarity block (float32: 128 MiB at most).
 _BANK_BLOCK = 65_536
 _QUERY_BLOCK = 512

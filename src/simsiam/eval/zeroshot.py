@@ -20,10 +20,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from simsiam.choices import TEMPLATE_SETS
 from simsiam.errors import ConfigError
 from simsiam.eval.knn import extract_features
 
-TEMPLATE_SETS = ("auto", "openai", "cifar", "simple")
 # The CLIP paper's CIFAR-10 / CIFAR-100 prompts (openai/CLIP data/prompts.md): 18.
 CIFAR_TEMPLATES = tuple(
     f"a {quality}photo of {article} {size}{{}}."

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from simsiam.choices import COMPARE_SCALES
 from simsiam.config import Config, config_to_yaml, load_config
 from simsiam.data.captions import is_caption_source
 from simsiam.errors import ConfigError, SimSiamError
@@ -36,7 +37,6 @@ from simsiam.methods import METHODS
 from simsiam.reproduce.runner import CPU_OVERRIDES, PRESETS, finished_run, fmt, linear_top1
 from simsiam.train.logger import knn_records, read_metrics
 
-COMPARE_SCALES = ("cpu", "cifar10")
 # the preset of a method that learns from captions, per scale
 CAPTION_PRESETS = {"cpu": "clip-cpu"}
 # held out by image on caption data, for every method (the 80/20 split of clip-cpu)

@@ -26,13 +26,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from simsiam.choices import SCALES
 from simsiam.config import Config, config_differences, load_config
 from simsiam.errors import ConfigError, ConfigNotice
 from simsiam.fileio import atomic_write
 from simsiam.reproduce.experiments import EXPERIMENTS, PAPER_EPOCHS, Experiment, Row
 from simsiam.train.logger import knn_records, read_metrics
 
-SCALES = ("cpu", "cifar10", "imagenet")
 PRESETS = {"cpu": "demo-cpu", "cifar10": "cifar10", "imagenet": "imagenet"}
 # The cpu scale's settings on top of the demo preset (runs of about 10 minutes on 2 cores).
 CPU_OVERRIDES = {"data.per_class": 1000, "data.test_per_class": 500, "eval.knn_at_start": False,

@@ -32,7 +32,7 @@ from simsiam.data.loaders import input_pipeline, make_batches
 from simsiam.distributed import DistContext, all_reduce_sum, convert_sync_batchnorm
 from simsiam.distributed.context import launcher, setup_distributed
 from simsiam.distributed.ddp import wrap_ddp
-from simsiam.errors import CollapseError, ConfigError
+from simsiam.errors import CollapseError
 from simsiam.eval.collapse import CollapseGuard, effective_rank, healthy_std, rank_reference
 from simsiam.eval.monitor import Monitor, monitor_line, start_name
 from simsiam.eval.probe import OnlineProbe
@@ -46,6 +46,7 @@ from simsiam.train.checkpoint import Checkpointer
 from simsiam.train.guards import NonFiniteGuard
 from simsiam.train.interrupt import RunInterrupted, StopSignals
 from simsiam.train.logger import MetricsLogger, NullLogger
+from simsiam.train.preflight import check_stop_after_epoch, finished_run_error
 from simsiam.train.resources import peak_memory_mib
 from simsiam.train.run_dir import check_run_dir, clear_run_dir, resume_config, truncate_metrics
 from simsiam.train.state import EpochSums, RunResult, RunState
@@ -114,9 +115,7 @@ def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False,
         CollapseError: ``eval.stop_on_collapse`` and the collapse guard fired.
     """
     out = Path(cfg.train.out)
-    if stop_after_epoch is not None and not 1 <= stop_after_epoch <= cfg.train.epochs:
-        raise ConfigError(f"--stop-after-epoch {stop_after_epoch}: use an epoch from 1 to "
-                          f"train.epochs = {cfg.train.epochs}")
+    check_stop_after_epoch(stop_after_epoch, cfg.train.epochs)
     ctx = setup_distributed(cfg.train.device)
     try:
         check_global_batch(cfg.train.batch_size, ctx.world_size)  # before any work
@@ -191,9 +190,7 @@ def _build(cfg: Config, splits: DataSplits, resume: bool, progress: bool,
     if resume:
         checkpointer.restore(state, model, optimizer, probe, device)
         if state.epoch >= cfg.train.epochs:
-            raise ConfigError(f"--resume: the run in '{out}' already finished all "
-                              f"{cfg.train.epochs} epochs; nothing to resume. To train longer, "
-                              "start a new run with another --out and more --epochs")
+            raise finished_run_error(out, cfg.train.epochs)
         if ctx.is_main:
             truncate_metrics(out, state.step)
     elif ctx.is_main:  # everything is checked and built: only now replace a previous run
