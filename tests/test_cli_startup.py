@@ -51,6 +51,22 @@ def test_no_parser_takes_an_abbreviated_flag(capsys):
         main(["pretrain", "--config", "demo-cpu", "--epoch", "5"])
     assert exc.value.code == 2
     assert "unrecognized arguments: --epoch 5" in capsys.readouterr().err
+
+
+def test_an_unknown_flag_is_answered_by_its_subcommand_with_the_nearest_flag(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["pretrain", "--config", "demo-cpu", "--epoch", "5"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "simsiam pretrain: error: unrecognized arguments: --epoch 5 (did you mean --epochs?)" \
+        in err and "usage: simsiam pretrain" in err
+    with pytest.raises(SystemExit):
+        main(["knn", "--checkpoint", "r", "--data", "x", "--kk=5"])
+    assert "simsiam knn: error: unrecognized arguments: --kk=5 (did you mean --k?)" \
+        in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--config", "demo-cpu", "--bogus"])
+    assert capsys.readouterr().err.rstrip().endswith("unrecognized arguments: --bogus")
     with pytest.raises(SystemExit):
         build_parser().parse_args(["knn", "--checkpoint", "r", "--data", "x", "--image", "64"])
     args = build_parser().parse_args(["pretrain", "--config", "demo-cpu", "--epochs", "5"])

@@ -12,6 +12,7 @@ the allowed range.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import math
 from typing import Any
@@ -113,9 +114,41 @@ class Handler:
         return f"Handler({self.module!r}, {self.name!r})"
 
 
+class CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser that answers an unknown flag itself: its own usage line, the
+    flag named, and the nearest of its flags (``--epoch``: did you mean ``--epochs``?).
+    Without it argparse hands unknown flags up to ``simsiam``'s parser, whose message
+    names no subcommand."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.flag_names: list[str] = []
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        self.flag_names.extend(action.option_strings)
+        return action
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        parsed, extra = super().parse_known_args(args, namespace)
+        if extra:
+            self.error(unknown_flags_message(extra, self.flag_names))
+        return parsed, extra
+
+
+def unknown_flags_message(extra: list[str], flag_names: list[str]) -> str:
+    """``unrecognized arguments: --epoch 5 (did you mean --epochs?)`` for the arguments
+    ``extra`` a parser with the flags ``flag_names`` did not take."""
+    message = "unrecognized arguments: " + " ".join(extra)
+    names = {f.lstrip("-"): f for f in flag_names if f.startswith("--")}
+    typed = [a.partition("=")[0].lstrip("-") for a in extra if a.startswith("--")]
+    near = [names[m] for a in typed for m in difflib.get_close_matches(a, list(names), n=1)]
+    return message + (f" (did you mean {', '.join(near)}?)" if near else "")
+
+
 def subparser(sub: Any, name: str, **kwargs: Any) -> argparse.ArgumentParser:
-    """``sub.add_parser(name, ...)`` with abbreviations of long flags refused
-    (``--epoch 5`` is an error, not ``--epochs 5``)."""
+    """``sub.add_parser(name, ...)`` as a :class:`CommandParser`, with abbreviations of long
+    flags refused (``--epoch 5`` is an error, not ``--epochs 5``)."""
     return sub.add_parser(name, allow_abbrev=False, **kwargs)
 
 

@@ -24,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``simsiam`` parser with every subcommand; abbreviated long flags are refused."""
     parser = argparse.ArgumentParser(prog="simsiam", description=DESCRIPTION,
                                      allow_abbrev=False)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True,
+                                parser_class=flags.CommandParser)
     _add_train_parsers(sub)
     add_eval_parsers(sub)
     _add_tool_parsers(sub)
