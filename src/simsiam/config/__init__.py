@@ -11,8 +11,7 @@ Public names are imported on first use (PEP 562): ``import simsiam.config`` and
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from simsiam.lazy import LazyExports
 
 _EXPORTS = {
     "PRESET_DIR": "load", "auto_warmup_epochs": "load", "config_differences": "load",
@@ -27,12 +26,6 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'simsiam.config' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"simsiam.config.{_EXPORTS[name]}"), name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+_LAZY = LazyExports(__name__, _EXPORTS)
+__getattr__ = _LAZY.attribute
+__dir__ = _LAZY.names

@@ -8,8 +8,7 @@ Public names are imported on first use (PEP 562), so that the config schema can 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from simsiam.lazy import LazyExports
 
 _EXPORTS = {
     "ViewBatch": "batches", "ViewBatches": "batches", "caption_table_in": "captions",
@@ -25,12 +24,6 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'simsiam.data' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"simsiam.data.{_EXPORTS[name]}"), name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+_LAZY = LazyExports(__name__, _EXPORTS)
+__getattr__ = _LAZY.attribute
+__dir__ = _LAZY.names

@@ -12,8 +12,7 @@ Public names (imported on first use, so that importing a leaf such as
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from simsiam.lazy import LazyExports
 
 _EXPORTS = {
     "alignment": "labelfree", "uniformity": "labelfree", "copy_retrieval": "labelfree",
@@ -23,12 +22,6 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'simsiam.eval' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"simsiam.eval.{_EXPORTS[name]}"), name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+_LAZY = LazyExports(__name__, _EXPORTS)
+__getattr__ = _LAZY.attribute
+__dir__ = _LAZY.names

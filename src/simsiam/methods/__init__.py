@@ -14,8 +14,7 @@ Public names are imported on first use (PEP 562), so that importing
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from simsiam.lazy import LazyExports
 
 _EXPORTS = {
     "Method": "base", "RunShape": "base", "Traits": "base", "param_group": "base",
@@ -33,12 +32,6 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'simsiam.methods' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"simsiam.methods.{_EXPORTS[name]}"), name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+_LAZY = LazyExports(__name__, _EXPORTS)
+__getattr__ = _LAZY.attribute
+__dir__ = _LAZY.names

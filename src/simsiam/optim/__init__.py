@@ -8,8 +8,7 @@ without torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from simsiam.lazy import LazyExports
 
 _EXPORTS = {
     "OptimConfig": "config", "OPTIMIZERS": "factory", "build_optimizer": "factory",
@@ -20,12 +19,6 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'simsiam.optim' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"simsiam.optim.{_EXPORTS[name]}"), name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+_LAZY = LazyExports(__name__, _EXPORTS)
+__getattr__ = _LAZY.attribute
+__dir__ = _LAZY.names
