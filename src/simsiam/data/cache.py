@@ -54,13 +54,13 @@ from simsiam.data.decode import read_image as _read
 from simsiam.errors import DataError
 from simsiam.fileio import atomic_write, default_cache_dir, remove_stale_temps, reserve_space
 
-# what a full disk's error suggests for the cache (besides freeing space)
 # read_rgb, read_rgb_bytes, header_size (simsiam.data.decode) and default_cache_dir
 # (simsiam.fileio) are re-exported here, where they were first
 __all__ = ["CACHE_ELSEWHERE", "CACHE_VERSION", "Decoded", "cache_key", "decode_bytes_to_cache",
            "decode_to_cache", "default_cache_dir", "header_size", "read_rgb", "read_rgb_bytes",
            "square_side", "uniform_square_side"]
 
+# what a full disk's error suggests for the cache (besides freeing space)
 CACHE_ELSEWHERE = "point data.cache_dir or SIMSIAM_CACHE_DIR at a disk with room"
 
 CACHE_VERSION = 3  # 3: the resize and crop of torchvision's Resize + CenterCrop
