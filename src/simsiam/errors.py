@@ -32,6 +32,13 @@ class DiskFullError(SimSiamError, OSError):
     was there before, if any, is unchanged and no temporary file is left."""
 
 
+class ResourceError(SimSiamError, RuntimeError):
+    """A run ran out of a machine resource: memory in a training step, or a DataLoader
+    worker killed (the kernel's out-of-memory killer does that) (exit code 6). The message
+    is one line naming the settings to lower with their values, the checkpoint kept and
+    the command that continues the run (:mod:`simsiam.train.exhaustion`)."""
+
+
 class DataWarning(UserWarning):
     """Some input was left out of a run (e.g. image files that cannot be decoded)."""
 

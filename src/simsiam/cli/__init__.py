@@ -13,8 +13,13 @@ linear, embed), :mod:`.neighbors`, :mod:`.clip` (retrieval, zeroshot) and
 
 from __future__ import annotations
 
+import atexit
+import multiprocessing
+import multiprocessing.util  # its exit hook first, so that ours runs before it
 import os
+import signal
 import sys
+import threading
 import warnings
 
 from simsiam.cli.parser import build_parser
@@ -23,12 +28,13 @@ from simsiam.errors import (
     ConfigNotice,
     DataWarning,
     DiskFullError,
+    ResourceError,
     SimSiamError,
 )
 from simsiam.launch import launched_as_main
 from simsiam.train.interrupt import RunInterrupted
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "end_worker_processes", "main"]
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
@@ -44,12 +50,36 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 _default_show_warning = warnings.showwarning
 
 
+def end_worker_processes() -> None:
+    """End this process's daemonic children with SIGKILL and wait for them: the DataLoader
+    workers a run left behind when it stopped on an error (e.g. one of them killed). Run
+    at exit, before multiprocessing's own exit hook.
+
+    That hook sends them SIGTERM and waits, but the workers ignore SIGTERM
+    (:func:`simsiam.data.stream.worker_init`: a scheduler's SIGTERM is for the training
+    process, which saves first), so its wait never ended: a run whose worker was killed
+    hung after its error while the other workers lived. After a normal end there are
+    none left (the loader stops them). torch's SIGCHLD handler, which would raise for
+    the workers ended here, is set back to the default first.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    children = [child for child in multiprocessing.active_children() if child.daemon]
+    for child in children:
+        child.kill()
+    for child in children:
+        child.join(timeout=10)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``simsiam ARGV`` (default: ``sys.argv[1:]``) and return its exit code: 0 done,
     2 refused (bad flag, config, data or file: one line naming it), 3 the loss became
-    NaN, 4 stopped on collapse, 5 the disk is full, 128 + N stopped by signal N (130:
-    interrupted)."""
+    NaN, 4 stopped on collapse, 5 the disk is full, 6 out of resources (out of memory,
+    a DataLoader worker killed: one line naming the settings to lower and the resume
+    command), 128 + N stopped by signal N (130: interrupted)."""
     args = build_parser().parse_args(argv)
+    atexit.unregister(end_worker_processes)  # registered once, after multiprocessing's hook
+    atexit.register(end_worker_processes)
     warnings.showwarning = _show_warning
     # Under torchrun every process reports; the others say which they are.
     who = "simsiam" if launched_as_main() else f"simsiam [rank {os.environ.get('RANK')}]"
@@ -64,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     except DiskFullError as exc:
         print(f"{who} {args.command}: error: {exc}", file=sys.stderr)
         return 5
+    except ResourceError as exc:
+        print(f"{who} {args.command}: out of resources: {exc}", file=sys.stderr)
+        return 6
     except SimSiamError as exc:
         print(f"{who} {args.command}: error: {exc}", file=sys.stderr)
         return 2

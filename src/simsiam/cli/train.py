@@ -17,7 +17,7 @@ from typing import Any
 from simsiam.config import load_config
 from simsiam.config.overrides import parse_set
 from simsiam.errors import ConfigError
-from simsiam.launch import launched_as_main
+from simsiam.launch import launched_as_main, resume_command
 
 __all__ = ["cmd_bench", "cmd_demo", "cmd_pretrain", "run_overrides"]
 
@@ -89,7 +89,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     res = pretrain(cfg, resume=args.resume, overwrite=args.overwrite,
                    progress=not args.no_progress, stop_after_epoch=args.stop_after_epoch)
     if res.backbone_path is None:
-        print(f"demo: stopped after epoch {res.epochs}; continue with: simsiam demo --resume")
+        again = resume_command(res.run_dir, "demo", ["--data", data])
+        print(f"demo: stopped after epoch {res.epochs}; continue with: {again}")
         return 0
     print(f"demo: run directory {res.run_dir}; loss per epoch "
           + " ".join(f"{res.epoch_loss[e]:.3f}" for e in sorted(res.epoch_loss)))

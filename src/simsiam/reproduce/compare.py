@@ -22,6 +22,7 @@ recall@10.
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
@@ -116,7 +117,7 @@ def _train(cfg: Config, root: Path, overwrite: bool, progress: bool) -> None:
     code = subprocess.run(cmd).returncode
     if code != 0:
         raise SimSiamError(f"compare: {cfg.method} stopped with exit code {code} (its "
-                           f"message is above); command: {' '.join(cmd)}")
+                           f"message is above); command: {shlex.join(cmd)}")
 
 
 def run_compare(methods: list[str], budget: int, scale: str = "cpu", data: str = "",

@@ -16,6 +16,7 @@ from simsiam.augment.stats import normalization, resolved_normalize
 from simsiam.config.load import config_to_yaml
 from simsiam.errors import CheckpointError, DiskFullError
 from simsiam.fileio import atomic_write, remove_stale_temps
+from simsiam.launch import resume_command
 from simsiam.models.backbones import backbone_state_dict, is_timm
 from simsiam.train.summary import eval_transform_spec
 from simsiam.weights.files import (
@@ -107,10 +108,9 @@ class Checkpointer:
         try:
             atomic_write(self.path, lambda tmp: write_checkpoint(ckpt, tmp))
         except DiskFullError as exc:
-            then = (f"continue with: simsiam pretrain --config {self.out / 'config.yaml'} "
-                    f"--out {self.out} --resume" if self.last_saved is not None else
-                    "start it again with the same command and --overwrite (nothing to "
-                    "resume from)")
+            then = (f"continue with: {resume_command(self.out)}"
+                    if self.last_saved is not None else "start it again with the same "
+                    "command and --overwrite (nothing to resume from)")
             raise DiskFullError(f"{exc}. The run stopped at epoch {state.epoch}, step "
                                 f"{state.step}: {self.kept()}; after freeing space "
                                 f"{then}") from None

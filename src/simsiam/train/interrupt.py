@@ -14,6 +14,8 @@ import signal
 import sys
 import threading
 
+from simsiam.launch import resume_command
+
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -75,3 +77,14 @@ class StopSignals:
             signal.signal(s, handler)
         self._previous.clear()
 
+
+
+def stopped_message(name: str, state, steps_per_epoch: int, checkpointer) -> str:
+    """The line a run stopped by signal ``name`` (``"SIGTERM"``) ends with: where it
+    stopped (``state``: a :class:`~simsiam.train.state.RunState`), the checkpoint saved
+    (``checkpointer.path``) and the command that continues it, shell-quoted
+    (:func:`simsiam.launch.resume_command`)."""
+    where = (f"epoch {state.epoch + 1}, batch {state.batch_in_epoch}/{steps_per_epoch}"
+             if state.batch_in_epoch else f"end of epoch {state.epoch}")
+    return (f"stopped by {name} at step {state.step} ({where}); checkpoint saved to "
+            f"{checkpointer.path}. Continue with: {resume_command(checkpointer.out)}")

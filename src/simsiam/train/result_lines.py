@@ -7,7 +7,7 @@ from __future__ import annotations
 from simsiam.config import Config
 from simsiam.errors import SimSiamError
 from simsiam.eval.monitor import start_name
-from simsiam.launch import launcher
+from simsiam.launch import resume_command
 from simsiam.train.state import RunResult
 
 __all__ = ["copy_retrieval_line", "demo_headline", "pretrain_lines", "retrieval_summary"]
@@ -19,8 +19,8 @@ def pretrain_lines(res: RunResult, cfg: Config) -> list[str]:
     ``--stop-after-epoch``, the line that says how to continue it."""
     if res.backbone_path is None:
         return [f"pretrain: stopped after epoch {res.epochs} of {cfg.train.epochs} "
-                f"(--stop-after-epoch), {res.steps} steps; continue with: {launcher()} "
-                f"pretrain --config {res.run_dir / 'config.yaml'} --out {res.run_dir} --resume"]
+                f"(--stop-after-epoch), {res.steps} steps; continue with: "
+                f"{resume_command(res.run_dir)}"]
     last = max(res.knn) if res.knn else None
     knn = f" knn_top1={res.knn[last]:.2f}%" if last is not None else ""
     lines = [f"pretrain: {res.epochs} epochs, {res.steps} steps, final loss "

@@ -30,7 +30,7 @@ from simsiam.config import Config, config_to_dict, config_to_yaml
 from simsiam.data.dataset import DataSplits, load_data
 from simsiam.data.loaders import input_pipeline, make_batches
 from simsiam.distributed import DistContext, all_reduce_sum, convert_sync_batchnorm
-from simsiam.distributed.context import launcher, setup_distributed
+from simsiam.distributed.context import setup_distributed
 from simsiam.distributed.ddp import wrap_ddp
 from simsiam.errors import CollapseError
 from simsiam.eval.collapse import CollapseGuard, effective_rank, healthy_std, rank_reference
@@ -43,8 +43,9 @@ from simsiam.optim.factory import build_optimizer
 from simsiam.optim.plan import BatchPlan, batch_plan, check_global_batch
 from simsiam.optim.schedule import LrSchedule
 from simsiam.train.checkpoint import Checkpointer
+from simsiam.train.exhaustion import raise_if_exhausted
 from simsiam.train.guards import NonFiniteGuard
-from simsiam.train.interrupt import RunInterrupted, StopSignals
+from simsiam.train.interrupt import RunInterrupted, StopSignals, stopped_message
 from simsiam.train.logger import MetricsLogger, NullLogger
 from simsiam.train.preflight import check_stop_after_epoch, finished_run_error
 from simsiam.train.resources import peak_memory_mib
@@ -148,6 +149,9 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool,
                 print(f"epoch 0 ({start_name(cfg)}): {monitor_line(start)}", flush=True)
         signals.defer()  # from here a signal saves a checkpoint at the next step boundary
         finished = _fit(run, state, stop_after_epoch)
+    except (MemoryError, RuntimeError) as exc:  # out of memory, a killed worker: one line
+        raise_if_exhausted(exc, run.cfg, state.step, run.checkpointer)
+        raise
     finally:
         run.logger.close()
     result = RunResult(out, state.epoch, state.step, state.knn, state.probe_top1,
@@ -382,11 +386,5 @@ def _stop(run: Run, state: RunState, request: StopRequest) -> None:
     name = signal.Signals(request.signum).name
     run.logger.log({"kind": "interrupted", "signal": name, "step": state.step,
                     "epoch": state.epoch, "batch_in_epoch": state.batch_in_epoch})
-    n = run.plan.steps_per_epoch
-    where = (f"epoch {state.epoch + 1}, batch {state.batch_in_epoch}/{n}"
-             if state.batch_in_epoch else f"end of epoch {state.epoch}")
-    out = run.checkpointer.out
-    raise RunInterrupted(request.signum, f"stopped by {name} at step {state.step} ({where}); "
-                         f"checkpoint saved to {run.checkpointer.path}. Continue with: "
-                         f"{launcher()} pretrain --config {out / 'config.yaml'} --out {out} "
-                         "--resume")
+    raise RunInterrupted(request.signum, stopped_message(name, state, run.plan.steps_per_epoch,
+                                                         run.checkpointer))

@@ -1,0 +1,135 @@
+"""Resource exhaustion in the training loop, told in one line (exit code 6).
+
+Two failures end a run for want of a machine resource, not for a fault in its input:
+
+- a step that runs out of memory: ``torch.OutOfMemoryError`` on a GPU; on the CPU the
+  allocator's ``RuntimeError`` ("DefaultCPUAllocator: can't allocate memory: you tried to
+  allocate N bytes", e.g. under a ``ulimit -v`` / RLIMIT_AS, or with overcommit off), or
+  Python's ``MemoryError``;
+- a DataLoader worker killed by SIGKILL (what the kernel's out-of-memory killer sends
+  when the machine runs out of memory) or by a bus error (its shared memory, ``/dev/shm``,
+  is full). PyTorch's SIGCHLD handler raises "DataLoader worker (pid N) is killed by
+  signal: Killed." in the training process at once (measured: within 0.1 s, both on the
+  per-image DataLoader and on the stream path's workers), wherever it is, so the run
+  ends rather than waiting for a batch that never comes.
+
+:func:`resource_error` reads such an exception as a :class:`~simsiam.errors.ResourceError`
+whose message names the settings to lower with their values (``train.batch_size``,
+``data.image_size``; ``data.num_workers`` for a killed worker), the checkpoint kept and
+the command that continues the run (:func:`simsiam.launch.resume_command`, shell-quoted).
+Nothing is saved after the failure (the state in memory may be half a step), so the last
+checkpoint written stays the one to resume from. Any other exception is left alone.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from simsiam.errors import ResourceError
+from simsiam.launch import resume_command
+
+__all__ = ["MEMORY_MARKERS", "exhaustion_kind", "raise_if_exhausted", "resource_error"]
+
+# Texts of the RuntimeErrors that mean "out of memory" (the CPU allocator's, CUDA's own
+# error code, Apple's MPS backend); torch.OutOfMemoryError and MemoryError are read by type.
+MEMORY_MARKERS = ("DefaultCPUAllocator", "can't allocate memory", "CUDA out of memory",
+                  "CUDA error: out of memory", "MPS backend out of memory")
+
+# torch's SIGCHLD handler: "DataLoader worker (pid 123) is killed by signal: Killed. "
+# (SIGKILL; "Bus error": out of shared memory); its queue check: "DataLoader worker
+# (pid(s) 123, 124) exited unexpectedly". A worker that crashed (another signal, an exit
+# code) is not a resource running out and is not matched.
+_WORKER = re.compile(r"DataLoader worker \((?:pid (\d+)\) is killed by signal: "
+                     r"(Killed|Bus error)|pid\(s\) ([\d, ]+)\) exited unexpectedly)")
+_ASKED_BYTES = re.compile(r"tried to allocate (\d+) bytes")
+_ASKED_TEXT = re.compile(r"[Tt]ried to allocate ([\d.]+ [KMGT]?i?B)")
+
+
+def exhaustion_kind(exc: BaseException) -> str | None:
+    """``"memory"`` (out of memory), ``"worker"`` (a DataLoader worker killed) or None
+    for any other exception."""
+    if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
+        return "memory"
+    if isinstance(exc, RuntimeError):
+        text = str(exc)
+        if any(marker in text for marker in MEMORY_MARKERS):
+            return "memory"
+        if _WORKER.search(text):
+            return "worker"
+    return None
+
+
+def _asked(text: str) -> str:
+    """`` (the allocator could not get 12.0 GiB)`` from the allocator's message, or ''."""
+    found = _ASKED_BYTES.search(text)
+    if found:
+        return f" (the allocator could not get {int(found.group(1)) / 2**30:.1f} GiB more)"
+    found = _ASKED_TEXT.search(text)
+    return f" (the allocator could not get {found.group(1)} more)" if found else ""
+
+
+def _worker_line(text: str) -> str:
+    """What happened to the worker, from torch's message."""
+    found = _WORKER.search(text)
+    pid, signal_name, pids = found.groups()
+    if signal_name == "Killed":
+        return (f"a DataLoader worker (pid {pid}) was killed by SIGKILL (the kernel's "
+                "out-of-memory killer sends it when memory runs out)")
+    if signal_name == "Bus error":
+        return (f"a DataLoader worker (pid {pid}) died of a bus error (its shared memory, "
+                "/dev/shm, is full)")
+    return (f"DataLoader worker(s) (pid {pids}) ended unexpectedly (as when the kernel's "
+            "out-of-memory killer ends one)")
+
+
+def resource_error(exc: BaseException, cfg, step: int, checkpointer) -> ResourceError | None:
+    """The :class:`ResourceError` that tells ``exc`` in one line, or None when ``exc`` is
+    not resource exhaustion (see :func:`exhaustion_kind`; the caller re-raises it).
+
+    Args:
+        exc: what the training loop raised.
+        cfg: the run's :class:`~simsiam.config.Config` (the values named).
+        step: the steps completed (``RunState.step``).
+        checkpointer: the run's :class:`~simsiam.train.checkpoint.Checkpointer` (its
+            ``kept()`` sentence, ``out`` and ``last_saved``).
+
+    Example (a worker killed after a checkpoint; one line)::
+
+        a DataLoader worker (pid 4242) was killed by SIGKILL (...) after step 12: lower
+        data.num_workers = 2, or train.batch_size = 256 or data.image_size = 224 (a new
+        run); the last checkpoint, R/checkpoints/last.pt (epoch 1, step 10), is kept;
+        continue with fewer workers: simsiam pretrain --config 'my runs/config.yaml'
+        --out 'my runs' --resume --set data.num_workers=1
+    """
+    kind = exhaustion_kind(exc)
+    if kind is None:
+        return None
+    batch, size, workers = cfg.train.batch_size, cfg.data.image_size, cfg.data.num_workers
+    smaller = f"train.batch_size = {batch} or data.image_size = {size}"
+    kept = checkpointer.kept("last checkpoint")
+    saved = checkpointer.last_saved is not None
+    if kind == "memory":
+        head = f"out of memory after step {step}{_asked(str(exc))}: lower {smaller}"
+        extra: list[str] = []
+        then = "to continue this run as it is once memory is free"
+        again = "run the command again with smaller values and --overwrite"
+    else:
+        fewer = workers // 2
+        head = (f"{_worker_line(str(exc))} after step {step}: lower data.num_workers = "
+                f"{workers}, or {smaller}")
+        extra = ["--set", f"data.num_workers={fewer}"]
+        then = "continue with fewer workers"
+        again = f"run the command again with --set data.num_workers={fewer} and --overwrite"
+    tail = f"{then}: {resume_command(checkpointer.out, extra=extra)}" if saved else again
+    return ResourceError(f"{head} (a smaller batch or image size is a new run: --resume keeps "
+                         f"a run's settings); {kept}; {tail}")
+
+
+def raise_if_exhausted(exc: BaseException, cfg, step: int, checkpointer) -> None:
+    """Raise :func:`resource_error`'s :class:`ResourceError` (from ``exc``) when ``exc`` is
+    resource exhaustion; return otherwise, for the caller to re-raise ``exc``."""
+    error = resource_error(exc, cfg, step, checkpointer)
+    if error is not None:
+        raise error from exc
