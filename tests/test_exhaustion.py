@@ -148,24 +148,33 @@ def _limit_memory(nbytes: int):
 
 
 @pytest.mark.slow
-def test_a_step_out_of_memory_ends_with_one_line_naming_the_settings(cifar_dir, tmp_path):
+@pytest.mark.parametrize("where", ["step", "monitor"])
+def test_out_of_memory_ends_with_one_line_naming_the_settings(cifar_dir, tmp_path, where):
+    """The first step's views (64 x 3 x 4096 x 4096 float32, 12.0 GiB) or, with the kNN
+    monitor at the start, the monitor's batch of the 70 training images (13.1 GiB) cannot
+    fit under a 12 GiB address space."""
     out = tmp_path / ODD
     proc = subprocess.run(
         [sys.executable, "-m", "simsiam", "pretrain", "--config", "demo-cpu", "--data",
          str(cifar_dir), "--out", str(out), "--per-class", "7", "--batch-size", "64",
          "--epochs", "2", "--no-progress", "--set", "data.image_size=4096",
          "--set", "data.test_per_class=1", "--set", "augment.compile=false",
-         "--set", "eval.knn_at_start=false", "--set", "eval.knn_every=0"],
+         "--set", f"eval.knn_at_start={where == 'monitor'}", "--set", "eval.knn_every=0"],
         capture_output=True, text=True, timeout=300, preexec_fn=_limit_memory(12 << 30))
     assert proc.returncode == 6, proc.stderr
     assert "Traceback" not in proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if "out of resources" in ln]
     assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("simsiam pretrain: out of resources: out of memory after step 0 "
-                               "(the allocator could not get 12.0 GiB more): lower "
-                               "train.batch_size = 64 or data.image_size = 4096")
+    first = {"step": "out of memory after step 0 (the allocator could not get 12.0 GiB "
+                     "more): lower train.batch_size = 64 or data.image_size = 4096",
+             "monitor": "out of memory in the kNN monitor after step 0 (the allocator could "
+                        "not get 13.1 GiB more): lower eval.batch_size = 512 (its batch), or "
+                        "train.batch_size = 64 or data.image_size = 4096"}[where]
+    assert lines[0].startswith(f"simsiam pretrain: out of resources: {first}"), lines[0]
     assert lines[0].endswith("no checkpoint was written yet; run the command again with "
-                             "smaller values and --overwrite")
+                             + {"step": "smaller values and --overwrite",
+                                "monitor": "--set eval.batch_size=N (smaller) and "
+                                           "--overwrite"}[where])
     assert (out / "config.yaml").is_file() and not (out / "checkpoints" / "last.pt").exists()
 
 

@@ -9,16 +9,18 @@ Two failures end a run for want of a machine resource, not for a fault in its in
 - a DataLoader worker killed by SIGKILL (what the kernel's out-of-memory killer sends
   when the machine runs out of memory) or by a bus error (its shared memory, ``/dev/shm``,
   is full). PyTorch's SIGCHLD handler raises "DataLoader worker (pid N) is killed by
-  signal: Killed." in the training process at once (measured: within 0.1 s, both on the
-  per-image DataLoader and on the stream path's workers), wherever it is, so the run
-  ends rather than waiting for a batch that never comes.
+  signal: Killed." in the training process at once, wherever it is, or its queue check
+  "DataLoader worker (pid(s) N) exited unexpectedly" within 5 s (measured on 2 loaded
+  cores: 0.1 s; 5 s), so the run ends rather than waiting for a batch.
 
 :func:`resource_error` reads such an exception as a :class:`~simsiam.errors.ResourceError`
 whose message names the settings to lower with their values (``train.batch_size``,
-``data.image_size``; ``data.num_workers`` for a killed worker), the checkpoint kept and
-the command that continues the run (:func:`simsiam.launch.resume_command`, shell-quoted).
-Nothing is saved after the failure (the state in memory may be half a step), so the last
-checkpoint written stays the one to resume from. Any other exception is left alone.
+``data.image_size``; ``eval.batch_size`` inside the kNN monitor; ``data.num_workers`` for
+a killed worker), the checkpoint kept and the command that continues the run
+(:func:`simsiam.launch.resume_command`, shell-quoted). Nothing is saved after the failure
+(the state in memory may be half a step), so the last checkpoint written stays the one to
+resume from. Any other exception is left alone. (The workers left alive are ended at the
+command's exit: :func:`simsiam.cli.end_worker_processes`.)
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import re
 import torch
 
 from simsiam.errors import ResourceError
+from simsiam.eval.monitor import Monitor
 from simsiam.launch import resume_command
 
 __all__ = ["MEMORY_MARKERS", "exhaustion_kind", "raise_if_exhausted", "resource_error"]
@@ -84,9 +87,25 @@ def _worker_line(text: str) -> str:
             "out-of-memory killer ends one)")
 
 
+def _in_monitor(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised inside the kNN monitor (a frame of :class:`Monitor`'s
+    module on its traceback), whose batch is ``eval.batch_size``."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_globals.get("__name__") == Monitor.__module__:
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def resource_error(exc: BaseException, cfg, step: int, checkpointer) -> ResourceError | None:
     """The :class:`ResourceError` that tells ``exc`` in one line, or None when ``exc`` is
     not resource exhaustion (see :func:`exhaustion_kind`; the caller re-raises it).
+
+    Out of memory names ``train.batch_size`` and ``data.image_size`` (inside the kNN
+    monitor ``eval.batch_size`` first: an ``eval.*`` key, which ``--resume`` may change);
+    a killed worker names ``data.num_workers`` first, and its resume command lowers it
+    (also a key ``--resume`` may change).
 
     Args:
         exc: what the training loop raised.
@@ -98,33 +117,37 @@ def resource_error(exc: BaseException, cfg, step: int, checkpointer) -> Resource
     Example (a worker killed after a checkpoint; one line)::
 
         a DataLoader worker (pid 4242) was killed by SIGKILL (...) after step 12: lower
-        data.num_workers = 2, or train.batch_size = 256 or data.image_size = 224 (a new
-        run); the last checkpoint, R/checkpoints/last.pt (epoch 1, step 10), is kept;
-        continue with fewer workers: simsiam pretrain --config 'my runs/config.yaml'
-        --out 'my runs' --resume --set data.num_workers=1
+        data.num_workers = 2, or train.batch_size = 256 or data.image_size = 224 (...);
+        the last checkpoint, R/checkpoints/last.pt (epoch 1, step 10), is kept; continue
+        with fewer workers: simsiam pretrain --config 'my runs/config.yaml' --out
+        'my runs' --set data.num_workers=1 --resume
     """
     kind = exhaustion_kind(exc)
     if kind is None:
         return None
-    batch, size, workers = cfg.train.batch_size, cfg.data.image_size, cfg.data.num_workers
-    smaller = f"train.batch_size = {batch} or data.image_size = {size}"
-    kept = checkpointer.kept("last checkpoint")
-    saved = checkpointer.last_saved is not None
-    if kind == "memory":
-        head = f"out of memory after step {step}{_asked(str(exc))}: lower {smaller}"
-        extra: list[str] = []
-        then = "to continue this run as it is once memory is free"
-        again = "run the command again with smaller values and --overwrite"
-    else:
-        fewer = workers // 2
+    smaller = (f"train.batch_size = {cfg.train.batch_size} or data.image_size = "
+               f"{cfg.data.image_size}")
+    extra: list[str] = []
+    if kind == "worker":
+        fewer = cfg.data.num_workers // 2
         head = (f"{_worker_line(str(exc))} after step {step}: lower data.num_workers = "
-                f"{workers}, or {smaller}")
+                f"{cfg.data.num_workers}, or {smaller}")
         extra = ["--set", f"data.num_workers={fewer}"]
         then = "continue with fewer workers"
         again = f"run the command again with --set data.num_workers={fewer} and --overwrite"
-    tail = f"{then}: {resume_command(checkpointer.out, extra=extra)}" if saved else again
+    elif _in_monitor(exc):
+        head = (f"out of memory in the kNN monitor after step {step}{_asked(str(exc))}: lower "
+                f"eval.batch_size = {cfg.eval.batch_size} (its batch), or {smaller}")
+        then = "continue with a smaller batch by adding --set eval.batch_size=N to"
+        again = "run the command again with --set eval.batch_size=N (smaller) and --overwrite"
+    else:
+        head = f"out of memory after step {step}{_asked(str(exc))}: lower {smaller}"
+        then = "to continue this run as it is once memory is free"
+        again = "run the command again with smaller values and --overwrite"
+    tail = (f"{then}: {resume_command(checkpointer.out, extra=extra)}"
+            if checkpointer.last_saved is not None else again)
     return ResourceError(f"{head} (a smaller batch or image size is a new run: --resume keeps "
-                         f"a run's settings); {kept}; {tail}")
+                         f"a run's settings); {checkpointer.kept('last checkpoint')}; {tail}")
 
 
 def raise_if_exhausted(exc: BaseException, cfg, step: int, checkpointer) -> None:
