@@ -10,11 +10,13 @@ recognised and removed.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
-from simsiam.errors import DiskFullError
+from simsiam.errors import ConfigError, DiskFullError
 
 # torch.save's C++ writer reports a full disk as a RuntimeError with one of these
 _TORCH_WRITE_FAILED = ("file write failed", "unexpected pos")
@@ -156,3 +158,100 @@ def default_cache_dir() -> Path:
         return Path(os.environ["SIMSIAM_CACHE_DIR"])
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "simsiam"
+
+
+MIN_FREE_BYTES = 16 << 20  # a folder whose file system has less free is refused up front
+
+
+def check_writable(path: str | Path, what: str, fix: str) -> None:
+    """Refuse, before any work, a folder that a command will write into but cannot.
+
+    ``path`` need not exist: its first existing ancestor must then be a folder in which
+    the missing ones can be made. The test is a real one (a temporary file created and
+    removed there), so a read-only mount, missing permissions (also for root on a
+    read-only file system) and a full disk are all found; less than
+    :data:`MIN_FREE_BYTES` (16 MiB) free counts as full. Nothing is left behind.
+
+    Args:
+        path: the folder the command writes into (``--out``, the cache folder).
+        what: how the user gave it, for the message (``"--out"``, ``"data.cache_dir"``).
+        fix: what to do instead (``"choose another --out"``).
+
+    Raises:
+        ConfigError: one line naming ``what``, the path, why (read-only file system,
+            permission denied, a file in the way, no space left) and ``fix``.
+    """
+    path = Path(path).expanduser()
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        why = (f"'{probe}' is a file" if probe != path else "it is a file, not a folder")
+        raise ConfigError(f"{what} '{path}' cannot be written: {why}; {fix}")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".simsiam-write-check-", dir=probe)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        if exc.errno == errno.EROFS:
+            why = "read-only file system"
+        elif exc.errno in (errno.EACCES, errno.EPERM):
+            why = f"permission denied in '{probe}'"
+        raise ConfigError(f"{what} '{path}' cannot be written: {why}; {fix}") from None
+    free = _free_bytes(probe)
+    if free is not None and free < MIN_FREE_BYTES:
+        raise ConfigError(f"{what} '{path}' cannot be written: no space left on its file "
+                          f"system ({free >> 20} MiB free); free some space, or {fix}")
+
+
+def check_cache_writable(cache_dir: str | Path | None = None) -> None:
+    """:func:`check_writable` for the decoded-image cache: ``cache_dir`` (``data.cache_dir``)
+    or, when None, :func:`default_cache_dir`; the message names which and its fix.
+
+    Raises:
+        ConfigError: as :func:`check_writable`.
+    """
+    if cache_dir:
+        check_writable(cache_dir, "data.cache_dir", "set data.cache_dir to a writable folder")
+    else:
+        check_writable(default_cache_dir(), "the cache folder",
+                       "set SIMSIAM_CACHE_DIR (or data.cache_dir) to a writable folder")
+
+
+def read_jsonl(path: str | Path) -> tuple[list[dict], str | None]:
+    """The records of a JSON-lines file, and a warning when its last line was torn.
+
+    A crash (or a full disk) in the middle of an append can leave the last line cut
+    short. That line is dropped and described in the returned warning text; a bad line
+    anywhere else means the file was damaged otherwise, and is refused.
+
+    Returns:
+        ``(records, warning)``: the decoded objects in order (blank lines ignored) and
+        None, or the text of a warning naming the file and the line dropped.
+
+    Raises:
+        ConfigError: a line other than the last is not JSON (names the file and line).
+        OSError: the file cannot be read.
+    """
+    path = Path(path)
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = f.read().split("\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    records: list[dict] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines):
+                raise ConfigError(f"'{path}' line {number} is not a JSON record (the file "
+                                  "was changed by hand or damaged); restore it, or delete "
+                                  "that line") from None
+            return records, (f"'{path}': its last line ({number}) was cut short (a crash "
+                             f"while it was written) and is skipped: {line[:60]!r}")
+    return records, None

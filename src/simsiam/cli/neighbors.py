@@ -18,6 +18,7 @@ from simsiam.errors import ConfigError, DataError
 from simsiam.eval.inputs import eval_processes, load_for_eval, neighbor_data
 from simsiam.eval.neighbor_files import image_at, write_neighbors_file
 from simsiam.eval.neighbors import build_index, index_cache_path, query_features
+from simsiam.fileio import check_cache_writable, check_writable
 from simsiam.launch import launched_as_main
 from simsiam.report.sheets import contact_sheet
 
@@ -55,6 +56,8 @@ def check_neighbors_args(args: argparse.Namespace) -> Path:
         if not Path(q).is_file():
             raise DataError(f"--query '{q}' does not exist (or is not a file); pass image "
                             "files that exist")
+    check_writable(out.parent, "--out", f"write '{out.name}' into another folder")
+    check_cache_writable()
     return out
 
 
