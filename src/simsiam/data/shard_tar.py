@@ -62,6 +62,14 @@ def _apart_error(shard: Path, key: str, first: tuple[int, str], again: tuple[int
         "shard FOLDER OUT`")
 
 
+def _twice_error(shard: Path, first: str, again: tuple[int, str]) -> DataError:
+    what = (f"'{first}' twice" if first == again[1] else
+            f"'{first}' and '{again[1]}', one extension of one sample")
+    return DataError(f"WebDataset shard '{shard}' holds {what} (the second is member "
+                     f"{again[0] + 1}): the later would replace the earlier, which would be "
+                     "lost; keep one and write the tar again")
+
+
 def _image_error(shard: Path, key: str, names: dict[str, str]) -> DataError | None:
     """The error for a sample whose images cannot be read one per sample, else None."""
     images = [n for e, n in names.items() if _is_image(e)]
@@ -157,9 +165,7 @@ def tar_samples(shard: Path) -> Iterator[dict]:
                     sample, names = {"__key__": key, "__where__": {}}, {}
                 ext = ext.lower()
                 if ext in names:
-                    raise DataError(f"WebDataset shard '{shard}' holds '{member.name}' twice "
-                                    f"(also as '{names[ext]}'): the later copy would replace "
-                                    "the earlier; keep one and write the tar again")
+                    raise _twice_error(shard, names[ext], (number, member.name))
                 if member.offset_data + member.size > size:
                     raise _cut_error(shard, f"is cut short: it ends at byte {size:,}, inside "
                                      f"'{member.name}' (which needs {member.size:,} bytes "

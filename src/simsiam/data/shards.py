@@ -60,7 +60,12 @@ def shard_paths(pattern: str) -> list[Path]:
 
 class ShardMember:
     """The bytes of one file inside a tar shard, read by offset (a picklable image source
-    for the stream path: :class:`~simsiam.data.stream.FileImages`)."""
+    for the stream path: :class:`~simsiam.data.stream.FileImages`).
+
+    A shard cut short after it was indexed (found only mid-run, as its images are read)
+    raises OSError naming the shard and the byte; the stream skips that image and names
+    it in its DataWarning (``--strict``: DataError), and the next run indexes the shard
+    again (its size changed) and stops before training naming it."""
 
     def __init__(self, shard: str, offset: int, size: int) -> None:
         self.shard, self.offset, self.size = shard, offset, size
@@ -70,7 +75,9 @@ class ShardMember:
             f.seek(self.offset)
             data = f.read(self.size)
         if len(data) != self.size:
-            raise OSError(f"'{self.shard}' ends before byte {self.offset + self.size}")
+            raise OSError(f"WebDataset shard '{self.shard}' is cut short: it ends before byte "
+                          f"{self.offset + self.size:,}, the end of this image (it changed "
+                          "after it was indexed; the next run indexes it again)")
         return data
 
 
