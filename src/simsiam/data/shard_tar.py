@@ -175,6 +175,8 @@ def tar_samples(shard: Path) -> Iterator[dict]:
                 sample["__where__"][ext] = (member.offset_data, member.size)
                 names[ext] = member.name
             end = tar.offset
+        pending = None if sample is None else sample["__key__"]
+        err = _end_error(shard, end, size, after, done + (sample is not None), pending)
     except (OSError, tarfile.TarError, EOFError) as exc:  # damaged or unreadable
         if size and reach > size:
             raise _cut_error(shard, f"is cut short: it ends at byte {size:,}, inside "
@@ -182,9 +184,7 @@ def tar_samples(shard: Path) -> Iterator[dict]:
         raise DataError(f"cannot read WebDataset shard '{shard}': {type(exc).__name__}: "
                         f"{exc}; check that it is a whole tar file (write or download it "
                         "again)") from exc
-    pending = None if sample is None else sample["__key__"]
-    if (err := _end_error(shard, end, size, after, done + (sample is not None),
-                          pending)) is not None:
+    if err is not None:
         raise err
     if sample is not None:
         if (err := _image_error(shard, sample["__key__"], names)) is not None:

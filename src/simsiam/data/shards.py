@@ -209,7 +209,13 @@ def _load_index(shards: list[Path], info: dict) -> ShardIndex:
 
 def index_shards(shards: list[Path], cache_dir: Path, progress: bool) -> ShardIndex:
     """Read every sample's key, caption, class, image size and offset once; cached by the
-    shards' stats."""
+    shards' stats (a shard is read by :func:`~simsiam.data.shard_tar.tar_samples`).
+
+    Raises:
+        DataError: a shard cannot be read, is cut short or damaged, or holds files the
+            grouping would lose (a sample's files apart, several images in one sample);
+            named with the fix, before any image is decoded. The index cannot be written.
+    """
     head = f"shard-index v{_INDEX_VERSION} {cache_key(shards, 0)}"
     key = hashlib.sha256(head.encode()).hexdigest()[:32]
     cached = cache_dir / "captions" / f"{key}.json"
