@@ -8,7 +8,7 @@ first dot of its base name, the rest its extension (``dir/000123.jpg`` -> key
 key. Files a reader of that rule would lose or misread are refused with a
 :class:`~simsiam.errors.DataError` naming the shard, the files and the fix, before any
 image is decoded (shards are indexed before a run starts, so these errors come before
-training; nothing is skipped silently):
+training; no image is dropped silently):
 
 * the files of one sample are not next to each other (``tar cf s.tar *.jpg *.txt``: every
   key is seen twice);
@@ -18,7 +18,7 @@ training; nothing is skipped silently):
 * the shard is cut short (it ends inside a file, or without the end-of-archive block), is
   damaged after a member (a header that is not one), or holds data after its end (two
   tars joined with ``cat``, whose second part tar readers skip). The message counts the
-  whole samples read from it before the fault.
+  samples read from it before the fault (and says when the last may lack files).
 """
 
 from __future__ import annotations
