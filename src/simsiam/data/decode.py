@@ -70,6 +70,8 @@ def read_image(src: str | Path | bytes, side: int) -> np.ndarray:
 def decode_reason(exc: Exception) -> str:
     # PIL names an in-memory image (a shard's sample) by its buffer's repr
     text = re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", "(bytes in memory)", str(exc)).strip()
+    # a file name that is not UTF-8, quoted by repr: its byte 0xNN as \xNN (display_path)
+    text = re.sub(r"\\udc([89a-f][0-9a-f])", r"\\x\1", text)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
