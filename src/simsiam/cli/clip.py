@@ -23,6 +23,7 @@ from simsiam.eval.clip_inputs import (
     retrieval_images,
     zeroshot_images,
 )
+from simsiam.eval.inputs import check_image_size
 from simsiam.eval.retrieval import retrieval_line, retrieval_record
 from simsiam.eval.zeroshot import templates, zeroshot_accuracy
 
@@ -30,6 +31,8 @@ __all__ = ["cmd_retrieval", "cmd_zeroshot"]
 
 
 def _inputs(args: argparse.Namespace, info: dict[str, Any]) -> tuple[int, str]:
+    if args.image_size is not None:  # one the image tower cannot run at: refused now
+        check_image_size(info["arch"], args.image_size)
     size = args.image_size if args.image_size is not None else info["image_size"]
     norm = args.normalize if args.normalize is not None else info["normalize"]
     return size, norm

@@ -78,7 +78,8 @@ def load_clip_for_eval(path: str | Path) -> tuple[Any, Config, dict[str, Any]]:
     """A CLIP model in eval mode, its run config, and its input settings.
 
     Returns:
-        ``(model, cfg, info)`` with ``info``: ``image_size``, ``normalize``, ``seed``,
+        ``(model, cfg, info)`` with ``info``: ``arch`` (the image tower's backbone),
+        ``image_size``, ``normalize``, ``seed``,
         ``holdout_fraction``, ``source`` (the run's data), ``where`` (the files read),
         ``data`` (the run's data section).
 
@@ -93,7 +94,8 @@ def load_clip_for_eval(path: str | Path) -> tuple[Any, Config, dict[str, Any]]:
     if missing or unexpected:
         raise CheckpointError(f"{where} does not fit the run's CLIP model: missing keys "
                               f"{missing[:10]}, unexpected keys {unexpected[:10]}")
-    info = {"image_size": cfg.data.image_size, "normalize": cfg.augment.normalize,
+    info = {"arch": cfg.model.backbone, "image_size": cfg.data.image_size,
+            "normalize": cfg.augment.normalize,
             "seed": cfg.train.seed, "holdout_fraction": cfg.data.holdout_fraction,
             "source": cfg.data.source, "where": where, "data": cfg.data}
     return model.eval(), cfg, info
