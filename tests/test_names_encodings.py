@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, features
+from safetensors import safe_open
+from torch import nn
 
 from simsiam.cli import main
 from simsiam.config import load_config
@@ -24,6 +26,7 @@ from simsiam.data.stream import check_headers
 from simsiam.data.tables import read_caption_table
 from simsiam.errors import ConfigError, DataError, DataWarning
 from simsiam.eval.clip_inputs import given_class_names
+from simsiam.eval.linear_run import write_linear_result
 from simsiam.eval.zeroshot import templates
 from simsiam.fileio import display_path, read_utf8_text
 
@@ -156,6 +159,13 @@ def test_a_damaged_latin1_file_is_named_escaped_in_the_warning(tmp_path, photos,
                    f"instead):\n  {train}/bad\\xe9.jpg: UnidentifiedImageError: cannot "
                    f"identify image file '{train}/bad\\xe9.jpg'\n")
     assert "\\udc" not in err
+
+
+def test_a_latin1_class_folder_is_written_escaped_with_the_linear_probe(tmp_path):
+    write_linear_result(tmp_path, nn.Linear(4, 2), ["chat", os.fsdecode(b"caf\xe9")],
+                        {"top1": 50.0})
+    with safe_open(str(tmp_path / "classifier.safetensors"), framework="pt") as f:
+        assert json.loads(f.metadata()["classes"]) == ["chat", "caf\\xe9"]
 
 
 # --------------------------------------------------------------- text files not in UTF-8

@@ -5,6 +5,11 @@ over the target (``os.replace`` is atomic on POSIX), and the folder is fsync'ed,
 crash or ``kill -9`` at any moment leaves either the old file or the new one, never a
 mixture. Temporary names end in the writer's pid, so a leftover of a killed writer can be
 recognised and removed.
+
+Also the ground floor of reading and showing what users give: their text files, as UTF-8
+with a byte order mark allowed (:func:`read_utf8_text`, one message for any other
+encoding), and file names that are not UTF-8, shown with ``\\xNN`` escapes
+(:func:`display_path`).
 """
 
 from __future__ import annotations
