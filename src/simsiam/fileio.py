@@ -5,6 +5,11 @@ over the target (``os.replace`` is atomic on POSIX), and the folder is fsync'ed,
 crash or ``kill -9`` at any moment leaves either the old file or the new one, never a
 mixture. Temporary names end in the writer's pid, so a leftover of a killed writer can be
 recognised and removed.
+
+Also the ground floor of reading and showing what users give: their text files, as UTF-8
+with a byte order mark allowed (:func:`read_utf8_text`, one message for any other
+encoding), and file names that are not UTF-8, shown with ``\\xNN`` escapes
+(:func:`display_path`).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from simsiam.errors import ConfigError, DiskFullError
+from simsiam.errors import ConfigError, DataError, DiskFullError
 
 # torch.save's C++ writer reports a full disk as a RuntimeError with one of these
 _TORCH_WRITE_FAILED = ("file write failed", "unexpected pos")
@@ -150,6 +155,82 @@ def atomic_write(path: str | Path, write) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def display_path(path: str | bytes | os.PathLike) -> str:
+    """``path`` as text that can be printed and written to a UTF-8 file.
+
+    A file name that is not valid UTF-8 (Latin-1 ``caf\\xe9.jpg``) reaches Python as a
+    ``str`` holding surrogate escapes (``'caf\\udce9.jpg'``): it opens the file, but
+    printing it or writing it as UTF-8 raises ``UnicodeEncodeError``. Here each byte that
+    is not UTF-8 is shown as ``\\xNN`` (``'caf\\\\xe9.jpg'``, 11 characters); valid names,
+    non-ASCII ones included, are returned unchanged. Also safe for whole messages that
+    hold such a name. To open the file, keep the original ``str`` (``os.fsencode`` gives
+    its bytes back); the shown form is for people, CSV and JSON.
+    """
+    text = os.fspath(path)
+    if isinstance(text, bytes):
+        return text.decode("utf-8", "backslashreplace")
+    if text.isascii():
+        return text
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that no file name gives: escape it as is
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def _encoding_guess(data: bytes) -> tuple[str, str]:
+    """What a text that is not UTF-8 probably is: ``(words for a message, iconv name)``."""
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return "it starts with a UTF-16 byte order mark", "UTF-16"
+    if b"\x00" in data[:4096]:
+        return "it holds NUL bytes, as UTF-16 text does", "UTF-16"
+    return "it looks like Latin-1 or Windows-1252", "WINDOWS-1252"
+
+
+def not_utf8_error(path: str | Path, what: str, exc: UnicodeDecodeError,
+                   where: str) -> DataError:
+    """The one error of a user's text file that is not UTF-8 (class names, templates,
+    caption tables, configs): the file, ``where`` in it (``"line 3, byte offset 17"``), the
+    byte that is not UTF-8, the encoding it probably is and the fix (save it as UTF-8).
+
+    Args:
+        path: the file, ``what``: what it is for (``"--classnames file"``).
+        exc: the decode error (its ``object`` is the text's bytes or a chunk of them).
+        where: where in the file the error is, in words.
+    """
+    said, iconv = _encoding_guess(exc.object)
+    byte = exc.object[exc.start:exc.start + 1].hex()
+    return DataError(f"{what} '{display_path(path)}' is not UTF-8 text ({where}: byte 0x{byte}, "
+                     f"{exc.reason}; {said}); save it as UTF-8 (an editor's 'save as' "
+                     f"encoding, or iconv -f {iconv} -t UTF-8 OLD > NEW) and run again")
+
+
+def read_utf8_text(path: str | Path, what: str) -> str:
+    """The text of a user's file, read as UTF-8; a byte order mark at the start is
+    dropped. Newlines are left as they are (``str.splitlines`` takes CRLF).
+
+    Args:
+        path: the file. what: what it is for, for messages (``"--templates file"``).
+
+    Raises:
+        DataError: the file cannot be read (the OS's reason), or is not UTF-8
+            (:func:`not_utf8_error`: the file, line, byte offset, encoding and fix).
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read {what} '{display_path(path)}': "
+                        f"{exc.strerror or exc}") from exc
+    bom = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+    try:
+        return data[bom:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        offset = bom + exc.start
+        line = data[:offset].count(b"\n") + 1
+        where = f"line {line}, byte offset {offset}"
+        raise not_utf8_error(path, what, exc, where) from None
 
 
 def default_cache_dir() -> Path:
