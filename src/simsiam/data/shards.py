@@ -252,7 +252,7 @@ def index_shards(shards: list[Path], cache_dir: Path, progress: bool) -> ShardIn
     info = {"paths": [im.names[i] for i in keep], "captions": [[im.captions[i]] for i in keep],
             "bad": bad, "rows": rows, "members": [im.members[i] for i in keep],
             "sizes": [im.sizes[i] for i in keep], "images": im.__dict__}
-    text = json.dumps(info, ensure_ascii=False)
+    text = json.dumps(info)  # \u escapes: names that are not UTF-8 (surrogates) round-trip
     try:
         atomic_write(cached, lambda t: t.write_text(text, encoding="utf-8"))
     except OSError as exc:
