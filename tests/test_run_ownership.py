@@ -235,3 +235,15 @@ def test_allow_changed_data_needs_resume(cifar_dir, tmp_path, capsys):
     code = main(["pretrain", "--data", str(cifar_dir), "--out", str(tmp_path / "r"),
                  "--allow-changed-data", *TINY])
     assert code == 2 and "--allow-changed-data goes with --resume" in capsys.readouterr().err
+
+
+def test_a_data_folder_whose_own_name_is_not_utf8_is_refused_naming_it(tmp_path, capsys):
+    """config.yaml records data.source; a name in Latin-1 could not be read back from it."""
+    folder = os.fsencode(tmp_path) + b"/caf\xe9"
+    os.makedirs(folder)
+    name = os.fsdecode(folder)  # surrogate-escaped, as Python hands it to us
+    code = main(["pretrain", "--data", name, "--out", str(tmp_path / "run"), *TINY])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"data.source = '{tmp_path}/caf\\xe9' is not valid UTF-8" in err
+    assert "rename that folder" in err and not (tmp_path / "run").exists()

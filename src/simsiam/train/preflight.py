@@ -8,7 +8,7 @@ from pathlib import Path
 
 from simsiam.config import Config
 from simsiam.errors import ConfigError
-from simsiam.fileio import check_cache_writable, check_writable
+from simsiam.fileio import check_cache_writable, check_writable, display_path
 from simsiam.train.checkpoint import Checkpointer
 from simsiam.train.run_dir import check_run_dir, resume_config
 from simsiam.train.run_lock import check_not_in_use
@@ -31,8 +31,18 @@ def finished_run_error(out: Path, epochs: int) -> ConfigError:
                        "--out and more --epochs")
 
 
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_output_paths(cfg: Config) -> None:
-    """Every folder a pretraining run writes into, tested writable before the first decode
+    """The paths of a run: ``train.out``, ``data.source`` and ``data.cache_dir`` must be
+    UTF-8 text (``config.yaml`` records them); and every folder a pretraining run writes
+    into is tested writable before the first decode
     (:func:`simsiam.fileio.check_writable`): ``train.out`` and the decoded-image cache
     (``data.cache_dir``, else :func:`~simsiam.fileio.default_cache_dir`).
 
@@ -40,6 +50,12 @@ def check_output_paths(cfg: Config) -> None:
         ConfigError: one line naming the setting, the path and why (read-only, no
             permission, a file in the way, no space).
     """
+    for key, value in (("train.out", cfg.train.out), ("data.source", cfg.data.source),
+                       ("data.cache_dir", cfg.data.cache_dir)):
+        if value and not _is_utf8(str(value)):  # config.yaml could not be read back
+            raise ConfigError(f"{key} = '{display_path(value)}' is not valid UTF-8 (a name "
+                              "in another encoding): the run's config.yaml could not hold "
+                              "it; rename that folder (the files inside may keep such names)")
     check_writable(cfg.train.out, "--out (train.out)", "choose another --out")
     check_cache_writable(cfg.data.cache_dir)
 
