@@ -16,11 +16,13 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from simsiam.cli import main
 from simsiam.config import ModelConfig, config_to_dict, load_config
 from simsiam.config.validate import check_lock_image
 from simsiam.distributed import DistContext
 from simsiam.distributed.plan import batch_plan, peak_lr
 from simsiam.errors import CheckpointError, ConfigError, ConfigNotice
+from simsiam.eval.inputs import check_image_size
 from simsiam.eval.loading import load_backbone_for_eval
 from simsiam.methods import METHODS, SimSiam
 from simsiam.models.backbones import (
@@ -29,6 +31,7 @@ from simsiam.models.backbones import (
     build_backbone,
     count_parameters,
     feature_dim,
+    timm_input_problem,
     torchvision_resnet,
 )
 from simsiam.train.checkpoint import Checkpointer, load_backbone_file, save_checkpoint
@@ -101,6 +104,65 @@ def test_config_accepts_timm_names_and_names_the_key_otherwise():
         _cfg(**{"model.backbone": "resnet9"})
     with pytest.raises(ConfigError, match="model.stem=imagenet"):
         build_backbone("timm/resnet18", "cifar")
+
+
+VIT = "timm/vit_tiny_patch16_224"  # its patch embedding asserts 224 x 224 inputs
+
+
+def _size_refused(key: str, side: int, change: str) -> str:
+    return (f"{key} = {side} is not allowed: {VIT} is made for 224 x 224 px inputs and cannot "
+            f"run at {side} x {side} (AssertionError: Input height ({side}) doesn't match "
+            f"model (224).); {change}, or choose a timm model that takes {side} px (a "
+            "convolutional one such as timm/resnet18 or timm/convnext_atto takes any size)")
+
+
+def test_a_timm_model_made_for_224px_is_refused_at_32px_naming_both_sizes(
+        cifar_dir, tmp_path, monkeypatch, capsys):
+    assert timm_input_problem("resnet18", 32) is None  # convolutional: any size
+    assert timm_input_problem("convnext_atto", 32) is None
+    assert timm_input_problem("vit_tiny_patch16_224", 224) is None
+    assert _cfg(**{"model.backbone": VIT, "data.image_size": 224}).model.backbone == VIT
+    with pytest.raises(ConfigError) as exc:
+        _cfg(**{"model.backbone": VIT, "data.image_size": 32})
+    assert str(exc.value) == "defaults: " + _size_refused("data.image_size", 32,
+                                                          "set data.image_size=224")
+    with pytest.raises(ConfigError) as exc:  # SwAV's small crops: 96/224 of the view side
+        _cfg(**{"method": "swav", "model.backbone": VIT, "data.image_size": 224,
+                "augment.small_crops": 2})
+    assert str(exc.value) == "defaults: " + _size_refused(
+        "augment.small_size", 96, "set augment.small_crops=0 (no small crops)")
+    # on the command line: exit 2 before any image is decoded or the run folder is made
+    monkeypatch.setenv("SIMSIAM_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    rc = main(["pretrain", "--config", "demo-cpu", "--data", str(cifar_dir), "--out", str(out),
+               "--set", f"model.backbone={VIT}", "--set", "data.image_size=32",
+               "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.endswith("simsiam pretrain: error: demo-cpu: " + _size_refused(
+        "data.image_size", 32, "set data.image_size=224") + "\n")
+    assert not out.exists() and not (tmp_path / "cache").exists()
+
+
+def test_evaluation_at_a_size_a_timm_model_cannot_take_is_refused(cifar_dir, tmp_path,
+                                                                  monkeypatch, capsys):
+    with pytest.raises(ConfigError, match=r"^--image-size 64: timm/vit_tiny_patch16_224 is "
+                                          r"made for 224 x 224 px inputs .*; pass "
+                                          r"--image-size 224$"):
+        check_image_size(VIT, 64)
+    check_image_size(VIT, 224)
+    check_image_size("resnet18", 64)  # not timm: nothing to try
+    cfg = _cfg(**{"model.backbone": VIT, "data.image_size": 224})
+    path = _export(tmp_path, build_backbone(VIT), cfg)
+    monkeypatch.setenv("SIMSIAM_CACHE_DIR", str(tmp_path / "cache"))
+    rc = main(["embed", "--checkpoint", str(path), "--data", str(cifar_dir), "--image-size",
+               "32", "--out", str(tmp_path / "e.csv"), "--no-progress"])
+    assert rc == 2
+    assert capsys.readouterr().err == (
+        f"simsiam embed: error: --image-size 32: {VIT} is made for 224 x 224 px inputs and "
+        "cannot run at 32 x 32 (AssertionError: Input height (32) doesn't match model (224).);"
+        " pass --image-size 224\n")
+    assert not (tmp_path / "e.csv").exists() and not (tmp_path / "cache").exists()
 
 
 def test_simsiam_on_a_timm_backbone_trains_at_32px():

@@ -286,7 +286,7 @@ def test_webdataset_shards_equal_the_table(tmp_path, flickr_dir, flickr_rows, mo
         assert torch.equal(a.index, b.index) and a.tokens.shape == (8, 16)
 
     opened, decoded = [], []  # a second load opens no shard and decodes nothing
-    monkeypatch.setattr(shards_mod, "_samples", lambda shard: opened.append(shard) or [])
+    monkeypatch.setattr(shards_mod, "tar_samples", lambda shard: opened.append(shard) or [])
     from simsiam.data import cache as cache_mod
 
     real = cache_mod._read

@@ -31,6 +31,7 @@ from simsiam.errors import (
     ResourceError,
     SimSiamError,
 )
+from simsiam.fileio import display_path
 from simsiam.launch import launched_as_main
 from simsiam.train.interrupt import RunInterrupted
 
@@ -40,9 +41,11 @@ __all__ = ["build_parser", "end_worker_processes", "main"]
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     if issubclass(category, ConfigNotice):  # once, from rank 0 under torchrun
         if launched_as_main():
-            print(f"simsiam: note: {message}", file=file or sys.stderr, flush=True)
+            print(f"simsiam: note: {display_path(str(message))}", file=file or sys.stderr,
+                  flush=True)
     elif issubclass(category, DataWarning):  # ours: the message says it all, no source line
-        print(f"simsiam: warning: {message}", file=file or sys.stderr, flush=True)
+        print(f"simsiam: warning: {display_path(str(message))}", file=file or sys.stderr,
+              flush=True)
     else:
         _default_show_warning(message, category, filename, lineno, file, line)
 
@@ -76,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     2 refused (bad flag, config, data or file: one line naming it), 3 the loss became
     NaN, 4 stopped on collapse, 5 the disk is full, 6 out of resources (out of memory,
     a DataLoader worker killed: one line naming the settings to lower and the resume
-    command), 128 + N stopped by signal N (130: interrupted)."""
+    command), 128 + N stopped by signal N (130: interrupted). A file name in a message
+    that is not valid UTF-8 is shown with ``\\xNN`` escapes
+    (:func:`~simsiam.fileio.display_path`)."""
     args = build_parser().parse_args(argv)
     atexit.unregister(end_worker_processes)  # registered once, after multiprocessing's hook
     atexit.register(end_worker_processes)
@@ -86,22 +91,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except RunInterrupted as exc:
-        print(f"{who} {args.command}: {exc}", file=sys.stderr)
+        print(f"{who} {args.command}: {display_path(str(exc))}", file=sys.stderr)
         return 128 + exc.signum
     except CollapseError as exc:
-        print(f"{who} {args.command}: stopped: {exc}", file=sys.stderr)
+        print(f"{who} {args.command}: stopped: {display_path(str(exc))}", file=sys.stderr)
         return 4
     except DiskFullError as exc:
-        print(f"{who} {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{who} {args.command}: error: {display_path(str(exc))}", file=sys.stderr)
         return 5
     except ResourceError as exc:
-        print(f"{who} {args.command}: out of resources: {exc}", file=sys.stderr)
+        print(f"{who} {args.command}: out of resources: {display_path(str(exc))}",
+              file=sys.stderr)
         return 6
     except SimSiamError as exc:
-        print(f"{who} {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{who} {args.command}: error: {display_path(str(exc))}", file=sys.stderr)
         return 2
     except FloatingPointError as exc:
-        print(f"{who} {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{who} {args.command}: error: {display_path(str(exc))}", file=sys.stderr)
         return 3
     except KeyboardInterrupt:
         print(f"{who} {args.command}: interrupted", file=sys.stderr)

@@ -18,10 +18,12 @@ from simsiam.distributed.context import resolve_device
 from simsiam.eval.clip_inputs import (
     caption_source,
     class_names,
+    given_class_names,
     load_clip_for_eval,
     retrieval_images,
     zeroshot_images,
 )
+from simsiam.eval.inputs import check_image_size
 from simsiam.eval.retrieval import retrieval_line, retrieval_record
 from simsiam.eval.zeroshot import templates, zeroshot_accuracy
 
@@ -29,6 +31,8 @@ __all__ = ["cmd_retrieval", "cmd_zeroshot"]
 
 
 def _inputs(args: argparse.Namespace, info: dict[str, Any]) -> tuple[int, str]:
+    if args.image_size is not None:  # one the image tower cannot run at: refused now
+        check_image_size(info["arch"], args.image_size)
     size = args.image_size if args.image_size is not None else info["image_size"]
     norm = args.normalize if args.normalize is not None else info["normalize"]
     return size, norm
@@ -53,12 +57,14 @@ def cmd_retrieval(args: argparse.Namespace) -> int:
 
 def cmd_zeroshot(args: argparse.Namespace) -> int:
     """Zero-shot top-1/top-5 on a class-folder dataset with prompt ensembling."""
+    given = given_class_names(args.classnames)  # text files read (or refused) before any work
+    fixed = None if args.templates == "auto" else templates(args.templates, given or [])
     model, _, info = load_clip_for_eval(args.checkpoint)
     size, norm = _inputs(args, info)
     images, source = zeroshot_images(args.data, info, size, args.split, args.per_class,
                                      progress=not args.no_progress)
-    names = class_names(args.classnames, images.classes)
-    prompt_templates = templates(args.templates, names)
+    names = class_names(given, images.classes)
+    prompt_templates = fixed if fixed is not None else templates("auto", names)
     chosen = args.templates
     if chosen == "auto":
         chosen = "auto: " + ("cifar, the CIFAR-10 class names" if len(prompt_templates) == 18

@@ -22,6 +22,7 @@ from simsiam.eval.linear_run import (
     write_linear_result,
 )
 from simsiam.eval.loading import resolve_run_checkpoint
+from simsiam.fileio import check_cache_writable, check_writable
 from simsiam.launch import launched_as_main
 
 __all__ = ["cmd_embed", "cmd_knn", "cmd_linear", "resolve_checkpoint_flag"]
@@ -61,6 +62,8 @@ def cmd_linear(args: argparse.Namespace) -> int:
     if (out / "linear.json").exists() and not args.overwrite:
         raise ConfigError(f"'{out}' already holds a linear-probe result; pass --overwrite "
                           "or another --out")
+    check_writable(out, "--out", "choose another --out")
+    check_cache_writable()
     check_probe_options(args.protocol, args.lr)
     with eval_processes(args.device) as ctx:
         backbone, info = load_for_eval(args)
@@ -95,6 +98,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise ConfigError(f"'{out}' already exists; pass --overwrite or another --out")
+    check_writable(out.parent, "--out", f"write '{out.name}' into another folder")
+    check_cache_writable()
     with eval_processes(args.device) as ctx:
         backbone, info = load_for_eval(args)
         train, test = ctx.main_first(lambda: eval_data(args, info, need_test=False,

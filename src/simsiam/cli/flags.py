@@ -174,7 +174,12 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
                    "flat folder is one class; a preset's cap that leaves images out warns)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
     p.add_argument("--seed", type=SEED)
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out "
+                   "(on the data it started with: refused when they changed)")
+    p.add_argument("--allow-changed-data", action="store_true",
+                   help="with --resume: continue although images were added, removed or "
+                   "changed since the run started (says what changed; held-out images stay "
+                   "held out)")
     p.add_argument("--stop-on-collapse", action="store_true",
                    help="stop when the collapse guard fires (the last checkpoint is kept)")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")

@@ -18,6 +18,7 @@ from simsiam.errors import ConfigError, DataError
 from simsiam.eval.inputs import eval_processes, load_for_eval, neighbor_data
 from simsiam.eval.neighbor_files import image_at, write_neighbors_file
 from simsiam.eval.neighbors import build_index, index_cache_path, query_features
+from simsiam.fileio import check_cache_writable, check_writable, display_path
 from simsiam.launch import launched_as_main
 from simsiam.report.sheets import contact_sheet
 
@@ -55,6 +56,8 @@ def check_neighbors_args(args: argparse.Namespace) -> Path:
         if not Path(q).is_file():
             raise DataError(f"--query '{q}' does not exist (or is not a file); pass image "
                             "files that exist")
+    check_writable(out.parent, "--out", f"write '{out.name}' into another folder")
+    check_cache_writable()
     return out
 
 
@@ -119,7 +122,7 @@ def _draw_sheet(args: argparse.Namespace, out: Path, sets: list, paths: list[str
     names = [[Path(paths[j]).name for j in row] for row in idx]
     for q, row_names, row_sims in zip(args.query, names, sims, strict=True):
         listed = ", ".join(f"{n} ({s:.3f})" for n, s in zip(row_names, row_sims, strict=True))
-        print(f"neighbors: {q} -> {listed}")
+        print(f"neighbors: {display_path(q)} -> {display_path(listed)}")
     thumbs = np.stack([np.stack([image_at(sets, offsets, int(j)) for j in row])
                        for row in idx])
     contact_sheet(query_images, [Path(q).name for q in args.query], thumbs, names, sims, out,

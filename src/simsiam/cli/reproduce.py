@@ -9,6 +9,7 @@ from typing import Any
 from simsiam.compile_cache import use_compile_cache
 from simsiam.config.overrides import parse_set
 from simsiam.errors import ConfigError
+from simsiam.fileio import check_writable
 from simsiam.reproduce.compare import default_methods, format_compare, run_compare
 from simsiam.reproduce.experiments import EXPERIMENTS
 from simsiam.reproduce.runner import format_table, run_experiment
@@ -24,6 +25,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
                           "val/ inside")
     data = default_image_data(args.data)
     extra = grid_overrides(args)
+    check_writable(args.out, "--out", "choose another --out")
     use_compile_cache()
     results = run_experiment(args.experiment, args.scale, data, args.out,
                              overwrite=args.overwrite, progress=not args.no_progress,
@@ -40,6 +42,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     methods = ([m.strip() for m in args.methods.split(",") if m.strip()] if args.methods
                else default_methods(data))
     extra = grid_overrides(args)
+    check_writable(args.out, "--out", "choose another --out")
     use_compile_cache()
     rows = run_compare(methods, args.budget, args.scale, data, args.out,
                        overwrite=args.overwrite, progress=not args.no_progress,

@@ -48,14 +48,16 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, run_overrides(args))
     from simsiam.train.preflight import check_before_data
 
-    check_before_data(cfg, args.resume, args.overwrite, args.stop_after_epoch)
+    check_before_data(cfg, args.resume, args.overwrite, args.stop_after_epoch,
+                      args.allow_changed_data)
     from simsiam.compile_cache import use_compile_cache
     from simsiam.train.result_lines import pretrain_lines
     from simsiam.train.trainer import pretrain
 
     use_compile_cache()  # torch.compile's graphs under the project's cache: warm next time
     res = pretrain(cfg, resume=args.resume, overwrite=args.overwrite,
-                   progress=not args.no_progress, stop_after_epoch=args.stop_after_epoch)
+                   progress=not args.no_progress, stop_after_epoch=args.stop_after_epoch,
+                   allow_changed_data=args.allow_changed_data)
     if launched_as_main():
         for line in pretrain_lines(res, cfg):
             print(line)
@@ -84,10 +86,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"demo: {cfg.method} {cfg.model.backbone} ({cfg.model.stem} stem) on '{data}', "
           f"{cfg.train.epochs} epochs, batch {cfg.train.batch_size}, {cfg.data.image_size} px, "
           f"{amount}", flush=True)
-    check_before_data(cfg, args.resume, args.overwrite, args.stop_after_epoch)
+    check_before_data(cfg, args.resume, args.overwrite, args.stop_after_epoch,
+                      args.allow_changed_data)
     use_compile_cache()
     res = pretrain(cfg, resume=args.resume, overwrite=args.overwrite,
-                   progress=not args.no_progress, stop_after_epoch=args.stop_after_epoch)
+                   progress=not args.no_progress, stop_after_epoch=args.stop_after_epoch,
+                   allow_changed_data=args.allow_changed_data)
     if res.backbone_path is None:
         again = resume_command(res.run_dir, "demo", ["--data", data])
         print(f"demo: stopped after epoch {res.epochs}; continue with: {again}")

@@ -22,7 +22,8 @@ from simsiam.augment.recipes import RECIPE_KEYS, recipe_values
 from simsiam.augment.stats import resolved_normalize
 from simsiam.config import legacy
 from simsiam.config.schema import Config
-from simsiam.errors import ConfigError, ConfigNotice
+from simsiam.errors import ConfigError, ConfigNotice, DataError
+from simsiam.fileio import read_utf8_text
 from simsiam.methods.settings import CARDS
 
 __all__ = ["PRESET_DIR", "VALUE_HINTS", "auto_warmup_epochs", "config_differences",
@@ -116,6 +117,10 @@ def _wrap(exc: OmegaConfBaseException, where: str, method: str = "simsiam") -> C
 def _read_file(path: str | Path) -> tuple[DictConfig, str]:
     """The YAML file as a DictConfig (0.1 keys migrated), and its name for messages."""
     p = resolve_config_path(path)
+    try:
+        read_utf8_text(p, "config file")  # not UTF-8: named with the line and the fix
+    except DataError as exc:
+        raise ConfigError(str(exc)) from None
     try:
         loaded = OmegaConf.load(p)
     except Exception as exc:  # yaml.YAMLError and friends

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+from simsiam.augment.multicrop import small_crop_size
 from simsiam.augment.recipes import RECIPES
 from simsiam.config.schema import (
     AugmentConfig,
@@ -20,7 +21,7 @@ from simsiam.config.schema import (
     OptimConfig,
     TrainConfig,
 )
-from simsiam.errors import require
+from simsiam.errors import ConfigError, require
 from simsiam.methods.base import Method, RunShape
 from simsiam.methods.registry import METHODS
 from simsiam.models.backbones import (
@@ -28,6 +29,7 @@ from simsiam.models.backbones import (
     STEMS,
     is_timm,
     timm_hint,
+    timm_input_problem,
     timm_model_known,
     timm_name,
 )
@@ -54,6 +56,7 @@ def validate(cfg: Config, where: str = "config") -> None:
     check_data(cfg.data, where)
     check_augment(cfg.augment, where)
     check_model(cfg.model, where)
+    check_input_size(cfg.model, cfg.data, cfg.augment, where)
     check_lock_image(cfg.model, METHODS[cfg.method], where)
     check_optim(cfg.optim, where)
     check_train(cfg.train, where)
@@ -150,6 +153,34 @@ def check_model(m: ModelConfig, where: str) -> None:
                 f"choose one of {BACKBONES}, or timm/<name> for any timm model (e.g. "
                 "timm/resnet18; see timm.list_models('*resnet*'))")
     require(m.stem in STEMS, where, "model.stem", m.stem, f"choose one of {STEMS}")
+
+
+def input_size_fix(backbone: str, key: str, side: int, problem: tuple[int, str]) -> str:
+    """What to do when ``backbone`` (``timm/<name>``) cannot run at ``side`` px given by
+    ``key`` (``problem``: :func:`~simsiam.models.backbones.timm_input_problem`)."""
+    own, error = problem
+    change = (f"set {key}={own}" if key == "data.image_size" else
+              "set augment.small_crops=0 (no small crops)")
+    return (f"{backbone} is made for {own} x {own} px inputs and cannot run at {side} x "
+            f"{side} ({error}); {change}, or choose a timm model that takes {side} px (a "
+            "convolutional one such as timm/resnet18 or timm/convnext_atto takes any size)")
+
+
+def check_input_size(m: ModelConfig, d: DataConfig, a: AugmentConfig, where: str) -> None:
+    """The image sides the backbone is fed (``data.image_size``; ``augment.small_size``
+    with multi-crop) are sides a ``timm/<name>`` backbone can run at: a model with a fixed
+    input size (a ViT made for 224 px) is refused here, before any data are read, naming
+    both sizes (tried with shapes only, on the meta device)."""
+    if not is_timm(m.backbone):
+        return
+    sides = [("data.image_size", d.image_size)]
+    if a.small_crops:
+        sides.append(("augment.small_size", small_crop_size(d.image_size, a.small_size)))
+    for key, side in sides:
+        problem = timm_input_problem(timm_name(m.backbone), side)
+        if problem is not None:  # require()'s wording
+            raise ConfigError(f"{where}: {key} = {side!r} is not allowed: "
+                              f"{input_size_fix(m.backbone, key, side, problem)}")
 
 
 def check_lock_image(m: ModelConfig, method: type[Method], where: str) -> None:

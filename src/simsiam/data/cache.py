@@ -101,14 +101,18 @@ def uniform_square_side(paths: list[Path]) -> int | None:
 
 
 def cache_key(paths: list[Path], side: int) -> str:
-    """Hex digest over (path, size, mtime) of every file and the stored side S."""
+    """Hex digest over (path, size, mtime) of every file and the stored side S.
+
+    Paths are hashed as the file system's bytes (``os.fsencode``), so a name that is not
+    valid UTF-8 (held in ``str`` as surrogate escapes) keys its own entry; other names
+    give the same key as before."""
     h = hashlib.sha256(f"v{CACHE_VERSION} side={side}\n".encode())
     for p in paths:
         try:
             st = p.stat()
-            h.update(f"{p.resolve()}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+            h.update(os.fsencode(f"{p.resolve()}\t{st.st_size}\t{st.st_mtime_ns}\n"))
         except OSError as exc:  # a broken link or a vanished file: decoded as a failure
-            h.update(f"{p}\tunreadable {exc.errno}\n".encode())
+            h.update(os.fsencode(f"{p}\tunreadable {exc.errno}\n"))
     return h.hexdigest()[:32]
 
 

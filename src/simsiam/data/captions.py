@@ -15,7 +15,9 @@ Sources (:func:`is_caption_source`):
   captions in row order. :func:`caption_table_in` finds ``captions.csv`` (``.tsv``,
   ``.jsonl``) in a folder.
 * WebDataset shards: a ``.tar`` file or a brace pattern (``shards/{00000..00099}.tar``),
-  read with the ``webdataset`` library in shard order (no shuffling). A sample is
+  read in shard order (no shuffling), files grouped into samples by webdataset's rule
+  (:mod:`simsiam.data.shard_tar`: a sample's files apart in the tar, several images in
+  one sample, or a shard cut short are refused naming the shard and the fix). A sample is
   ``{key}.jpg`` (or ``.jpeg``, ``.png``, ``.webp``) with ``{key}.txt`` (its whole text is
   the caption) or ``{key}.json`` with a ``"caption"`` field (img2dataset's layout); its
   image path is ``shard.tar/key``. Shards are indexed once (keys, captions, image sizes),
@@ -164,7 +166,9 @@ def load_caption_data(cfg: DataConfig, seed: int = 0, progress: bool = True) -> 
         no image is held out.
 
     Raises:
-        DataError: the table or a shard is missing, unreadable or lacks the columns; no
+        DataError: the table or a shard is missing, unreadable or lacks the columns; a
+            shard is cut short or holds files webdataset's grouping would lose (a sample's
+            files apart, several images in one sample: :mod:`simsiam.data.shard_tar`); no
             row is usable; with ``cfg.strict``, a bad row or an undecodable image.
     """
     source = cfg.source.strip()

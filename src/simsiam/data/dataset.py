@@ -83,7 +83,7 @@ def load_splits(cfg: DataConfig, seed: int = 0,
 
 
 def load_data(cfg: DataConfig, seed: int = 0, progress: bool = True,
-              pipeline: str = "cache") -> DataSplits:
+              pipeline: str = "cache", held_out: frozenset[str] | None = None) -> DataSplits:
     """The training set and the held-out set (None when ``holdout_fraction`` is 0 and
     the source has no test split), with the per-class limits applied, and the counts of
     how they were made.
@@ -101,6 +101,12 @@ def load_data(cfg: DataConfig, seed: int = 0, progress: bool = True,
     folder's training images are not decoded here: ``train.images`` is a lazy
     :class:`~simsiam.data.stream.FileImages` of the files whose header reads (the others
     skipped as above); held-out images are decoded to the cache as always.
+
+    ``held_out`` (a resumed run, :mod:`simsiam.data.fingerprint`): the
+    names of the images the run held out; a folder without ``test/`` then holds out
+    exactly those still present instead of drawing ``holdout_fraction`` anew (images
+    added since go to training), so the held-out split never moves under a run. Other
+    sources draw their split as always.
 
     Raises:
         DataError: the source is empty, missing or unreadable (names the path); with
@@ -124,7 +130,7 @@ def load_data(cfg: DataConfig, seed: int = 0, progress: bool = True,
         splits = (load_caption_data(cfg, seed, progress) if index is None
                   else load_shard_images(index, cfg, seed, cache_dir, progress, pipeline))
     else:
-        splits = _load_folder(cfg, seed, cache_dir, progress, pipeline)
+        splits = _load_folder(cfg, seed, cache_dir, progress, pipeline, held_out)
     if pipeline in ("stream", "dali") and splits.pipeline == "cache":
         warnings.warn(DataWarning(f"data.pipeline {pipeline}: '{cfg.source}' is read through "
                                   "the decoded cache (the stream path reads image folders and "
@@ -149,8 +155,10 @@ def resolve_pipeline(pipeline: str, paths: list[Path], cfg: DataConfig) -> str:
 
 
 def _load_folder(cfg: DataConfig, seed: int, cache_dir: Path, progress: bool,
-                 pipeline: str = "cache") -> DataSplits:
-    """Folders: choose the files first (split, cap), then decode only those."""
+                 pipeline: str = "cache", keep_held: frozenset[str] | None = None
+                 ) -> DataSplits:
+    """Folders: choose the files first (split, cap), then decode only those; ``keep_held``:
+    the names to hold out instead of a seeded draw (``held_out`` of :func:`load_data`)."""
     train_root, test_root = split_roots(Path(cfg.source).expanduser())
     paths, labels, classes = scan_image_folder(train_root)
     found, held_out = len(paths), 0
@@ -158,7 +166,8 @@ def _load_folder(cfg: DataConfig, seed: int, cache_dir: Path, progress: bool,
     if test_root is not None:
         test_files = labelled_test_files(train_root, test_root, classes)
     elif cfg.holdout_fraction > 0:
-        held = holdout_by_class(labels, cfg.holdout_fraction, seed)
+        held = (holdout_by_class(labels, cfg.holdout_fraction, seed) if keep_held is None
+                else np.asarray([str(p) in keep_held for p in paths], dtype=bool))
         test_files = _pick(paths, labels, np.flatnonzero(held))
         paths, labels = _pick(paths, labels, np.flatnonzero(~held))
         held_out = len(test_files[0])

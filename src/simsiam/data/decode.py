@@ -8,6 +8,10 @@ Decoding (:func:`read_rgb`): EXIF orientation is applied; 16-bit greyscale is sc
 torchvision's ``ImageFolder`` loader would give); CMYK, greyscale and the other PIL modes
 are converted to RGB. An image that is not ``side`` x ``side`` is resized so its shorter side
 is ``side`` and centre-cropped, as torchvision's ``Resize`` then ``CenterCrop`` on a PIL image.
+
+Formats: whatever the installed Pillow opens (:func:`pillow_reads`); HEIC/HEIF photos too
+when the optional ``pillow-heif`` package is installed (its Pillow opener is registered
+when this module is imported).
 """
 
 from __future__ import annotations
@@ -19,13 +23,25 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, features
 
 from simsiam.errors import DataError, DataWarning
 
-__all__ = ["ImageSource", "SIXTEEN_BIT", "decode_reason", "header_size", "open_image",
-           "oriented_size", "read_image", "read_named", "read_rgb", "read_rgb_bytes",
-           "skip_warning", "strict_error", "to_rgb"]
+try:  # optional: HEIC/HEIF photos (phones) through pillow-heif, when it is installed
+    from pillow_heif import register_heif_opener
+except ImportError:
+    HEIF_PLUGIN = False
+else:
+    register_heif_opener(avif=False)  # AVIF stays with Pillow's own plugin
+    HEIF_PLUGIN = True
+
+__all__ = ["HEIF_PLUGIN", "ImageSource", "SIXTEEN_BIT", "decode_reason", "header_size",
+           "open_image", "oriented_size", "pillow_reads", "read_image", "read_named",
+           "read_rgb", "read_rgb_bytes", "skip_warning", "strict_error", "to_rgb"]
+
+# Pillow formats that decode only when Pillow was built with this codec or module
+_NEEDS = {"JPEG": "jpg", "PNG": "zlib", "JPEG2000": "jpg_2000", "WEBP": "webp",
+          "AVIF": "avif"}
 
 SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 # EXIF orientations that swap width and height (transpose, rotations by 90 and 270)
@@ -34,6 +50,17 @@ EXIF_ORIENTATION = 0x0112
 # Source of one image's bytes: a file path, or a callable returning the bytes (a shard
 # member read by offset, :mod:`simsiam.data.wds`).
 ImageSource = Path | str | Callable[[], bytes]
+
+
+def pillow_reads(extension: str) -> bool:
+    """Whether the installed Pillow (with its plugins) opens and decodes files ending in
+    ``extension`` (``".avif"``, any case): a format registered for it that Pillow can open,
+    built with the codec the format needs (``PIL.features``)."""
+    fmt = Image.registered_extensions().get(extension.lower())
+    if fmt is None or fmt not in Image.OPEN:
+        return False
+    need = _NEEDS.get(fmt)
+    return need is None or bool(features.check(need))
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
@@ -70,6 +97,8 @@ def read_image(src: str | Path | bytes, side: int) -> np.ndarray:
 def decode_reason(exc: Exception) -> str:
     # PIL names an in-memory image (a shard's sample) by its buffer's repr
     text = re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", "(bytes in memory)", str(exc)).strip()
+    # a file name that is not UTF-8, quoted by repr: its byte 0xNN as \xNN (display_path)
+    text = re.sub(r"\\udc([89a-f][0-9a-f])", r"\\x\1", text)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

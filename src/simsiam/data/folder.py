@@ -3,7 +3,13 @@
 Layout (torchvision ImageFolder style): ``root/<class>/**/<image>``. Classes are the
 sorted names of the immediate subfolders; images may sit in nested folders below their
 class folder. Hidden files and folders (``.*``), ``Thumbs.db`` and files whose extension is
-not an image extension (case-insensitive) are not indexed. Symlinked folders are
+not an image extension (case-insensitive) are not indexed. Image extensions
+(:data:`IMAGE_EXTENSIONS`) are the photo and image formats the installed Pillow reads
+(JPEG as ``.jpg .jpeg .jpe .jfif``, PNG, GIF, BMP, TIFF, WebP, AVIF, PNM, JPEG 2000, HEIC
+with ``pillow-heif``); files that look like images but cannot be read here (HEIC without
+``pillow-heif``, camera raw such as ``.cr2 .nef .dng``, AVIF with a Pillow built without
+it) are left out with one :class:`~simsiam.errors.DataWarning` that counts them, names a
+few and says how to convert them. Symlinked folders are
 followed, each real folder once (no endless loops); a broken file link is indexed and
 then reported as undecodable. Labels are used only for
 evaluation (kNN monitor); pretraining never reads them.
@@ -17,19 +23,61 @@ from pathlib import Path
 
 import numpy as np
 
+from simsiam.data.decode import pillow_reads
 from simsiam.errors import DataError, DataWarning
+from simsiam.fileio import display_path
 
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
+# endings of photographs and ordinary image files: indexed when Pillow reads them here
+PHOTO_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".bmp", ".gif", ".webp", ".tif",
+     ".tiff", ".ppm", ".pgm", ".pbm", ".pnm", ".avif", ".jp2", ".heic", ".heif"})
+# camera raw files: images, but not something Pillow decodes
+RAW_EXTENSIONS = frozenset(
+    {".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".dng", ".orf",
+     ".rw2", ".raf", ".pef", ".srw", ".x3f", ".raw", ".rwl", ".3fr", ".iiq"})
+IMAGE_EXTENSIONS = frozenset(e for e in PHOTO_EXTENSIONS if pillow_reads(e))
+# files that look like images but cannot be read by this installation: reported
+UNREADABLE_EXTENSIONS = (PHOTO_EXTENSIONS - IMAGE_EXTENSIONS) | RAW_EXTENSIONS
+# what to do about each kind of unreadable file
+_FIXES = {".heic": "HEIC/HEIF: or pip install pillow-heif, which simsiam then uses",
+          ".heif": "HEIC/HEIF: or pip install pillow-heif, which simsiam then uses",
+          ".avif": "AVIF: or pip install -U pillow, 11.3 or later reads AVIF",
+          ".webp": "WebP: or install a Pillow built with WebP (pip install -U pillow)",
+          ".jp2": "JPEG 2000: or install a Pillow built with OpenJPEG (pip install -U pillow)"}
+_RAW_FIX = "camera raw: export them from a raw converter such as darktable or dcraw"
+
+
+def _kind(name: str) -> str | None:
+    """``"image"`` (indexed), ``"unreadable"`` (looks like an image, reported) or None."""
+    if name.startswith("."):
+        return None
+    ext = os.path.splitext(name)[1].lower()
+    if ext in IMAGE_EXTENSIONS:
+        return "image"
+    return "unreadable" if ext in UNREADABLE_EXTENSIONS else None
 
 
 def _is_image_name(name: str) -> bool:
-    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+    return _kind(name) == "image"
 
 
-def _walk_images(folder: Path) -> list[Path]:
+def unreadable_words(root: Path, unreadable: list[Path]) -> str:
+    """The words for image-like files under ``root`` that cannot be read here: how many,
+    of which kinds, a few of them (relative to ``root``) and the fix for each kind."""
+    exts = [p.suffix.lower() for p in unreadable]
+    kinds = ", ".join(f"{exts.count(e)} {e}" for e in sorted(set(exts)))
+    shown = ", ".join(f"'{display_path(p.relative_to(root))}'" for p in unreadable[:3])
+    more = f" and {len(unreadable) - 3} more" if len(unreadable) > 3 else ""
+    fixes = sorted({_FIXES.get(e, _RAW_FIX) for e in exts})
+    return (f"{len(unreadable)} file(s) look like images but cannot be read by the installed "
+            f"Pillow and are left out ({kinds}: {shown}{more}); convert them to JPEG or PNG "
+            f"({'; '.join(fixes)})")
+
+
+def _walk_images(folder: Path, unreadable: list[Path]) -> list[Path]:
     """Image files below ``folder``, following symlinked folders but each real folder
-    once (a link back up the tree would otherwise repeat images without end)."""
+    once (a link back up the tree would otherwise repeat images without end); image-like
+    files that cannot be read here are appended to ``unreadable``."""
     found: list[Path] = []
     seen: set[tuple[int, int]] = set()
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
@@ -39,7 +87,10 @@ def _walk_images(folder: Path) -> list[Path]:
             continue
         seen.add((st.st_dev, st.st_ino))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found += [Path(dirpath) / f for f in sorted(filenames) if _is_image_name(f)]
+        for f in sorted(filenames):
+            kind = _kind(f)
+            if kind is not None:
+                (found if kind == "image" else unreadable).append(Path(dirpath) / f)
     return found
 
 
@@ -54,8 +105,13 @@ def scan_image_folder(root: str | Path) -> tuple[list[Path], np.ndarray, list[st
         ``(paths, labels, classes)``: paths sorted by class then path, labels an int64
         array ``(N,)`` indexing ``classes``.
 
+    Warns:
+        DataWarning: files that look like images but cannot be read by the installed
+            Pillow (:data:`UNREADABLE_EXTENSIONS`) were found and left out.
+
     Raises:
-        DataError: ``root`` does not exist, is not a directory, or holds no image files.
+        DataError: ``root`` does not exist, is not a directory, or holds no image files
+            (naming the unreadable ones, if any).
     """
     root = Path(root)
     if not root.exists():
@@ -66,9 +122,10 @@ def scan_image_folder(root: str | Path) -> tuple[list[Path], np.ndarray, list[st
     classes = class_folders(root)
     paths: list[Path] = []
     labels: list[int] = []
+    unreadable: list[Path] = []
     if classes:
         for idx, name in enumerate(classes):
-            found = _walk_images(root / name)
+            found = _walk_images(root / name, unreadable)
             paths += found
             labels += [idx] * len(found)
         keep = [i for i, c in enumerate(classes) if c in {classes[label] for label in labels}]
@@ -77,12 +134,19 @@ def scan_image_folder(root: str | Path) -> tuple[list[Path], np.ndarray, list[st
             classes = [classes[i] for i in keep]
             labels = [remap[label] for label in labels]
     else:
-        paths = [root / f for f in sorted(os.listdir(root)) if _is_image_name(f)]
+        names = sorted(os.listdir(root))
+        paths = [root / f for f in names if _is_image_name(f)]
+        unreadable = [root / f for f in names if _kind(f) == "unreadable"]
         labels = [0] * len(paths)
         classes = [""]
     if not paths:
-        raise DataError(f"data folder '{root}' holds no image files (looked for "
-                        f"{', '.join(sorted(IMAGE_EXTENSIONS))} in it and its subfolders)")
+        also = f"; {unreadable_words(root, unreadable)}" if unreadable else ""
+        raise DataError(f"data folder '{display_path(root)}' holds no image files that can "
+                        f"be read here (looked for {', '.join(sorted(IMAGE_EXTENSIONS))} in "
+                        f"it and its subfolders){also}")
+    if unreadable:
+        warnings.warn(DataWarning(f"data folder '{display_path(root)}': "
+                                  f"{unreadable_words(root, unreadable)}"), stacklevel=2)
     return paths, np.asarray(labels, dtype=np.int64), classes
 
 

@@ -27,7 +27,12 @@ from simsiam.errors import DataError, DataWarning
 
 def image_shards(cfg: DataConfig, cache_dir: Path, progress: bool) -> ShardIndex | None:
     """The index of ``data.source`` when it is WebDataset shards without captions; None
-    for caption data (a table, or shards with captions)."""
+    for caption data (a table, or shards with captions).
+
+    Raises:
+        DataError: as :func:`~simsiam.data.shards.index_shards` (a shard cut short, or
+            whose files would be lost to webdataset's grouping), before any decode.
+    """
     if not cfg.source.strip().lower().endswith(".tar"):
         return None
     index = index_shards(shard_paths(cfg.source.strip()), cache_dir, progress)

@@ -5,7 +5,8 @@ Every image of FOLDER (class subfolders; ``train/`` and ``test/`` or ``val/`` in
 the splits, as for ``--data FOLDER``) becomes one sample: ``{key}.jpg`` (or ``.png``,
 ``.webp``: the file's own bytes, unchanged; other formats are stored as PNG), ``{key}.cls``
 (the class index as text, webdataset's convention) and ``{key}.json`` with ``"class"``
-(the folder name), ``"split"`` and ``"path"`` (relative to FOLDER). Keys are the sample's
+(the folder name), ``"split"`` and ``"path"`` (relative to FOLDER; a name that is not
+valid UTF-8 written with ``\\xNN`` escapes). Keys are the sample's
 number, 8 digits. Shards are ``OUT/shard-000000.tar``, ... of at most N samples, training
 images first, then the held-out ones in shards of their own; each is written to a
 temporary name and renamed, and no existing file is replaced. Files whose header cannot
@@ -28,7 +29,7 @@ from tqdm import tqdm
 from simsiam.data.cache import header_size
 from simsiam.data.folder import labelled_test_files, scan_image_folder, split_roots
 from simsiam.errors import DataError, DataWarning
-from simsiam.fileio import atomic_write
+from simsiam.fileio import atomic_write, display_path
 
 KEPT_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
 
@@ -123,7 +124,8 @@ def write_shards(folder: str | Path, out: str | Path, shard_size: int, strict: b
         entries = []
         for split, path, label, name in chunk:
             data, ext = _encoded(path)
-            meta = {"class": name, "split": split, "path": str(path.relative_to(base))}
+            meta = {"class": display_path(name), "split": split,  # names as text: \xNN
+                    "path": display_path(path.relative_to(base))}
             entries.append((f"{key:08d}", ext, data, str(label).encode(),
                             json.dumps(meta, ensure_ascii=False).encode()))
             key += 1

@@ -2,9 +2,12 @@
 
 See :mod:`simsiam.data.captions` (the sources and rules): a sample is ``{key}.jpg`` (or
 ``.jpeg``, ``.png``, ``.webp``) with ``{key}.txt`` or ``{key}.json`` holding ``"caption"``;
-its image path is ``shard.tar/key``. Shards are read in order with the ``webdataset``
-library; the index (keys, captions, image sizes) is cached beside the decoded images and
-keyed by the shards' paths, sizes and modification times, so a second load opens no shard.
+its image path is ``shard.tar/key``. Shards are read in order, their files grouped into
+samples by :func:`~simsiam.data.shard_tar.tar_samples` (webdataset's rule; a shard whose
+files would be lost or misread, or that is cut short, is refused there with a DataError
+naming it, before any image is decoded); the index (keys, captions, image sizes) is
+cached beside the decoded images and keyed by the shards' paths, sizes and modification
+times, so a second load opens no shard.
 """
 
 from __future__ import annotations
@@ -20,13 +23,17 @@ from tqdm import tqdm
 
 from simsiam.data.cache import cache_key, decode_bytes_to_cache, header_size, square_side
 from simsiam.data.config import DataConfig
+from simsiam.data.shard_tar import IMAGE_EXTENSIONS, tar_samples
 from simsiam.data.tables import CaptionRows
 from simsiam.data.types import ImageSet
 from simsiam.errors import DataError
 from simsiam.fileio import atomic_write
 
-SHARD_IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
-_INDEX_VERSION = 2  # 2: byte offsets, samples without captions (labels from .cls/.json)
+SHARD_IMAGE_EXTENSIONS = IMAGE_EXTENSIONS
+# 2: byte offsets, samples without captions (labels from .cls/.json); 3: indexed only when
+# the shard passes simsiam.data.shard_tar's checks (an index of version 2 may hold a shard
+# whose files fall apart, so it is not reused)
+_INDEX_VERSION = 3
 
 
 def shard_paths(pattern: str) -> list[Path]:
@@ -51,43 +58,14 @@ def shard_paths(pattern: str) -> list[Path]:
     return shards
 
 
-def _samples(shard: Path) -> Iterator[dict]:
-    """The samples of one shard, in order: the tar's files grouped by key with webdataset's
-    rule (``base_plus_ext``: ``dir/000123.jpg`` -> key ``dir/000123``, extension ``jpg``;
-    a new sample starts when the key changes). Each sample maps ``__key__`` and each
-    extension (lower case) to its bytes, and ``__where__`` each extension to ``(byte
-    offset of its data in the tar, size)``, for reading it again without the others."""
-    import tarfile
-
-    from webdataset.tariterators import base_plus_ext
-
-    try:
-        with tarfile.open(shard, mode="r:") as tar:
-            sample: dict | None = None
-            for member in tar:
-                if not member.isreg():
-                    continue
-                key, ext = base_plus_ext(member.name)
-                if key is None or ext is None or member.name.startswith("__"):
-                    continue
-                if sample is None or sample["__key__"] != key:
-                    if sample is not None:
-                        yield sample
-                    sample = {"__key__": key, "__where__": {}}
-                handle = tar.extractfile(member)
-                sample[ext.lower()] = handle.read() if handle is not None else b""
-                sample["__where__"][ext.lower()] = (member.offset_data, member.size)
-            if sample is not None:
-                yield sample
-    except (OSError, tarfile.TarError, EOFError) as exc:  # the shard is damaged or unreadable
-        raise DataError(f"cannot read WebDataset shard '{shard}': {type(exc).__name__}: "
-                        f"{exc}; check that it is a whole tar file (write or download it "
-                        "again)") from exc
-
-
 class ShardMember:
     """The bytes of one file inside a tar shard, read by offset (a picklable image source
-    for the stream path: :class:`~simsiam.data.stream.FileImages`)."""
+    for the stream path: :class:`~simsiam.data.stream.FileImages`).
+
+    A shard cut short after it was indexed (found only mid-run, as its images are read)
+    raises OSError naming the shard and the byte; the stream skips that image and names
+    it in its DataWarning (``--strict``: DataError), and the next run indexes the shard
+    again (its size changed) and stops before training naming it."""
 
     def __init__(self, shard: str, offset: int, size: int) -> None:
         self.shard, self.offset, self.size = shard, offset, size
@@ -97,7 +75,9 @@ class ShardMember:
             f.seek(self.offset)
             data = f.read(self.size)
         if len(data) != self.size:
-            raise OSError(f"'{self.shard}' ends before byte {self.offset + self.size}")
+            raise OSError(f"WebDataset shard '{self.shard}' is cut short: it ends before byte "
+                          f"{self.offset + self.size:,}, the end of this image (it changed "
+                          "after it was indexed; the next run indexes it again)")
         return data
 
 
@@ -229,7 +209,13 @@ def _load_index(shards: list[Path], info: dict) -> ShardIndex:
 
 def index_shards(shards: list[Path], cache_dir: Path, progress: bool) -> ShardIndex:
     """Read every sample's key, caption, class, image size and offset once; cached by the
-    shards' stats."""
+    shards' stats (a shard is read by :func:`~simsiam.data.shard_tar.tar_samples`).
+
+    Raises:
+        DataError: a shard cannot be read, is cut short or damaged, or holds files the
+            grouping would lose (a sample's files apart, several images in one sample);
+            named with the fix, before any image is decoded. The index cannot be written.
+    """
     head = f"shard-index v{_INDEX_VERSION} {cache_key(shards, 0)}"
     key = hashlib.sha256(head.encode()).hexdigest()[:32]
     cached = cache_dir / "captions" / f"{key}.json"
@@ -243,7 +229,7 @@ def index_shards(shards: list[Path], cache_dir: Path, progress: bool) -> ShardIn
     rows = 0
     for si, shard in enumerate(tqdm(shards, desc="index shards", unit="shard",
                                     mininterval=1.0, disable=not progress)):
-        for ordinal, sample in enumerate(_samples(shard)):
+        for ordinal, sample in enumerate(tar_samples(shard)):
             rows += 1
             where = f"'{shard}' key '{sample['__key__']}'"
             ext = next((e for e in SHARD_IMAGE_EXTENSIONS if e in sample), None)
@@ -266,7 +252,7 @@ def index_shards(shards: list[Path], cache_dir: Path, progress: bool) -> ShardIn
     info = {"paths": [im.names[i] for i in keep], "captions": [[im.captions[i]] for i in keep],
             "bad": bad, "rows": rows, "members": [im.members[i] for i in keep],
             "sizes": [im.sizes[i] for i in keep], "images": im.__dict__}
-    text = json.dumps(info, ensure_ascii=False)
+    text = json.dumps(info)  # \u escapes: names that are not UTF-8 (surrogates) round-trip
     try:
         atomic_write(cached, lambda t: t.write_text(text, encoding="utf-8"))
     except OSError as exc:
@@ -280,7 +266,7 @@ def _shard_blobs(shards: list[Path], members: list[tuple[int, int, str]]) -> Ite
     for si in sorted({m[0] for m in members}):
         wanted = [(o, e) for s, o, e in members if s == si]
         pos = 0
-        for ordinal, sample in enumerate(_samples(shards[si])):
+        for ordinal, sample in enumerate(tar_samples(shards[si])):
             if pos < len(wanted) and ordinal == wanted[pos][0]:
                 if wanted[pos][1] not in sample:
                     break

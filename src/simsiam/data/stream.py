@@ -139,7 +139,10 @@ class BadFiles:
         Raises:
             DataError: ``strict`` and ``bad`` names a file.
         """
-        new = [b for b in bad if b[0] not in self.reported]
+        first: dict[str, str] = {}  # a file met twice in one batch is named once
+        for path, reason in bad:
+            first.setdefault(path, reason)
+        new = [(p, r) for p, r in first.items() if p not in self.reported]
         if not new:
             return
         if self.strict:

@@ -21,6 +21,7 @@ from simsiam.data.cache import decode_to_cache, uniform_square_side
 from simsiam.data.config import DataConfig
 from simsiam.data.types import ImageSet
 from simsiam.errors import DataError
+from simsiam.fileio import not_utf8_error, read_utf8_text
 
 IMAGE_COLUMNS = ("image", "filepath", "file", "path", "image_path")
 CAPTION_COLUMNS = ("caption", "text", "title", "sentence")
@@ -169,8 +170,8 @@ def _records(table: Path, image_column: str | None,
                 records.append(record)
                 line = record[0]
     except UnicodeDecodeError as exc:
-        raise DataError(f"caption table '{table}' is not UTF-8 text (after line {line}: "
-                        f"{exc.reason}); save it as UTF-8") from exc
+        read_utf8_text(table, "caption table")  # raises the one message: line, byte, fix
+        raise not_utf8_error(table, "caption table", exc, f"after line {line}") from exc
     except OSError as exc:
         raise DataError(f"cannot read caption table '{table}': {exc}") from exc
     return records

@@ -1,7 +1,7 @@
 """What CLIP's evaluation commands (``retrieval``, ``zeroshot``) read: a CLIP run's image
 and text towers (:func:`load_clip_for_eval`), the held-out images of a caption table
 (:func:`retrieval_images`) and a class folder with its class names
-(:func:`zeroshot_images`, :func:`class_names`).
+(:func:`zeroshot_images`, :func:`given_class_names`, :func:`class_names`).
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ from simsiam.config import Config, load_config
 from simsiam.data import CapWarning, ImageSet, caption_table_in, is_caption_source, load_data
 from simsiam.errors import CheckpointError, SimSiamError
 from simsiam.eval.zeroshot import class_prompts_name
+from simsiam.fileio import read_utf8_text
 from simsiam.methods import build_method
 from simsiam.weights.files import load_backbone_file, load_checkpoint
 
-__all__ = ["caption_source", "class_names", "clip_state_files", "load_clip_for_eval",
-           "retrieval_images", "run_config_from", "zeroshot_images"]
+__all__ = ["caption_source", "class_names", "clip_state_files", "given_class_names",
+           "load_clip_for_eval", "retrieval_images", "run_config_from", "zeroshot_images"]
 
 
 def run_config_from(d: dict[str, Any]) -> Config:
@@ -77,7 +78,8 @@ def load_clip_for_eval(path: str | Path) -> tuple[Any, Config, dict[str, Any]]:
     """A CLIP model in eval mode, its run config, and its input settings.
 
     Returns:
-        ``(model, cfg, info)`` with ``info``: ``image_size``, ``normalize``, ``seed``,
+        ``(model, cfg, info)`` with ``info``: ``arch`` (the image tower's backbone),
+        ``image_size``, ``normalize``, ``seed``,
         ``holdout_fraction``, ``source`` (the run's data), ``where`` (the files read),
         ``data`` (the run's data section).
 
@@ -92,7 +94,8 @@ def load_clip_for_eval(path: str | Path) -> tuple[Any, Config, dict[str, Any]]:
     if missing or unexpected:
         raise CheckpointError(f"{where} does not fit the run's CLIP model: missing keys "
                               f"{missing[:10]}, unexpected keys {unexpected[:10]}")
-    info = {"image_size": cfg.data.image_size, "normalize": cfg.augment.normalize,
+    info = {"arch": cfg.model.backbone, "image_size": cfg.data.image_size,
+            "normalize": cfg.augment.normalize,
             "seed": cfg.train.seed, "holdout_fraction": cfg.data.holdout_fraction,
             "source": cfg.data.source, "where": where, "data": cfg.data}
     return model.eval(), cfg, info
@@ -156,19 +159,20 @@ def caption_source(source: str, given: bool) -> str:
     return source
 
 
-def class_names(spec: str | None, folders: list[str]) -> list[str]:
-    """The class names for the prompts: from ``spec`` (comma-separated, or a text file
-    with one per line), else the folder names (``_`` -> space).
+def given_class_names(spec: str | None) -> list[str] | None:
+    """The class names ``spec`` (``--classnames``) gives: comma-separated, or a text file
+    with one per line (UTF-8, a byte order mark allowed); None when it is empty. Cheap:
+    call it before any work, so that a bad file is refused at once.
 
     Raises:
-        SimSiamError: a path-like ``spec`` that is no file, an empty name, or not one name
-            per folder.
+        SimSiamError: a path-like ``spec`` that is no file, or an empty name.
+        DataError: the file is not UTF-8 text (naming the line, byte offset and fix).
     """
     if not spec:
-        return [class_prompts_name(c) for c in folders]
+        return None
     path = Path(spec)
     if path.is_file():
-        names = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()
+        names = [ln.strip() for ln in read_utf8_text(path, "--classnames file").splitlines()
                  if ln.strip()]
     elif "," not in spec and (path.suffix or "/" in spec):
         raise SimSiamError(f"--classnames '{spec}': no such file (give a text file "
@@ -178,6 +182,19 @@ def class_names(spec: str | None, folders: list[str]) -> list[str]:
     if not all(names):
         raise SimSiamError(f"--classnames {spec!r} holds an empty name: give one "
                            "non-empty name per class folder")
+    return names
+
+
+def class_names(given: list[str] | None, folders: list[str]) -> list[str]:
+    """The class names for the prompts: ``given`` (:func:`given_class_names`), else the
+    folder names (``_`` -> space).
+
+    Raises:
+        SimSiamError: ``given`` does not hold one name per folder.
+    """
+    if given is None:
+        return [class_prompts_name(c) for c in folders]
+    names = given
     if len(names) != len(folders):
         raise SimSiamError(f"--classnames gives {len(names)} names for {len(folders)} class "
                            f"folders ({', '.join(folders[:10])}); give one per folder, in "

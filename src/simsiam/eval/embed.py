@@ -8,6 +8,9 @@ Formats, chosen by the output file's extension:
   class, f0 .. f{C-1}``; ``pd.read_csv(f)``.
 
 Features are the raw pool5 outputs of the backbone in eval mode (not l2-normalised).
+Paths and class names are written as :func:`~simsiam.fileio.display_path` shows them: a
+file name that is not valid UTF-8 (Latin-1 ``caf\\xe9.jpg``) appears with ``\\xNN``
+escapes, the same in both formats.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from simsiam.data.types import ImageSet
 from simsiam.distributed import rank
 from simsiam.errors import ConfigError
 from simsiam.eval.knn import extract_features
-from simsiam.fileio import atomic_write
+from simsiam.fileio import atomic_write, display_path
 
 FORMATS = (".npz", ".csv")
 
@@ -43,12 +46,12 @@ def export_embeddings(backbone: nn.Module, sets: dict[str, ImageSet], out: str |
     if out.suffix not in FORMATS:
         raise ConfigError(f"--out '{out}': use a file ending in {' or '.join(FORMATS)}")
     feats, labels, paths, splits = [], [], [], []
-    classes = next(iter(sets.values())).classes
+    classes = [display_path(c) for c in next(iter(sets.values())).classes]
     for split, images in sets.items():
         feats.append(extract_features(backbone, images.images, image_size, normalize, device,
                                       batch_size, l2_normalize=False).cpu())
         labels.append(images.labels)
-        paths += images.paths
+        paths += [display_path(p) for p in images.paths]
         splits += [split] * len(images)
     x = torch.cat(feats).numpy().astype(np.float32)
     y = np.concatenate(labels).astype(np.int64)

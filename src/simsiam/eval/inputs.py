@@ -18,11 +18,12 @@ from torch import nn
 from simsiam.config import load_config
 from simsiam.data import CapWarning, ImageSet, load_data, load_splits
 from simsiam.distributed import DistContext, setup_distributed
-from simsiam.errors import SimSiamError
+from simsiam.errors import ConfigError, SimSiamError
 from simsiam.eval.loading import load_backbone_for_eval
+from simsiam.models.backbones import is_timm, timm_input_problem, timm_name
 
-__all__ = ["RUN_SPLIT_KEYS", "BackboneOptions", "DataOptions", "eval_data", "eval_processes",
-           "load_for_eval", "neighbor_data"]
+__all__ = ["RUN_SPLIT_KEYS", "BackboneOptions", "DataOptions", "check_image_size", "eval_data",
+           "eval_processes", "load_for_eval", "neighbor_data"]
 
 # settings of a run's data section that make its held-out split and read its files
 RUN_SPLIT_KEYS = ("holdout_fraction", "image_root", "image_column", "caption_column")
@@ -60,6 +61,22 @@ def eval_processes(device: str) -> Iterator[DistContext]:
         ctx.close()
 
 
+def check_image_size(arch: str, image_size: int) -> None:
+    """Refuse ``--image-size`` that backbone ``arch`` cannot run at (a ``timm/<name>`` made
+    for one input size, :func:`~simsiam.models.backbones.timm_input_problem`), before any
+    image is read.
+
+    Raises:
+        ConfigError: naming both sizes and the fix.
+    """
+    problem = timm_input_problem(timm_name(arch), image_size) if is_timm(arch) else None
+    if problem is not None:
+        own, error = problem
+        raise ConfigError(f"--image-size {image_size}: {arch} is made for {own} x {own} px "
+                          f"inputs and cannot run at {image_size} x {image_size} ({error}); "
+                          f"pass --image-size {own}")
+
+
 def load_for_eval(opts: BackboneOptions) -> tuple[nn.Module, dict[str, Any]]:
     """The backbone of ``opts.checkpoint`` and its input settings
     (:func:`~simsiam.eval.loading.load_backbone_for_eval`); ``opts.image_size`` and
@@ -67,9 +84,12 @@ def load_for_eval(opts: BackboneOptions) -> tuple[nn.Module, dict[str, Any]]:
 
     Raises:
         CheckpointError: as :func:`~simsiam.eval.loading.load_backbone_for_eval`.
+        ConfigError: a timm backbone cannot run at ``opts.image_size``
+            (:func:`check_image_size`).
     """
     backbone, info = load_backbone_for_eval(opts.checkpoint)
     if opts.image_size is not None:
+        check_image_size(info.get("arch", ""), opts.image_size)
         info["image_size"] = opts.image_size
     if opts.normalize is not None:
         info["normalize"] = opts.normalize

@@ -14,7 +14,7 @@ from torch import nn
 from simsiam.data import ImageSet
 from simsiam.errors import ConfigError
 from simsiam.eval.linear import PROTOCOLS, ProbeResult, augmented_probe, linear_probe
-from simsiam.fileio import atomic_write
+from simsiam.fileio import atomic_write, display_path
 
 __all__ = ["check_probe_options", "default_linear_out", "run_probe", "write_linear_result"]
 
@@ -65,12 +65,13 @@ def run_probe(protocol: str, backbone: nn.Module, info: dict[str, Any], train: I
 
 def write_linear_result(out: Path, clf: nn.Module, classes: list[str],
                         record: dict[str, Any]) -> None:
-    """``out/classifier.safetensors`` (with the class names in its metadata) and
+    """``out/classifier.safetensors`` (with the class names in its metadata, a folder name
+    that is not UTF-8 with ``\\xNN`` escapes: :func:`~simsiam.fileio.display_path`) and
     ``out/linear.json`` (``record``), each written atomically."""
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in clf.state_dict().items()}
     atomic_write(out / "classifier.safetensors",
                  lambda tmp: save_file(state, str(tmp), metadata={"classes": json.dumps(
-                     classes)}))
+                     [display_path(c) for c in classes])}))
     text = json.dumps(record, indent=2)
     atomic_write(out / "linear.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))

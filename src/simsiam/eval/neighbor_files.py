@@ -13,7 +13,7 @@ import numpy as np
 
 from simsiam.data import ImageSet
 from simsiam.eval.neighbors import NeighborIndex
-from simsiam.fileio import atomic_write
+from simsiam.fileio import atomic_write, display_path
 
 __all__ = ["image_at", "write_neighbors_file"]
 
@@ -23,12 +23,14 @@ def write_neighbors_file(out: Path, checkpoint: str, data: str, index: NeighborI
     """Every image's neighbours, written atomically. ``.json``: ``{checkpoint, data, k,
     neighbors: [{path, neighbors: [{path, similarity}]}]}``; ``.csv``:
     ``path,rank,neighbor,similarity``. ``sims``/``idx``: ``(N, k)`` from
-    :meth:`NeighborIndex.search`."""
+    :meth:`NeighborIndex.search`. Paths are written as :func:`display_path` shows them
+    (a name that is not valid UTF-8 with ``\\xNN`` escapes)."""
+    shown = [display_path(p) for p in index.paths]
     if out.suffix.lower() == ".json":
-        record = {"checkpoint": str(checkpoint), "data": str(data),
+        record = {"checkpoint": display_path(str(checkpoint)), "data": display_path(str(data)),
                   "k": int(idx.shape[1]),
-                  "neighbors": [{"path": index.paths[i], "neighbors": [
-                      {"path": index.paths[j], "similarity": round(float(s), 6)}
+                  "neighbors": [{"path": shown[i], "neighbors": [
+                      {"path": shown[j], "similarity": round(float(s), 6)}
                       for j, s in zip(idx[i], sims[i], strict=True)]}
                       for i in range(len(index))]}
         text = json.dumps(record, indent=1)
@@ -38,7 +40,7 @@ def write_neighbors_file(out: Path, checkpoint: str, data: str, index: NeighborI
         w.writerow(["path", "rank", "neighbor", "similarity"])
         for i in range(len(index)):
             for r, (j, s) in enumerate(zip(idx[i], sims[i], strict=True), start=1):
-                w.writerow([index.paths[i], r, index.paths[j], f"{float(s):.6f}"])
+                w.writerow([shown[i], r, shown[j], f"{float(s):.6f}"])
         text = buf.getvalue()
     atomic_write(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -263,8 +264,9 @@ def index_cache_path(checkpoint: str | Path, sets: Sequence[tuple[Sequence[str],
     """
     ckpt = Path(checkpoint).resolve()
     st = ckpt.stat()
-    h = hashlib.sha256(f"neighbors v{INDEX_VERSION}\n{ckpt}\t{st.st_size}\t{st.st_mtime_ns}\n"
-                       f"image_size={image_size} normalize={normalize}\n".encode())
+    h = hashlib.sha256(os.fsencode(f"neighbors v{INDEX_VERSION}\n{ckpt}\t{st.st_size}\t"
+                                   f"{st.st_mtime_ns}\nimage_size={image_size} "
+                                   f"normalize={normalize}\n"))
     for paths, side in sets:
         h.update(f"{len(paths)} {cache_key([Path(p) for p in paths], side)}\n".encode())
     base = Path(cache_dir) if cache_dir is not None else default_cache_dir()

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from simsiam.choices import TEMPLATE_SETS
 from simsiam.errors import ConfigError
 from simsiam.eval.knn import extract_features
+from simsiam.fileio import read_utf8_text
 
 # The CLIP paper's CIFAR-10 / CIFAR-100 prompts (openai/CLIP data/prompts.md): 18.
 CIFAR_TEMPLATES = tuple(
@@ -40,10 +41,12 @@ def templates(name: str, classnames: Sequence[str] = ()
     """The prompt templates ``name``: ``openai`` (the CLIP paper's 80 ImageNet prompts),
     ``cifar`` (its 18 CIFAR prompts), ``simple`` (open_clip's short list), ``auto``
     (``cifar`` when ``classnames`` are CIFAR-10's, else ``openai``), or a text file with one
-    template per line holding ``{}`` where the class name goes.
+    template per line holding ``{}`` where the class name goes (UTF-8, a byte order mark
+    allowed).
 
     Raises:
         ConfigError: an unknown name, a missing file, or a line without ``{}``.
+        DataError: the file is not UTF-8 text (naming the line, byte offset and fix).
     """
     from open_clip import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
 
@@ -59,7 +62,8 @@ def templates(name: str, classnames: Sequence[str] = ()
     if not path.is_file():
         raise ConfigError(f"--templates {name!r}: choose one of {TEMPLATE_SETS} or a text file "
                           "with one template per line, e.g. 'a photo of a {}.'")
-    lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    lines = [ln.strip() for ln in read_utf8_text(path, "--templates file").splitlines()
+             if ln.strip()]
     bad = [ln for ln in lines if "{}" not in ln]
     if not lines or bad:
         raise ConfigError(f"--templates '{path}': every line needs {{}} where the class name "

@@ -105,6 +105,58 @@ def _timm_feature_dim(name: str) -> int:
     return timm_feature_dim(net)
 
 
+@functools.cache
+def _meta_timm(name: str) -> nn.Module | None:
+    """timm model ``name`` built on the meta device, in eval mode; None if it cannot be
+    built there."""
+    try:
+        with torch.device("meta"):
+            return _build_timm(name).eval()
+    except ConfigError:
+        raise
+    except Exception:  # noqa: BLE001 - a model whose construction needs real tensors
+        return None
+
+
+def _meta_forward_error(net: nn.Module, side: int) -> str | None:
+    """What a forward pass of two ``side`` x ``side`` images on the meta device raises
+    (shapes only: no memory, no arithmetic), or None when it runs."""
+    try:
+        with torch.no_grad():
+            net(torch.empty(2, 3, side, side, device="meta"))
+    except Exception as exc:  # noqa: BLE001 - the model's own shape check, in its words
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return None
+
+
+@functools.cache
+def timm_input_problem(name: str, side: int) -> tuple[int, str] | None:
+    """Whether timm model ``name`` (without ``timm/``) cannot run on ``side`` x ``side``
+    images, as a ViT made for 224 px cannot at 32 (its patch embedding asserts the size).
+
+    Tried with shapes only: the model built on the meta device and run on two images of
+    ``side`` and of its own size (timm's ``pretrained_cfg["input_size"]``).
+
+    Returns:
+        None when it runs at ``side`` (or when that cannot be told: the model cannot be
+        built on the meta device, or fails at its own size too); else ``(its own side,
+        the error it raises at side)``.
+
+    Raises:
+        ConfigError: timm has no model ``name``.
+    """
+    net = _meta_timm(name)
+    if net is None:
+        return None
+    error = _meta_forward_error(net, side)
+    if error is None:
+        return None
+    own = int(getattr(net, "pretrained_cfg", {}).get("input_size", (3, 224, 224))[-1])
+    if own == side or _meta_forward_error(net, own) is not None:
+        return None  # not a matter of size (or an op the meta device lacks)
+    return own, error
+
+
 def feature_dim(name: str) -> int:
     """Width c of the pooled (pool5) features of backbone ``name``: 512 for ResNet-18/34,
     2048 for ResNet-50; for ``timm/<name>`` the model's pooled width (its

@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 from matplotlib.offsetbox import AnnotationBbox, OffsetImage  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from simsiam.fileio import atomic_write  # noqa: E402
+from simsiam.fileio import atomic_write, display_path  # noqa: E402
 
 __all__ = ["contact_sheet", "thumbnail_map"]
 
@@ -30,7 +30,9 @@ _DPI = 100
 
 
 def _short(name: str, width: int = 26) -> str:
-    """``name`` cut in the middle to at most ``width`` characters."""
+    """``name`` as :func:`display_path` shows it, cut in the middle to at most ``width``
+    characters."""
+    name = display_path(name)
     if len(name) <= width:
         return name
     half = (width - 1) // 2
@@ -107,7 +109,7 @@ def contact_sheet(query_images: np.ndarray, query_names: Sequence[str],
                 spine.set_color("red")
                 spine.set_linewidth(2.0)
     if title:
-        fig.suptitle(title, fontsize=9)
+        fig.suptitle(display_path(title), fontsize=9)
     fig.tight_layout(pad=0.3)
     path = Path(path)
     _save_png(fig, path, _DPI)
@@ -168,7 +170,8 @@ def thumbnail_map(xy: np.ndarray, images: np.ndarray, path: str | Path, title: s
         ax.set_xlim(lo[0] - 0.05 * span[0], hi[0] + 0.05 * span[0])
         ax.set_ylim(lo[1] - 0.05 * span[1], hi[1] + 0.05 * span[1])
     ax.set(xticks=[], yticks=[])
-    ax.set_title(title or f"{len(idx)} of {n} images at their 2-D positions", fontsize=9)
+    ax.set_title(display_path(title) or f"{len(idx)} of {n} images at their 2-D positions",
+                 fontsize=9)
     fig.tight_layout()
     path = Path(path)
     _save_png(fig, path, dpi)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
-from simsiam.fileio import disk_full_error, is_disk_full
+from simsiam.errors import DataWarning
+from simsiam.fileio import disk_full_error, is_disk_full, read_jsonl
 
 
 class MetricsLogger:
@@ -83,12 +85,19 @@ class NullLogger:
 
 def read_metrics(run_dir: str | Path, missing_ok: bool = False) -> list[dict[str, Any]]:
     """All records of ``RUN/metrics.jsonl`` in order (``missing_ok``: none when the run
-    never wrote the file, instead of FileNotFoundError)."""
+    never wrote the file, instead of FileNotFoundError). A last line cut short by a crash
+    is skipped with a :class:`DataWarning` naming it (:func:`simsiam.fileio.read_jsonl`).
+
+    Raises:
+        ConfigError: a line before the last is not JSON (names the file and line).
+    """
     path = Path(run_dir) / "metrics.jsonl"
     if missing_ok and not path.is_file():
         return []
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    records, torn = read_jsonl(path)
+    if torn:
+        warnings.warn(DataWarning(torn), stacklevel=2)
+    return records
 
 
 def eval_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -19,14 +19,12 @@ from __future__ import annotations
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from tqdm import tqdm
 
-from simsiam.config import Config, config_to_dict, config_to_yaml
+from simsiam.config import Config, config_to_dict
 from simsiam.data.dataset import DataSplits, load_data
 from simsiam.data.loaders import input_pipeline, make_batches
 from simsiam.distributed import DistContext, all_reduce_sum, convert_sync_batchnorm
@@ -36,7 +34,6 @@ from simsiam.errors import CollapseError
 from simsiam.eval.collapse import CollapseGuard, effective_rank, healthy_std, rank_reference
 from simsiam.eval.monitor import Monitor, monitor_line, start_name
 from simsiam.eval.probe import OnlineProbe
-from simsiam.fileio import atomic_write
 from simsiam.methods import Method, batch_options, build_method
 from simsiam.models.backbones import feature_dim
 from simsiam.optim.factory import build_optimizer
@@ -47,9 +44,18 @@ from simsiam.train.exhaustion import raise_if_exhausted
 from simsiam.train.guards import NonFiniteGuard
 from simsiam.train.interrupt import RunInterrupted, StopSignals, stopped_message
 from simsiam.train.logger import MetricsLogger, NullLogger
-from simsiam.train.preflight import check_stop_after_epoch, finished_run_error
+from simsiam.train.preflight import check_output_paths, check_stop_after_epoch, finished_run_error
 from simsiam.train.resources import peak_memory_mib
-from simsiam.train.run_dir import check_run_dir, clear_run_dir, resume_config, truncate_metrics
+from simsiam.train.run_dir import (
+    check_resume_data,
+    check_run_dir,
+    resume_config,
+    resume_held_out,
+    start_run_dir,
+    truncate_metrics,
+)
+from simsiam.train.run_lock import RunLock, hold_run_dir
+from simsiam.train.run_objects import Run
 from simsiam.train.state import EpochSums, RunResult, RunState
 from simsiam.train.step import bf16_for_run, train_step
 from simsiam.train.summary import epoch_line, setup_record, startup_summary
@@ -68,44 +74,19 @@ class StopRequest(Exception):
         self.signum = signum
 
 
-@dataclass
-class Run:
-    """Everything the loop works with, built once by :func:`_build`."""
-
-    cfg: Config
-    ctx: DistContext
-    plan: BatchPlan
-    model: Method  # the method itself (evaluation, export, checkpoints)
-    step_model: torch.nn.Module  # what the step calls: DDP and/or torch.compile around it
-    optimizer: torch.optim.Optimizer
-    schedule: LrSchedule
-    loader: Any  # batches of the method's data source, with .sampler
-    probe: OnlineProbe | None
-    monitor: Monitor
-    checkpointer: Checkpointer
-    logger: MetricsLogger | NullLogger
-    nonfinite: NonFiniteGuard
-    collapse: CollapseGuard
-    rank_healthy: float  # effective rank of an isotropic batch of the rows logged
-    signals: StopSignals
-    bf16: bool
-    memory_format: torch.memory_format
-    progress: bool
-
-    def stop_requested(self) -> bool:
-        """Whether a stop signal reached any process (a collective: all ask together)."""
-        return self.ctx.any_flag(self.signals.signum is not None)
-
-
 def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False,
-             progress: bool = True, stop_after_epoch: int | None = None) -> RunResult:
+             progress: bool = True, stop_after_epoch: int | None = None,
+             allow_changed_data: bool = False) -> RunResult:
     """Pretrain ``cfg.method`` on ``cfg.data`` and return what was measured.
 
     ``stop_after_epoch`` ends the run early after that epoch's checkpoint, as an
     interruption would (no export); ``resume=True`` then continues the same schedule.
     Resuming restores the model, optimizer, step, epoch, position inside the epoch, the
     epoch's running sums, RNG states and the online probe; the lr schedule is a function
-    of the step, so a resumed run computes what an uninterrupted one would.
+    of the step, so a resumed run computes what an uninterrupted one would. It resumes
+    only on the data the run started with (``RUN/data.json``), or with
+    ``allow_changed_data`` on the data as they are now, the held-out split kept. The run
+    holds ``RUN/run.lock`` from its first check to its end (:mod:`.run_lock`).
 
     Raises:
         ConfigError / DataError: bad settings, output directory or data, before training.
@@ -118,26 +99,35 @@ def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False,
     out = Path(cfg.train.out)
     check_stop_after_epoch(stop_after_epoch, cfg.train.epochs)
     ctx = setup_distributed(cfg.train.device)
+    lock = RunLock(out)
     try:
         check_global_batch(cfg.train.batch_size, ctx.world_size)  # before any work
+        check_output_paths(cfg)
+        hold_run_dir(lock, ctx)  # rank 0 owns the directory until the run ends
         check_run_dir(out, resume, overwrite)
         ctx.barrier()  # every process has checked before rank 0 writes anything
         with StopSignals() as signals:
             return _pretrain(cfg, out, resume, progress and ctx.is_main, stop_after_epoch,
-                             signals, ctx)
+                             signals, ctx, allow_changed_data)
     finally:
+        lock.release()
         ctx.close()
 
 
 def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool,
               stop_after_epoch: int | None, signals: StopSignals,
-              ctx: DistContext) -> RunResult:
+              ctx: DistContext, allow_changed_data: bool = False) -> RunResult:
     checkpointer = Checkpointer(out, ctx, cfg.train.save_every)
+    held_out = None
     if resume:
         checkpointer.load()  # a checkpoint of a newer format is named before its config
         cfg = resume_config(cfg, out)
+        held_out = resume_held_out(out)
     pipeline = input_pipeline(cfg, ctx.device)
-    splits = ctx.main_first(lambda: load_data(cfg.data, cfg.train.seed, progress, pipeline))
+    splits = ctx.main_first(lambda: load_data(cfg.data, cfg.train.seed, progress, pipeline,
+                                              held_out))
+    if resume:
+        check_resume_data(out, splits, allow_changed_data, write=ctx.is_main)
     run, state = _build(cfg, splits, resume, progress, signals, ctx, checkpointer)
     if ctx.is_main:
         print(startup_summary(splits, cfg, run.plan, str(ctx.device), run.bf16,
@@ -190,6 +180,9 @@ def _build(cfg: Config, splits: DataSplits, resume: bool, progress: bool,
     probe = (OnlineProbe(feature_dim(cfg.model.backbone), train.labels, len(train.classes),
                          cfg.eval.probe_lr, device, ctx.distributed)
              if cfg.eval.online_probe and train.labelled else None)
+    # the loader refuses data its method cannot learn from: before the run directory changes
+    loader = make_batches(model.batch_kind, train, cfg, device, ctx.rank, ctx.world_size,
+                          **batch_options(cfg.method, cfg.model))
     state = RunState()
     if resume:
         checkpointer.restore(state, model, optimizer, probe, device)
@@ -198,9 +191,7 @@ def _build(cfg: Config, splits: DataSplits, resume: bool, progress: bool,
         if ctx.is_main:
             truncate_metrics(out, state.step)
     elif ctx.is_main:  # everything is checked and built: only now replace a previous run
-        clear_run_dir(out)
-        text = config_to_yaml(cfg)
-        atomic_write(out / "config.yaml", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        start_run_dir(out, cfg, splits)
     ctx.barrier()
     if not resume:  # the random-init baseline: knn / embed / neighbors take it as it is
         checkpointer.export_method(model, cfg, init=True)
@@ -219,8 +210,7 @@ def _build(cfg: Config, splits: DataSplits, resume: bool, progress: bool,
         optimizer=optimizer,
         schedule=LrSchedule(plan.peak_lr, plan.steps_per_epoch, cfg.train.epochs,
                             cfg.optim.warmup_epochs, cfg.optim.schedule == "step"),
-        loader=make_batches(model.batch_kind, train, cfg, device, ctx.rank, ctx.world_size,
-                            **batch_options(cfg.method, cfg.model)),
+        loader=loader,
         probe=probe, monitor=Monitor(train, splits.test, cfg, device), checkpointer=checkpointer,
         logger=logger, nonfinite=NonFiniteGuard(device, state.step),
         collapse=CollapseGuard.for_run(cfg.eval, model.dim, model.collapse_measure,
