@@ -123,6 +123,13 @@ def test_the_line_names_the_settings_the_checkpoint_and_the_resume_command(tmp_p
         "no checkpoint was written yet; run the command again with --set "
         "data.num_workers=1 and --overwrite")
     assert resource_error(ValueError("bad"), cfg, 3, saver) is None
+    small = RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate "
+                         "3145728 bytes. Error code 12 (Cannot allocate memory)")
+    cuda = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 ...")
+    assert str(resource_error(small, cfg, 3, saver)).startswith(
+        "out of memory after step 3 (the allocator could not get 3.0 MiB more): lower")
+    assert str(resource_error(cuda, cfg, 3, saver)).startswith(
+        "out of memory after step 3 (the allocator could not get 2.00 GiB more): lower")
 
 
 @pytest.mark.slow

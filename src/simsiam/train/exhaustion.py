@@ -65,10 +65,13 @@ def exhaustion_kind(exc: BaseException) -> str | None:
 
 
 def _asked(text: str) -> str:
-    """`` (the allocator could not get 12.0 GiB)`` from the allocator's message, or ''."""
+    """`` (the allocator could not get 12.0 GiB more)`` from the allocator's message (its
+    size in GiB, or MiB under 1 GiB), or ''."""
     found = _ASKED_BYTES.search(text)
     if found:
-        return f" (the allocator could not get {int(found.group(1)) / 2**30:.1f} GiB more)"
+        n = int(found.group(1))
+        size = f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+        return f" (the allocator could not get {size} more)"
     found = _ASKED_TEXT.search(text)
     return f" (the allocator could not get {found.group(1)} more)" if found else ""
 
