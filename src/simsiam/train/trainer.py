@@ -95,6 +95,8 @@ def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False,
         RunInterrupted: SIGINT or SIGTERM arrived; a checkpoint of the current step was
             saved first (see :mod:`simsiam.train.interrupt`).
         CollapseError: ``eval.stop_on_collapse`` and the collapse guard fired.
+        ResourceError: out of memory, or a DataLoader worker killed, in the loop: one line
+            naming the settings to lower (:mod:`simsiam.train.exhaustion`).
     """
     out = Path(cfg.train.out)
     check_stop_after_epoch(stop_after_epoch, cfg.train.epochs)
