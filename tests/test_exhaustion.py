@@ -10,6 +10,7 @@ first checkpoint is on disk; the subprocess timeout is only a hang detector.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import resource
@@ -148,10 +149,9 @@ def test_stop_after_epoch_prints_a_command_that_pastes_and_finishes_the_run(
     assert "pretrain: 2 epochs, 4 steps" in capsys.readouterr().out
 
 
-def _limit_memory(nbytes: int):
-    def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (nbytes, nbytes))
-    return limit
+def _limit_memory(nbytes: int) -> functools.partial:
+    """A ``preexec_fn``: the child's address space limited to ``nbytes`` (RLIMIT_AS)."""
+    return functools.partial(resource.setrlimit, resource.RLIMIT_AS, (nbytes, nbytes))
 
 
 @pytest.mark.slow
