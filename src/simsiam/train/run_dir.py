@@ -18,6 +18,7 @@ from simsiam.data.fingerprint import data_changes, data_record, held_out_names, 
 from simsiam.data.types import DataSplits
 from simsiam.errors import ConfigError, DataError, DataWarning
 from simsiam.fileio import atomic_write
+from simsiam.launch import resume_command
 from simsiam.train.logger import read_metrics
 
 DATA_RECORD = "data.json"  # what the run trains and evaluates on (simsiam.data.fingerprint)
@@ -98,8 +99,8 @@ def resume_config(cfg: Config, out: Path) -> Config:
     if diff:
         raise ConfigError(f"--resume: the config differs from the run in '{out}' "
                           f"({'; '.join(diff)}). --resume continues the same schedule, so "
-                          "resume with the run's own settings (--config "
-                          f"{out / 'config.yaml'}); to train longer or differently, start a "
+                          f"resume with the run's own settings ({resume_command(out)}); "
+                          "to train longer or differently, start a "
                           "new run with another --out (the cosine schedule depends on the "
                           "total length from the first step)")
     return cfg
