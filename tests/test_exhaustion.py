@@ -247,3 +247,56 @@ def test_a_killed_dataloader_worker_ends_the_run_naming_num_workers(cifar_dir, t
                           capture_output=True, text=True, timeout=300)
     assert rest.returncode == 0, rest.stderr
     assert "pretrain: 3 epochs, 30 steps" in rest.stdout
+
+
+class _BrokenPipeBatch(dict):
+    """A batch whose reading raises what a worker dying mid-transfer gives the receiver."""
+
+    def __iter__(self):
+        raise EOFError("Ran out of input")
+
+    def keys(self):
+        raise EOFError("Ran out of input")
+
+
+def test_a_worker_dying_while_it_passes_a_batch_and_onednn_out_of_memory_are_read(tmp_path):
+    """Two forms found by trying it (issue 29's fresh-user trial): multiprocessing's
+    EOFError when a worker died while a batch was passed, and oneDNN's words under
+    `prlimit --as`. An EOFError elsewhere stays a plain error."""
+    from torch.utils.data import default_collate
+
+    with pytest.raises(EOFError) as broken:
+        default_collate([_BrokenPipeBatch(a=1)])
+    assert exhaustion_kind(broken.value) == "worker"
+    assert exhaustion_kind(EOFError("not from a loader")) is None
+    cfg = load_config(None, {"train.batch_size": 96, "data.image_size": 128,
+                             "data.num_workers": 2})
+    saver = _saved_checkpointer(tmp_path / "run")
+    assert str(resource_error(broken.value, cfg, 7, saver)).startswith(
+        "a DataLoader worker ended while it passed a batch (as when the kernel's "
+        "out-of-memory killer ends one) after step 7: lower data.num_workers = 2")
+    onednn = RuntimeError("could not create a primitive")
+    assert exhaustion_kind(onednn) == "memory"
+    assert str(resource_error(onednn, cfg, 0, saver)).startswith(
+        "out of memory after step 0: lower train.batch_size = 96 or data.image_size = 128 "
+        "(torch: 'could not create a primitive')")
+
+
+def test_out_of_memory_in_the_monitor_keeps_the_epoch_just_trained(cifar_dir, tmp_path,
+                                                                    monkeypatch):
+    """The monitor runs before the end-of-epoch checkpoint: when it runs out of memory the
+    epoch's training is saved first, and the line names that checkpoint."""
+    from simsiam.eval.monitor import Monitor
+    from simsiam.train.trainer import pretrain
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to "
+                           "allocate 3145728 bytes. Error code 12 (Cannot allocate memory)")
+
+    monkeypatch.setattr(Monitor, "run", out_of_memory)
+    cfg = tiny_cfg(cifar_dir, tmp_path / "run", **{"train.epochs": 2, "eval.knn_every": 1,
+                                                   "eval.knn_at_start": False})
+    with pytest.raises(ResourceError, match=r"out of memory after step 5 .*: lower "
+                       r"train.batch_size = 32 .*\(epoch 1, step 5\), is kept"):
+        pretrain(cfg, progress=False)
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["epoch"] == 1

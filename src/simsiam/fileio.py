@@ -299,7 +299,8 @@ def check_cache_writable(cache_dir: str | Path | None = None) -> None:
         check_writable(cache_dir, "data.cache_dir", "set data.cache_dir to a writable folder")
     else:
         check_writable(default_cache_dir(), "the cache folder",
-                       "set SIMSIAM_CACHE_DIR (or data.cache_dir) to a writable folder")
+                       "set SIMSIAM_CACHE_DIR to a writable folder (for pretrain also: "
+                       "data.cache_dir)")
 
 
 def read_jsonl(path: str | Path) -> tuple[list[dict], str | None]:

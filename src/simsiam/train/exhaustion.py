@@ -26,6 +26,8 @@ command's exit: :func:`simsiam.cli.end_worker_processes`.)
 from __future__ import annotations
 
 import re
+import signal
+import threading
 
 import torch
 
@@ -38,7 +40,10 @@ __all__ = ["MEMORY_MARKERS", "exhaustion_kind", "raise_if_exhausted", "resource_
 # Texts of the RuntimeErrors that mean "out of memory" (the CPU allocator's, CUDA's own
 # error code, Apple's MPS backend); torch.OutOfMemoryError and MemoryError are read by type.
 MEMORY_MARKERS = ("DefaultCPUAllocator", "can't allocate memory", "CUDA out of memory",
-                  "CUDA error: out of memory", "MPS backend out of memory")
+                  "CUDA error: out of memory", "MPS backend out of memory",
+                  # what oneDNN and thread creation report when the address space runs out
+                  # (seen under `prlimit --as`); the line quotes torch's words for these
+                  "could not create a primitive", "Resource temporarily unavailable")
 
 # torch's SIGCHLD handler: "DataLoader worker (pid 123) is killed by signal: Killed. "
 # (SIGKILL; "Bus error": out of shared memory); its queue check: "DataLoader worker
@@ -50,11 +55,26 @@ _ASKED_BYTES = re.compile(r"tried to allocate (\d+) bytes")
 _ASKED_TEXT = re.compile(r"[Tt]ried to allocate ([\d.]+ [KMGT]?i?B)")
 
 
+def _from_loader(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while a batch came from DataLoader workers (a frame of
+    ``torch.utils.data`` or ``multiprocessing`` on its traceback)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        name = tb.tb_frame.f_globals.get("__name__", "")
+        if name.startswith(("torch.utils.data", "multiprocessing")):
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def exhaustion_kind(exc: BaseException) -> str | None:
-    """``"memory"`` (out of memory), ``"worker"`` (a DataLoader worker killed) or None
-    for any other exception."""
+    """``"memory"`` (out of memory), ``"worker"`` (a DataLoader worker killed; also the
+    ``EOFError`` / ``ConnectionResetError`` of a worker that died while it passed a batch)
+    or None for any other exception."""
     if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
         return "memory"
+    if isinstance(exc, (EOFError, ConnectionResetError)) and _from_loader(exc):
+        return "worker"
     if isinstance(exc, RuntimeError):
         text = str(exc)
         if any(marker in text for marker in MEMORY_MARKERS):
@@ -79,6 +99,9 @@ def _asked(text: str) -> str:
 def _worker_line(text: str) -> str:
     """What happened to the worker, from torch's message."""
     found = _WORKER.search(text)
+    if found is None:  # the pipe broke while a batch was passed
+        return ("a DataLoader worker ended while it passed a batch (as when the kernel's "
+                "out-of-memory killer ends one)")
     pid, signal_name, pids = found.groups()
     if signal_name == "Killed":
         return (f"a DataLoader worker (pid {pid}) was killed by SIGKILL (the kernel's "
@@ -147,6 +170,8 @@ def resource_error(exc: BaseException, cfg, step: int, checkpointer) -> Resource
         head = f"out of memory after step {step}{_asked(str(exc))}: lower {smaller}"
         then = "to continue this run as it is once memory is free"
         again = "run the command again with smaller values and --overwrite"
+    if kind == "memory" and not _asked(str(exc)) and str(exc).strip():
+        head += f" (torch: {str(exc).strip().splitlines()[0][:80]!r})"  # the basis, seen
     tail = (f"{then}: {resume_command(checkpointer.out, extra=extra)}"
             if checkpointer.last_saved is not None else again)
     return ResourceError(f"{head} (a smaller batch or image size is a new run: --resume keeps "
@@ -158,4 +183,7 @@ def raise_if_exhausted(exc: BaseException, cfg, step: int, checkpointer) -> None
     resource exhaustion; return otherwise, for the caller to re-raise ``exc``."""
     error = resource_error(exc, cfg, step, checkpointer)
     if error is not None:
+        if threading.current_thread() is threading.main_thread():
+            # torch's SIGCHLD handler would raise again for the next worker that ends
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         raise error from exc

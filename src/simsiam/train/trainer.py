@@ -40,7 +40,7 @@ from simsiam.optim.factory import build_optimizer
 from simsiam.optim.plan import BatchPlan, batch_plan, check_global_batch
 from simsiam.optim.schedule import LrSchedule
 from simsiam.train.checkpoint import Checkpointer
-from simsiam.train.exhaustion import raise_if_exhausted
+from simsiam.train.exhaustion import exhaustion_kind, raise_if_exhausted
 from simsiam.train.guards import NonFiniteGuard
 from simsiam.train.interrupt import RunInterrupted, StopSignals, stopped_message
 from simsiam.train.logger import MetricsLogger, NullLogger
@@ -141,7 +141,7 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool,
                 print(f"epoch 0 ({start_name(cfg)}): {monitor_line(start)}", flush=True)
         signals.defer()  # from here a signal saves a checkpoint at the next step boundary
         finished = _fit(run, state, stop_after_epoch)
-    except (MemoryError, RuntimeError) as exc:  # out of memory, a killed worker: one line
+    except (MemoryError, RuntimeError, EOFError, ConnectionResetError) as exc:  # one line
         raise_if_exhausted(exc, run.cfg, state.step, run.checkpointer)
         raise
     finally:
@@ -342,7 +342,12 @@ def _end_epoch(run: Run, state: RunState) -> bool:
     stopping = run.stop_requested()
     evaluation = None
     if run.monitor.due(state.epoch) and (not stopping or last):  # stopping: save first
-        evaluation = _monitor(run, state)
+        try:
+            evaluation = _monitor(run, state)
+        except (MemoryError, RuntimeError) as exc:
+            if exhaustion_kind(exc) is not None:  # keep the epoch trained, lose its eval
+                _save(run, state)
+            raise
     if run.ctx.is_main and not run.progress:  # no bar: one line per epoch
         print(epoch_line(state.epoch, run.cfg.train.epochs, mean_loss, record["seconds"],
                          monitor_line(evaluation) if evaluation else None), flush=True)
