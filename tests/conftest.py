@@ -36,3 +36,17 @@ def flickr_dir() -> Path:
     if not FLICKR_DIR.is_dir():
         pytest.skip(f"real photographs not found at {FLICKR_DIR}")
     return FLICKR_DIR
+
+
+def save_random_backbone(path: Path, image_size: int) -> Path:
+    """A randomly initialised ResNet-18 (7x7 stem, seed 0) exported to ``path`` as a simsiam
+    backbone file for ``image_size`` px inputs; returns ``path``."""
+    from simsiam.models.backbones import backbone_state_dict, build_backbone
+    from simsiam.train.checkpoint import save_backbone
+
+    torch.manual_seed(0)
+    save_backbone(backbone_state_dict(build_backbone("resnet18", "imagenet")), path,
+                  metadata={"image_size": str(image_size), "normalize": "imagenet",
+                            "seed": "0", "format": "torchvision", "arch": "resnet18",
+                            "stem": "imagenet"})
+    return path

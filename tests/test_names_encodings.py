@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image, features
 from safetensors import safe_open
 from torch import nn
@@ -30,7 +29,7 @@ from simsiam.eval.linear_run import write_linear_result
 from simsiam.eval.zeroshot import templates
 from simsiam.fileio import display_path, read_utf8_text
 
-from .conftest import FLICKR_DIR
+from .conftest import FLICKR_DIR, save_random_backbone
 
 LATIN1 = b"caf\xe9.jpg"  # "café.jpg" in Latin-1: not valid UTF-8
 SHOWN = "caf\\xe9.jpg"  # how it is shown and written: 11 characters, a real backslash
@@ -51,15 +50,7 @@ def photos() -> list[Path]:
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     """A randomly initialised ResNet-18 exported as a simsiam backbone, 32 px."""
-    from simsiam.models.backbones import backbone_state_dict, build_backbone
-    from simsiam.train.checkpoint import save_backbone
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "backbone.safetensors"
-    save_backbone(backbone_state_dict(build_backbone("resnet18", "imagenet")), path,
-                  metadata={"image_size": "32", "normalize": "imagenet", "seed": "0",
-                            "format": "torchvision", "arch": "resnet18", "stem": "imagenet"})
-    return path
+    return save_random_backbone(tmp_path_factory.mktemp("ckpt") / "backbone.safetensors", 32)
 
 
 def _latin1_folder(root: Path, photos: list[Path], n: int = 5) -> Path:

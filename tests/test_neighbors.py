@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from simsiam.cli import build_parser, main
@@ -20,7 +19,7 @@ from simsiam.errors import ConfigError, DataError
 from simsiam.eval.neighbors import NeighborIndex, faiss_available
 from simsiam.report.sheets import thumbnail_map
 
-from .conftest import REPO
+from .conftest import REPO, save_random_backbone
 
 FLICKR = REPO.parent / "shared" / "data" / "flickr8k-1k" / "images"
 TOL = 1e-5
@@ -38,15 +37,7 @@ def photos() -> list[Path]:
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     """A randomly initialised ResNet-18 (7x7 stem) exported as a simsiam backbone, 64 px."""
-    from simsiam.models.backbones import backbone_state_dict, build_backbone
-    from simsiam.train.checkpoint import save_backbone
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "backbone.safetensors"
-    save_backbone(backbone_state_dict(build_backbone("resnet18", "imagenet")), path,
-                  metadata={"image_size": "64", "normalize": "imagenet", "seed": "0",
-                            "format": "torchvision", "arch": "resnet18", "stem": "imagenet"})
-    return path
+    return save_random_backbone(tmp_path_factory.mktemp("ckpt") / "backbone.safetensors", 64)
 
 
 @pytest.fixture(autouse=True)
