@@ -218,7 +218,8 @@ def _subcommands(parser: argparse.ArgumentParser) -> list[tuple[str, str, Any]]:
 
 
 def _flag_row(action: argparse.Action) -> str:
-    names = ", ".join(f"`{s}`" for s in action.option_strings) or f"`{action.metavar or action.dest}`"
+    names = ", ".join(f"`{s}`" for s in action.option_strings) or \
+        f"`{action.metavar or action.dest}`"
     if action.choices is not None and not isinstance(action, argparse._SubParsersAction):
         value = " \\| ".join(f"`{c}`" for c in action.choices)
     elif action.nargs == 0:
