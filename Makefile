@@ -1,4 +1,4 @@
-# Set-up and the two entry points: `make demo` and `make test`. Both are idempotent:
+# Set-up and the two entry points: `make demo` and `make test` (`make docs`: the docs site). Both are idempotent:
 # the virtual environment is created and the package installed only when missing or
 # when pyproject.toml changed.
 PYTHON ?= python3
@@ -8,11 +8,11 @@ STAMP := $(VENV)/.installed
 # Decoded-image caches stay inside the project (never in the read-only data folder).
 export SIMSIAM_CACHE_DIR ?= $(CURDIR)/.cache
 
-.PHONY: install demo test test-fast lint clean gpu-prep gpu-dryrun
+.PHONY: install demo test test-fast docs lint clean gpu-prep gpu-dryrun
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,docs]'
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -25,6 +25,11 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
+
+# The docs site (mkdocs.yml), offline, into the ignored site/; the reference pages are
+# generated from the schema and the parser (docs/gen_reference.py). Also built by make test.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(VENV)/bin/mkdocs build --strict -d site
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
