@@ -4,8 +4,8 @@ A run started by ``torchrun --nproc_per_node=N -m simsiam pretrain ...`` finds
 ``WORLD_SIZE``/``RANK``/``LOCAL_RANK`` in its environment, joins the process group
 (NCCL on GPU, gloo on CPU), converts every BatchNorm to :class:`SyncBatchNorm` and
 wraps the method in DistributedDataParallel. A plain ``simsiam pretrain`` creates no
-process group and no SyncBatchNorm. See :mod:`simsiam.train.trainer` and the README
-section "Several GPUs and nodes".
+process group and no SyncBatchNorm. See :mod:`simsiam.train.trainer` and the docs page
+"Several GPUs and nodes" (docs/distributed.md).
 """
 
 from simsiam.distributed.context import DistContext, rank, setup_distributed, world_size

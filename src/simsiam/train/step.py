@@ -1,7 +1,7 @@
 """One optimizer step of a method, and the choice of bfloat16 autocast for it.
 
 Source: SIMSIAM.md section 3 (SGD on the symmetric loss); the precision rule is this
-project's (README "Speed"; BENCHMARKS.md "bf16 convolution on 1x1 inputs").
+project's (docs/benchmarks.md "Speed"; BENCHMARKS.md "bf16 convolution on 1x1 inputs").
 """
 
 from __future__ import annotations
