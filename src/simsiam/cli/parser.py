@@ -14,8 +14,8 @@ from simsiam.cli.flags import METHOD_NAMES, Handler, add_grid_flags, add_run_fla
 
 __all__ = ["DESCRIPTION", "build_parser"]
 
-DESCRIPTION = "Command line: ``simsiam pretrain|demo|bench|knn|linear|embed|report|" \
-    "reproduce|compare|...``."
+DESCRIPTION = ("Self-supervised image encoders: pretrain, demo, bench, knn, linear, embed, "
+               "neighbors, report, reproduce, compare, retrieval, zeroshot, shard, describe")
 # the modules that run the subcommands, imported after parsing
 TRAIN, TOOLS, REPRODUCE = "simsiam.cli.train", "simsiam.cli.tools", "simsiam.cli.reproduce"
 
