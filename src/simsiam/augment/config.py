@@ -17,13 +17,14 @@ class AugmentConfig:
 
     recipe: str = "auto"  # auto (the method's own) | simsiam | mocov2 | simclr | byol | swav | clip
     crop_scale: list[float] | None = None  # crop area fraction; SimSiam 0.2-1, SimCLR 0.08-1
+    # aspect-ratio range of the random resized crop
     crop_ratio: list[float] = field(default_factory=lambda: [3.0 / 4.0, 4.0 / 3.0])
-    jitter_prob: float | None = None
-    brightness: float | None = None
-    contrast: float | None = None
-    saturation: float | None = None
-    hue: float | None = None
-    grayscale_prob: float | None = None
+    jitter_prob: float | None = None  # colour jitter probability per view (SimSiam 0.8)
+    brightness: float | None = None  # colour-jitter strengths (SimSiam 0.4/0.4/0.4/0.1)
+    contrast: float | None = None  # colour-jitter contrast strength
+    saturation: float | None = None  # colour-jitter saturation strength
+    hue: float | None = None  # colour-jitter hue strength
+    grayscale_prob: float | None = None  # grayscale probability per view (SimSiam 0.2)
     # Gaussian blur and solarize: view 1's (and any view after the second), then view 2's;
     # a view-1 value given without its view2_ key sets both views.
     blur_prob: float | None = None
@@ -43,4 +44,5 @@ class AugmentConfig:
     # Multi-crop (SwAV, SIMSIAM.md section 6): extra small views per image, batched only.
     small_crops: int = 0  # SwAV on ImageNet: 6 (with 2 large crops of crop_scale [0.14, 1])
     small_size: int | None = None  # side of the small crops; None: image_size x 96/224
+    # crop area fraction of the small crops (SwAV multi-crop)
     small_crop_scale: list[float] = field(default_factory=lambda: [0.05, 0.14])

@@ -41,7 +41,7 @@ class ModelConfig:
     holds them all (so that it loads back to an equal config). Source: SIMSIAM.md sections 2 and 6.
     """
 
-    backbone: str = "resnet50"
+    backbone: str = "resnet50"  # a torchvision ResNet (resnet18, resnet50, ...) or timm/<name>
     stem: str = "imagenet"  # "cifar": 3x3 stride-1 first conv, no max-pool
     # Official SimSiam: each residual branch's last BN starts at 0. False is torchvision's
     # (and lightly's) default, which learns faster in runs of a few hundred steps.
@@ -62,14 +62,14 @@ class ModelConfig:
 class TrainConfig:
     """The run: length, batch, device, output and logging."""
 
-    epochs: int = 100
-    batch_size: int = 512
-    seed: int = 0
-    device: str = "auto"
-    out: str = "runs/simsiam"
+    epochs: int = 100  # length of the run; the lr schedule spans it
+    batch_size: int = 512  # the global batch: all processes together under torchrun
+    seed: int = 0  # seeds the weights, the views, the held-out draw and the order
+    device: str = "auto"  # auto (CUDA when there is one) | cpu | cuda
+    out: str = "runs/simsiam"  # the run directory (docs/training.md)
     log_every: int = 10  # steps between metric records
     save_every: int = 0  # also keep checkpoints/epoch_NNNN.pt every N epochs; 0 = only last.pt
-    channels_last: bool = False
+    channels_last: bool = False  # NHWC memory format for the convolutions
     compile: bool = False  # torch.compile the method (model + loss) for the training step
     # bfloat16 autocast (the loss stays float32): "auto" = on CUDA, and on CPUs with native
     # bf16 (AVX512-BF16 or AMX); "bf16" = always; "fp32" = float32 everywhere.
@@ -83,8 +83,8 @@ class EvalConfig:
     (:mod:`simsiam.eval.collapse`)."""
 
     knn_every: int = 1  # epochs between kNN evaluations; 0 switches the monitor off
-    knn_k: int = 200
-    knn_t: float = 0.1
+    knn_k: int = 200  # neighbours that vote in the kNN monitor
+    knn_t: float = 0.1  # temperature of the kNN monitor's weighted vote
     # also evaluate the randomly initialised encoder (epoch 0: the baseline of every figure)
     knn_at_start: bool = True
     # held-out images whose two fixed views measure copy retrieval and alignment; 0: off
@@ -109,7 +109,7 @@ class EvalConfig:
 class Config:
     """A whole run."""
 
-    method: str = "simsiam"
+    method: str = "simsiam"  # simsiam | simclr | mocov2 | byol | swav | clip
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

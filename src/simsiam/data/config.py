@@ -18,7 +18,7 @@ class DataConfig:
     a CSV/TSV/JSONL caption table or WebDataset shards (:mod:`simsiam.data.captions`).
     """
 
-    source: str = ""
+    source: str = ""  # a folder, cifar10 / cifar100, a caption table or shards
     image_size: int = 224  # side of each augmented view, pixels
     per_class: int | None = None  # at most this many training images per class
     test_per_class: int | None = None  # at most this many held-out images per class

@@ -20,8 +20,8 @@ class OptimConfig:
     # (the cpu presets: one optimizer for a short, equal-budget comparison).
     method_optimizer: bool = True
     base_lr: float = 0.05  # lr = base_lr x batch_size / 256
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
+    momentum: float = 0.9  # SGD / LARS momentum
+    weight_decay: float = 1e-4  # L2 weight decay (excluded groups: the method says which)
     # AdamW only (CLIP: Radford et al. 2021 and open_clip's defaults for ViT-B/RN models)
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     eps: float = 1e-6

@@ -15,9 +15,9 @@ class CLIPConfig:
 
     embed_dim: int = 512  # the shared image-text embedding width
     context_length: int = 77  # tokens per caption, start and end included; longer ones are cut
-    text_width: int = 512
-    text_heads: int = 8
-    text_layers: int = 12
+    text_width: int = 512  # text transformer width
+    text_heads: int = 8  # text transformer attention heads
+    text_layers: int = 12  # text transformer layers
     init_temperature: float = 0.07  # logit scale starts at 1 / 0.07
     max_logit_scale: float = 100.0  # the scale exp(t) is clamped to at most this
 

@@ -17,7 +17,7 @@ class MoCoV2Config:
     hidden_dim: int | None = None  # hidden width of the head; None: the backbone's width c
     shuffle_bn: bool = True  # split-batch BN + shuffled keys on one device (MoCo's demo)
     bn_splits: int = 8  # BN groups per batch on one device (the demo's 8 "GPUs")
-    temperature: float = 0.2
+    temperature: float = 0.2  # InfoNCE temperature
     momentum: float | None = None  # key encoder EMA; None: 0.99 for views <= 64 px, else 0.999
     queue_size: int | None = None  # negatives; None: 4,096 for views <= 64 px, else 65,536
 

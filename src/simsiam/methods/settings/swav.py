@@ -20,8 +20,8 @@ class SwAVConfig:
     hidden_dim: int = 2048  # projector hidden width
     num_prototypes: int = 3000  # K
     temperature: float = 0.1  # T of the swapped prediction
-    sinkhorn_epsilon: float = 0.05
-    sinkhorn_iterations: int = 3
+    sinkhorn_epsilon: float = 0.05  # entropy regularisation of the Sinkhorn-Knopp codes
+    sinkhorn_iterations: int = 3  # Sinkhorn-Knopp iterations
     freeze_prototypes_epochs: float = 1.0  # prototypes frozen for the first epoch
     queue_size: int = 0  # feature-queue rows (0: none; SwAV uses 3,840 at small batches)
     queue_start_epochs: float = 15.0  # the queue fills from this epoch on
