@@ -50,3 +50,14 @@ def save_random_backbone(path: Path, image_size: int) -> Path:
                             "seed": "0", "format": "torchvision", "arch": "resnet18",
                             "stem": "imagenet"})
     return path
+
+
+def load_script(name: str, path: Path):
+    """Import a script that is not in a package (docs/gen_reference.py, benchmarks/*.py) as
+    module ``name`` and return it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -8,12 +8,12 @@ generated references cover every key and every flag. The checks are in
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 from simsiam.cli.parser import build_parser
 from simsiam.config.load import config_keys
 
+from .conftest import load_script
 from .docs_checks import (
     command_args,
     command_problems,
@@ -29,10 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _gen_reference():
-    spec = importlib.util.spec_from_file_location("gen_reference", ROOT / "docs/gen_reference.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("gen_reference", ROOT / "docs/gen_reference.py")
 
 
 def test_site_builds_strict(tmp_path):

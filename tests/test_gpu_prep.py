@@ -8,7 +8,6 @@ prep script can fail, and that the check script's outputs fit what comes back.
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import re
 import subprocess
@@ -18,17 +17,14 @@ import zipfile
 import pytest
 from packaging.requirements import Requirement
 
-from .conftest import REPO
+from .conftest import REPO, load_script
 
 BENCH = REPO / "benchmarks"
 
 
 @pytest.fixture(scope="module")
 def prep():
-    spec = importlib.util.spec_from_file_location("bench_gpu_prep", BENCH / "gpu_prep.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_gpu_prep", BENCH / "gpu_prep.py")
 
 
 def test_the_wheels_cover_every_dependency_the_gpu_image_lacks(prep):
